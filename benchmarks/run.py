@@ -1,0 +1,103 @@
+"""``visionrt bench``: every requested backend of one model directory, model-only and end-to-end.
+
+Backends: ``onnxruntime`` (CPU provider; CUDA when installed), ``torch`` (PyTorch eager,
+the baseline; needs the train extra) and ``tensorrt`` (the manifest's engines; needs a GPU).
+One that cannot run here gives a skipped row saying why, not an error. The same thread
+count goes to onnxruntime and torch. Images come from the dataset's test split on disk.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+
+from ..runtime.backends import Runner, open_runner
+from ..runtime.errors import BackendUnavailable, InputError
+from ..runtime.manifest import ModelDir
+from ..runtime.predictor import Predictor
+from ..runtime.tensorrt_env import FLAVOURS
+from .harness import BenchSettings, Result, bench_end_to_end, bench_model
+from .machine import usable_cpus
+from .report import write_report
+
+BASELINE = "torch-eager"
+
+
+def test_images(model_dir: ModelDir, data_dir: str | os.PathLike | None, count: int = 64) -> list[Path]:
+    """Up to ``count`` image files of the dataset's test split (the manifest's dataset by default)."""
+    root = Path(data_dir or model_dir.manifest.model.get("dataset", ""))
+    paths = sorted((root / "images" / "test").glob("*.png"))[:count]
+    if not paths:
+        raise InputError(f"no test images under {root / 'images' / 'test'}",
+                         fix="pass --data DIR of a dataset made by `visionrt data`")
+    return paths
+
+
+def _torch_runner(model_dir: ModelDir, threads: int) -> Runner:
+    try:
+        import torch
+    except ImportError as err:
+        raise BackendUnavailable("PyTorch is not installed", fix="pip install 'visionrt[train]'") from err
+    from ..export.onnx_export import load_trained
+    from ..export.torch_runner import TorchRunner
+    from ..runtime.backends.base import TensorSpec
+
+    torch.set_num_threads(threads)
+    spec = model_dir.manifest.input
+    inputs = [TensorSpec(spec.name, tuple(spec.shape), spec.dtype)]
+    return TorchRunner(load_trained(model_dir), inputs, [o.name for o in model_dir.manifest.outputs])
+
+
+def _runners(model_dir: ModelDir, backends: Iterable[str], threads: int) -> Iterable[tuple[str, Callable[[], Runner]]]:
+    for backend in backends:
+        if backend == "torch":
+            yield BASELINE, lambda: _torch_runner(model_dir, threads)
+        elif backend == "tensorrt":
+            for key, facts in (model_dir.manifest.engines or {"tensorrt": {}}).items():
+                label = FLAVOURS[facts["flavour"]].runner_name if "flavour" in facts else key
+                yield label, lambda key=key: open_runner(model_dir, "tensorrt", engine_key=key)
+        else:
+            yield backend, lambda backend=backend: open_runner(model_dir, backend, threads=threads)
+
+
+def bench_model_dir(model_dir: ModelDir, backends: Iterable[str] = ("onnxruntime", "torch"),
+                    batch_sizes: Iterable[int] = (1, 8, 32), data_dir: str | os.PathLike | None = None,
+                    out_dir: str | os.PathLike | None = None, min_seconds: float = 1.0,
+                    threads: int | None = None) -> dict[str, Path]:
+    """Benchmark, write ``bench.json/.md/.png`` (default ``<model_dir>/bench``), record in the manifest."""
+    m = model_dir.manifest
+    threads = threads or usable_cpus()
+    settings = BenchSettings(min_seconds=min_seconds, threads=threads)
+    batch_sizes = list(batch_sizes)
+    images = test_images(model_dir, data_dir, max(batch_sizes))
+    batches = {b: (images * b)[:b] for b in batch_sizes}
+    point = dict(task=m.task, model=m.model["arch"])
+    results: list[Result] = []
+    for label, make in _runners(model_dir, backends, threads):
+        try:
+            runner = make()
+            predictor = Predictor(model_dir, runner=runner)
+        except BackendUnavailable as err:
+            results += [Result(**point, backend=label, precision="fp32", batch=b, mode=mode, timing=None,
+                               notes=f"skipped: {err}") for b in batch_sizes for mode in ("model", "end-to-end")]
+            continue
+        arrays = {b: predictor.preprocess(batches[b]) for b in batch_sizes}
+        precision = getattr(runner, "facts", {}).get("precision", "fp32")
+        results += bench_model(runner, make_feed=lambda b: {m.input.name: arrays[b]}, precision=precision,
+                               batch_sizes=batch_sizes, settings=settings, **point)
+        results += bench_end_to_end(predictor.predict, inputs_for_batch=batches.__getitem__, backend=runner.name,
+                                    precision=precision, batch_sizes=batch_sizes, settings=settings, **point)
+        predictor.close()
+    accuracy = [{"task": m.task, "backend": "torch-eager" if backend == "pytorch" else backend, "precision": "fp32",
+                 m.metrics["metric"]: values["test"][m.metrics["metric"]]}
+                for backend, values in m.metrics.items() if isinstance(values, dict) and "test" in values]
+    paths = write_report(results, Path(out_dir or model_dir.root / "bench"), accuracy=accuracy,
+                         baseline=BASELINE if any(r.backend == BASELINE for r in results) else None,
+                         settings=settings)
+    m.benchmarks = {"settings": {"threads": threads, "min_seconds": min_seconds},
+                    "median_ms": {f"{r.backend}/{r.mode}/b{r.batch}": r.timing.median_ms
+                                  for r in results if r.timing is not None}}
+    model_dir.record("bench", report=str(paths.markdown))
+    model_dir.save()
+    return {"json": paths.json, "markdown": paths.markdown, "chart": paths.png}

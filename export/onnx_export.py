@@ -1,0 +1,89 @@
+"""PyTorch -> portable ONNX (torch.onnx dynamo exporter), dynamic batch, metadata embedded."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..runtime import atomic
+from ..runtime.errors import ArtifactError
+from ..runtime.manifest import ModelDir
+from ..train import checkpoint
+from ..train.models import build_from_manifest
+
+ONNX_FILE = "model.onnx"
+OPSET = 20
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Hide the exporter's chatter (torchvision registration notes, deprecation warnings)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def load_trained(model_dir: ModelDir) -> torch.nn.Module:
+    """The trained module of a model directory, weights checked against the manifest, in eval mode."""
+    model = build_from_manifest(model_dir.manifest)
+    return checkpoint.load_weights(model, model_dir.path("weights")).eval()
+
+
+def metadata_props(model_dir: ModelDir) -> dict[str, str]:
+    """What a consumer of the bare ONNX file needs: task, classes, input normalisation, outputs."""
+    m = model_dir.manifest
+    return {
+        "visionrt.task": m.task,
+        "visionrt.classes": json.dumps(m.classes),
+        "visionrt.input": json.dumps(dataclasses.asdict(m.input)),
+        "visionrt.outputs": json.dumps([dataclasses.asdict(o) for o in m.outputs]),
+    }
+
+
+def export_onnx(model_dir: ModelDir, opset: int = OPSET, log=print) -> Path:
+    """Write ``model.onnx`` (batch axis dynamic) into the model directory and register it."""
+    manifest = model_dir.manifest
+    spec = manifest.input
+    model = load_trained(model_dir)
+    example = torch.zeros(2, spec.channels, spec.height or 64, spec.width or 64)
+    dynamic = {0: torch.export.Dim("batch", min=1, max=4096)}
+    if spec.height is None:
+        dynamic.update({2: torch.export.Dim("height", min=16, max=4096),
+                        3: torch.export.Dim("width", min=16, max=4096)})
+    with _quiet_exporter():
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
+                                    input_names=[spec.name], output_names=[o.name for o in manifest.outputs],
+                                    dynamic_shapes=(dynamic,), verbose=False)
+    proto = program.model_proto
+    for key, value in metadata_props(model_dir).items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = f"visionrt {manifest.task} model ({manifest.model.get('arch')})"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise ArtifactError(f"exported ONNX fails the onnx checker: {err}") from err
+    path = model_dir.root / ONNX_FILE
+    write_onnx(proto, path)
+    model_dir.add_file("onnx", path, role=f"portable ONNX, opset {opset}, dynamic batch")
+    model_dir.manifest.versions.update(onnx=onnx.__version__, opset=str(opset))
+    model_dir.record("export", onnx=ONNX_FILE, opset=opset)
+    model_dir.save()
+    log(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB, opset {opset})")
+    return path
+
+
+def write_onnx(proto: onnx.ModelProto, path: Path) -> None:
+    """Serialise atomically (a failed write never leaves a truncated ONNX behind)."""
+    atomic.write_bytes(path, proto.SerializeToString())

@@ -1,0 +1,91 @@
+"""Parity between two runners (any backends), per output and at task level.
+
+Per output: max and mean absolute error, max relative error and the smallest ``atol`` that
+would pass at the given ``rtol`` (``|cand - ref| <= atol + rtol * |ref|`` element-wise, as
+numpy.allclose). At task level: the task's metric computed from each runner's outputs,
+which must agree within ``metric_tolerance``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from ..runtime.backends.base import Runner
+
+TaskMetric = Callable[[dict[str, np.ndarray]], dict[str, float]]
+
+
+@dataclasses.dataclass
+class OutputParity:
+    name: str
+    shape: list[int]
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    min_atol: float
+    passed: bool
+
+
+@dataclasses.dataclass
+class ParityReport:
+    reference: str
+    candidate: str
+    atol: float
+    rtol: float
+    samples: int
+    outputs: list[OutputParity]
+    task: dict[str, dict[str, float]]
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        worst = max(self.outputs, key=lambda o: o.max_abs)
+        metrics = ", ".join(f"{k} {v['reference']:.4f} vs {v['candidate']:.4f}" for k, v in self.task.items())
+        verdict = "PASS" if self.passed else "FAIL"
+        return (f"{verdict} {self.candidate} vs {self.reference} on {self.samples} samples: "
+                f"max |diff| {worst.max_abs:.2e} ({worst.name}), min atol {worst.min_atol:.2e} at rtol "
+                f"{self.rtol:g}" + (f"; {metrics}" if metrics else ""))
+
+
+def compare_arrays(name: str, reference: np.ndarray, candidate: np.ndarray, atol: float,
+                   rtol: float) -> OutputParity:
+    if reference.shape != candidate.shape:
+        return OutputParity(name, list(candidate.shape), np.inf, np.inf, np.inf, np.inf, False)
+    ref = reference.astype(np.float64)
+    diff = np.abs(candidate.astype(np.float64) - ref)
+    if diff.size == 0:
+        return OutputParity(name, list(ref.shape), 0.0, 0.0, 0.0, 0.0, True)
+    min_atol = float(np.max(np.maximum(diff - rtol * np.abs(ref), 0.0)))
+    return OutputParity(
+        name=name, shape=list(ref.shape), max_abs=float(diff.max()), mean_abs=float(diff.mean()),
+        max_rel=float(np.max(diff / np.maximum(np.abs(ref), 1e-12))), min_atol=min_atol,
+        passed=bool(min_atol <= atol))
+
+
+def concat_outputs(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+def check_parity(reference: Runner, candidate: Runner, feeds: Iterable[Mapping[str, np.ndarray]],
+                 atol: float = 1e-4, rtol: float = 1e-3, task_metric: TaskMetric | None = None,
+                 metric_tolerance: float = 0.0) -> ParityReport:
+    """Run both runners on every feed and compare; outputs are matched by name."""
+    ref_batches, cand_batches, samples = [], [], 0
+    for feed in feeds:
+        ref_batches.append(reference.infer(feed))
+        cand_batches.append(candidate.infer(feed))
+        samples += len(next(iter(feed.values())))
+    ref, cand = concat_outputs(ref_batches), concat_outputs(cand_batches)
+    outputs = [compare_arrays(name, ref[name], cand[name], atol, rtol) if name in cand
+               else OutputParity(name, [], np.inf, np.inf, np.inf, np.inf, False) for name in ref]
+    task: dict[str, dict[str, float]] = {}
+    if task_metric is not None:
+        ref_metric, cand_metric = task_metric(ref), task_metric(cand)
+        task = {key: {"reference": ref_metric[key], "candidate": cand_metric[key],
+                      "difference": abs(ref_metric[key] - cand_metric[key])} for key in ref_metric}
+    passed = all(o.passed for o in outputs) and all(t["difference"] <= metric_tolerance for t in task.values())
+    return ParityReport(reference.name, candidate.name, atol, rtol, samples, outputs, task, passed)

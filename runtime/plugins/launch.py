@@ -1,0 +1,50 @@
+"""How a plugin kernel is launched: one description shared by TensorRT and the GPU benchmark.
+
+Each op's ``tensorrt.py`` has ``launch*(...)`` functions that return a :class:`KernelLaunch`.
+TensorRT's AOT plugin (``aot_impl``) calls it with symbolic shape expressions, the GPU
+benchmark with plain ints, so both launch the kernel with the same grid, block and
+arguments. The sizes are written with ``+``, ``*`` and ``//`` by ints only, with the
+symbolic operand on the left, which TensorRT shape expressions support.
+
+Kernel signatures follow TensorRT's AOT convention: input pointers, then the int32 scalar
+arguments (``KernelLaunch.args``), then output pointers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+#: Element types of the kernels, as numpy dtype names, and their entry-point suffixes.
+DTYPE_SUFFIX = {"float32": "f32", "float16": "f16"}
+
+#: Threads per block of the one-thread-per-output-element kernels.
+ELEMENTWISE_BLOCK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelLaunch:
+    """One kernel launch: entry point, grid and block ``(x, y, z)``, dynamic shared memory in
+    bytes, and the int32 scalar arguments in kernel order. Sizes are ints or shape expressions."""
+
+    kernel: str
+    grid: tuple[Any, Any, Any]
+    block: tuple[int, int, int]
+    args: tuple[Any, ...]
+    shared_mem: int = 0
+
+
+def cdiv(a: Any, b: int) -> Any:
+    """Ceiling division of a size (int or shape expression) by a positive int."""
+    return (a + (b - 1)) // b
+
+
+def kernel_name(stem: str, dtype: str) -> str:
+    """``kernel_name("roi_align", "float16")`` -> ``"visionrt_roi_align_f16"``."""
+    return f"visionrt_{stem}_{DTYPE_SUFFIX[dtype]}"
+
+
+def elementwise(stem: str, dtype: str, total: Any, args: tuple[Any, ...]) -> KernelLaunch:
+    """One thread per output element: ``total`` threads in blocks of ``ELEMENTWISE_BLOCK``;
+    ``total`` is also the kernel's last scalar argument (its bounds check)."""
+    return KernelLaunch(kernel_name(stem, dtype), grid=(cdiv(total, ELEMENTWISE_BLOCK), 1, 1),
+                        block=(ELEMENTWISE_BLOCK, 1, 1), args=(*args, total))

@@ -1,0 +1,1 @@
+"""Non-maximum suppression (ONNX NonMaxSuppression; fixed-size EfficientNms): reference, kernel, TensorRT plugin, ONNX node."""

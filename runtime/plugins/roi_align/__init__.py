@@ -1,0 +1,1 @@
+"""RoIAlign (ONNX RoiAlign, opset 16): reference, kernel, TensorRT plugin, ONNX node."""

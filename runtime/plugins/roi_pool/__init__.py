@@ -1,0 +1,1 @@
+"""RoI max pooling (ONNX MaxRoiPool): reference, kernel, TensorRT plugin, ONNX node."""

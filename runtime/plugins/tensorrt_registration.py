@@ -1,0 +1,171 @@
+"""visionrt's plugins as TensorRT ahead-of-time Python plugins (``tensorrt.plugin``).
+
+Each op's ``tensorrt.py`` describes its outputs (``@trtp.register``) and its kernel
+(``@trtp.aot_impl``): NVRTC-compiled code for the GPU the engine is built on, its launch
+geometry and int32 arguments. TensorRT bakes the kernel into the engine, which then runs with
+no Python and no plugin library (trtexec, Triton, C++). Call :func:`register_plugins` once
+before parsing a TensorRT-flavour ONNX; :func:`check_tensorrt_takes_plugins` tells, before
+parsing, whether an installed TensorRT can take them at all.
+
+``tensorrt`` is imported only inside these functions: ``visionrt doctor`` imports this
+module on machines without TensorRT.
+
+Notes on the ``tensorrt.plugin`` API that the op modules follow:
+
+- annotations must be real classes (no ``from __future__ import annotations`` in the op
+  modules): TensorRT inspects them to tell tensors from attributes;
+- ``aot_impl`` takes the inputs, every attribute in ``register``'s order, ``outputs`` and
+  ``tactic``; TensorRT passes the attributes positionally in the order the ONNX node lists
+  them, so ``register`` declares them in ONNX's (alphabetical) order;
+- float attributes reach the kernel as ``-D`` defines (AOT kernel arguments are int32 only);
+- the kernel is PTX (the documented form) when the driver can JIT this NVRTC's PTX, else a
+  CUBIN for the build GPU (see :func:`kernel_format`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterable, Mapping, Tuple, Union
+
+from .. import tensorrt_env
+from ..errors import PluginError
+from . import nvrtc
+from .launch import KernelLaunch
+
+#: First TensorRT whose Python plugins compile ahead of time into the engine (``aot_impl``).
+AOT_MIN_TENSORRT = (10, 9)
+#: The op modules, each with ``PLUGINS`` (names) and ``register(aot)``.
+OP_MODULES = ("roi_pool", "roi_align", "nms", "max_unpool")
+
+_ALTERNATIVES = ("build with full TensorRT >= 10.9 (pip install 'visionrt[trt]' --extra-index-url "
+                 "https://pypi.nvidia.com), or run the portable ONNX with the onnxruntime backend")
+
+
+def op_modules() -> list[ModuleType]:
+    """The ``tensorrt.py`` module of every op (importing them does not import TensorRT)."""
+    return [importlib.import_module(f"{__package__}.{op}.tensorrt") for op in OP_MODULES]
+
+
+def op_module(plugin: str) -> ModuleType:
+    """The ``tensorrt.py`` module that registers plugin ``plugin`` (e.g. ``"RoiAlign2d"``)."""
+    for module in op_modules():
+        if plugin in module.PLUGINS:
+            return module
+    raise PluginError(f"no visionrt plugin '{plugin}'", fix=f"the plugins are {', '.join(plugin_names())}")
+
+
+def plugin_names() -> list[str]:
+    """Names of every visionrt plugin, as ONNX op types in the ``visionrt`` domain."""
+    return [name for module in op_modules() for name in module.PLUGINS]
+
+
+def check_tensorrt_takes_plugins(trt: ModuleType, ops: Iterable[str]) -> None:
+    """PluginError, naming ``ops`` and the alternatives, unless ``trt`` can build them into an engine."""
+    ops = sorted(set(ops))
+    if not ops:
+        return
+    named = ", ".join(ops)
+    if trt.__name__ in tensorrt_env.FLAVOURS["tensorrt_rtx"].modules:
+        raise PluginError(f"TensorRT-RTX has no plugin layer, so it cannot build the visionrt plugin ops ({named})",
+                          fix=_ALTERNATIVES)
+    version = tensorrt_env.version(trt)
+    if _release(version) < AOT_MIN_TENSORRT:
+        raise PluginError(f"TensorRT {version} cannot compile Python plugins into an engine (ahead-of-time plugins "
+                          f"need TensorRT {'.'.join(map(str, AOT_MIN_TENSORRT))} or later), so it cannot build the "
+                          f"visionrt plugin ops ({named})", fix=_ALTERNATIVES)
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor, *_ = (int(part) for part in version.split(".")[:2] + ["0"])
+    return major, minor
+
+
+def kernel_format(driver_version: int, nvrtc_version: tuple[int, int]) -> nvrtc.Output:
+    """PTX when the driver (``cudaDriverGetVersion`` form) can JIT this NVRTC's PTX, else CUBIN."""
+    return "ptx" if nvrtc.driver_loads_ptx_from(driver_version, nvrtc_version) else "cubin"
+
+
+@dataclasses.dataclass
+class AotBuilder:
+    """What every op's ``aot_impl`` shares: ``trt``/``trtp`` and the kernel to hand to TensorRT.
+
+    ``arch`` (compute capability, e.g. 86) and ``output`` default to the current CUDA device
+    and :func:`kernel_format`, looked up at the first kernel request (engine build time).
+    """
+
+    trt: ModuleType
+    trtp: ModuleType
+    arch: int | None = None
+    output: nvrtc.Output | None = None
+
+    def dtype(self, trt_dtype: Any) -> str:
+        """numpy name of a TensorRT float type the kernels take; PluginError for any other."""
+        names = {self.trt.float32: "float32", self.trt.float16: "float16"}
+        if trt_dtype not in names:
+            raise PluginError(f"visionrt plugin kernels take float32 or float16 tensors, not {trt_dtype}",
+                              fix="export the model in fp32 or fp16 (int8 QDQ models keep plugin inputs in float)")
+        return names[trt_dtype]
+
+    @property
+    def result_type(self) -> Any:
+        """The return annotation TensorRT requires of an ``aot_impl``."""
+        trtp = self.trtp
+        return Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]
+
+    def kernel(self, source: Path, defines: Mapping[str, str], launch: KernelLaunch) -> tuple:
+        """``aot_impl``'s result: (kernel name, compiled code, launch parameters, int32 arguments)."""
+        if self.arch is None or self.output is None:
+            arch, driver = _current_device()
+            self.arch = self.arch or arch
+            self.output = self.output or kernel_format(driver, nvrtc.nvrtc_version())
+        code = nvrtc.compile_file(source, self.arch, defines, self.output).code
+        trtp = self.trtp
+        params = trtp.KernelLaunchParams()
+        params.grid_x, params.grid_y, params.grid_z = (self._size(v) for v in launch.grid)
+        params.block_x, params.block_y, params.block_z = launch.block
+        params.shared_mem = launch.shared_mem
+        args = trtp.SymIntExprs.from_tuple([trtp.SymInt32(value) for value in launch.args])
+        return launch.kernel, code, params, args
+
+    def _size(self, value: Any) -> Any:
+        return value if isinstance(value, int) else self.trtp.SymInt32(value)
+
+
+def _current_device() -> tuple[int, int]:
+    """(compute capability of the current CUDA device, driver version), e.g. (86, 13000)."""
+    cudart = tensorrt_env.import_cudart()
+    err, device = cudart.cudaGetDevice()
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise PluginError(f"no CUDA device to compile the plugin kernels for: {tensorrt_env.cuda_error_text(cudart, err)}",
+                          fix="build TensorRT engines on the GPU they are for")
+    attr = cudart.cudaDeviceAttr
+    _, major = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device)
+    _, minor = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device)
+    _, driver = cudart.cudaDriverGetVersion()
+    return major * 10 + minor, driver
+
+
+_builder: AotBuilder | None = None
+
+
+def register_plugins(trt: ModuleType | None = None, arch: int | None = None,
+                     output: nvrtc.Output | None = None) -> list[str]:
+    """Register every visionrt plugin with TensorRT's plugin registry; returns their names.
+
+    Idempotent (TensorRT refuses a second registration; later calls only update ``arch`` and
+    ``output``). ``trt`` defaults to the installed full TensorRT; ``arch``/``output`` override
+    the build GPU's compute capability and the kernel format.
+    """
+    global _builder
+    trt = trt if trt is not None else tensorrt_env.import_tensorrt("tensorrt")
+    names = plugin_names()
+    check_tensorrt_takes_plugins(trt, names)
+    if _builder is None or _builder.trt is not trt:
+        _builder = AotBuilder(trt, importlib.import_module(f"{trt.__name__}.plugin"), arch, output)
+        for module in op_modules():
+            module.register(_builder)
+    else:
+        _builder.arch, _builder.output = arch, output
+    return names

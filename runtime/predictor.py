@@ -1,0 +1,62 @@
+"""The Predictor: images in (paths, bytes or arrays), task results out, on any backend.
+
+It reads everything it needs from the model directory's manifest: input size and
+normalisation (the same as training), output names, classes and post-processing defaults.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backends import Runner, open_runner
+from .images import ImageSource, load_image
+from .manifest import ModelDir
+from .preprocess import preprocess
+from .tasks import task_module
+
+
+class Predictor:
+    """``Predictor("runs/classify").predict("cat.png")`` -> list of per-image results.
+
+    The runner comes from ``backend``/``provider``/``engine_key``, or is given ready-made
+    (``runner=``, e.g. the PyTorch reference for an end-to-end baseline).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike | ModelDir, backend: str = "onnxruntime",
+                 provider: str = "cpu", threads: int = 0, engine_key: str | None = None,
+                 runner: Runner | None = None):
+        self.model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
+        self.manifest = self.model_dir.manifest
+        self.task = task_module(self.manifest.task)
+        self.runner = (runner or open_runner(self.model_dir, backend, provider=provider, threads=threads,
+                                             engine_key=engine_key)).activate()
+
+    @property
+    def backend(self) -> str:
+        return self.runner.name
+
+    def preprocess(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """Decode and preprocess: ``[N, 3, H, W]`` float32 ready for the runner."""
+        return preprocess([load_image(im) for im in images], self.manifest.input)
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self.runner.infer({self.manifest.input.name: batch})
+
+    def predict(self, images: ImageSource | Sequence[ImageSource], **options: Any) -> list:
+        """Results for one image or a list of them; ``options`` override post-processing
+        parameters from the manifest (e.g. ``top_k=3``)."""
+        if isinstance(images, (str, os.PathLike, bytes, np.ndarray)):
+            images = [images]
+        outputs = self.infer(self.preprocess(images))
+        return self.task.postprocess(outputs, self.manifest, **options)
+
+    def close(self) -> None:
+        self.runner.deactivate()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

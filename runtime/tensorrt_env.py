@@ -1,0 +1,196 @@
+"""Which TensorRT flavours and CUDA GPUs this machine has (no torch).
+
+Two flavours build and run engines: full **TensorRT** (``import tensorrt``; builds only on
+the GPU it targets) and **TensorRT for RTX** (``import tensorrt_rtx`` from NVIDIA's SDK, or
+``tensorrt_rtx_bindings`` from PyPI; builds ahead of time, also on a CPU-only machine, for
+a list of compute capabilities). GPUs are found through cuda-python. ``visionrt doctor``
+prints :func:`report`; the builder and the TensorRT runner use the rest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from types import ModuleType
+from typing import Any
+
+from .errors import BackendUnavailable
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavour:
+    """One TensorRT distribution: how to import it, name it, and install it."""
+
+    name: str                 # value of ``flavour`` in the build facts
+    title: str                # as printed in messages, e.g. "TensorRT-RTX"
+    runner_name: str          # Runner.name of its engines
+    short: str                # in engine file names and manifest keys: model.<short>.engine
+    modules: tuple[str, ...]  # import names, tried in order
+    install: str              # the one-line fix when it is missing
+    builds_without_gpu: bool
+
+
+FLAVOURS = {
+    "tensorrt": Flavour(
+        "tensorrt", "TensorRT", "tensorrt", "trt", ("tensorrt",),
+        "pip install 'visionrt[trt]' --extra-index-url https://pypi.nvidia.com",
+        builds_without_gpu=False),
+    "tensorrt_rtx": Flavour(
+        "tensorrt_rtx", "TensorRT-RTX", "tensorrt-rtx", "rtx", ("tensorrt_rtx", "tensorrt_rtx_bindings"),
+        "pip install 'visionrt[rtx]'",
+        builds_without_gpu=True),
+}
+
+#: Compute capabilities TensorRT-RTX's support matrix lists (used when it is not installed).
+RTX_DOCUMENTED_TARGETS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+
+_log = logging.getLogger("visionrt.tensorrt")
+
+
+def flavour(name: str) -> Flavour:
+    try:
+        return FLAVOURS[name]
+    except KeyError:
+        raise BackendUnavailable(f"unknown TensorRT flavour '{name}'",
+                                 fix=f"use one of auto, {', '.join(FLAVOURS)}") from None
+
+
+def import_tensorrt(name: str) -> ModuleType:
+    """The module of flavour ``name``; :class:`BackendUnavailable` naming the extra if missing."""
+    spec = flavour(name)
+    for module in spec.modules:
+        try:
+            return importlib.import_module(module)
+        except (ImportError, OSError):  # OSError: the Python module is there, its libraries are not
+            continue
+    raise BackendUnavailable(f"{spec.title} is not installed (no module {' or '.join(spec.modules)})",
+                             fix=spec.install)
+
+
+def installed(name: str) -> ModuleType | None:
+    """The module of flavour ``name``, or ``None`` when it cannot be imported."""
+    try:
+        return import_tensorrt(name)
+    except BackendUnavailable:
+        return None
+
+
+def resolve(name: str = "auto") -> Flavour:
+    """``auto`` is full TensorRT when importable, else TensorRT-RTX; raise if neither is."""
+    if name != "auto":
+        return flavour(name)
+    for candidate in FLAVOURS:
+        if installed(candidate) is not None:
+            return FLAVOURS[candidate]
+    raise BackendUnavailable(
+        "no TensorRT is installed: neither TensorRT nor TensorRT-RTX can be imported",
+        fix=f"{FLAVOURS['tensorrt_rtx'].install} (builds on any machine), or "
+            f"{FLAVOURS['tensorrt'].install} for full TensorRT")
+
+
+def version(trt: ModuleType) -> str:
+    return str(trt.__version__)
+
+
+def same_release(a: str, b: str) -> bool:
+    """Whether versions ``a`` and ``b`` agree in major.minor.patch (engines need that)."""
+    return a.split(".")[:3] == b.split(".")[:3]
+
+
+def rtx_targets(trt: ModuleType) -> list[str]:
+    """Compute capabilities an installed TensorRT-RTX can build for, e.g. ``["7.5", "8.0", ...]``."""
+    return [cc_text(member.value) for name, member in trt.ComputeCapability.__members__.items()
+            if name.startswith("SM")]
+
+
+def cc_text(value: int) -> str:
+    """``86`` -> ``"8.6"``, ``120`` -> ``"12.0"``."""
+    return f"{value // 10}.{value % 10}"
+
+
+def make_logger(trt: ModuleType, keep: str = "INFO") -> Any:
+    """A ``trt.ILogger`` that forwards to Python logging and keeps messages of severity ``keep`` or worse.
+
+    ``logger.messages`` is a list of ``(severity name, text)``; ``logger.errors()`` the
+    error texts, the cause to report when a parse, build or deserialization fails.
+    """
+    threshold = trt.ILogger.Severity.__members__[keep]
+    levels = {"INTERNAL_ERROR": logging.ERROR, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
+              "INFO": logging.INFO, "VERBOSE": logging.DEBUG}
+
+    class KeepingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[tuple[str, str]] = []
+
+        def log(self, severity, msg):  # noqa: D102 (called by TensorRT)
+            _log.log(levels.get(severity.name, logging.INFO), "%s", msg)
+            if severity <= threshold:
+                self.messages.append((severity.name, msg))
+
+        def errors(self) -> list[str]:
+            return [msg for severity, msg in self.messages if severity in ("ERROR", "INTERNAL_ERROR")]
+
+    return KeepingLogger()
+
+
+# GPUs ----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    compute_capability: str  # "8.6"
+    memory_mib: int
+
+
+def import_cudart() -> ModuleType:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        raise BackendUnavailable("cuda-python is not installed: TensorRT engines need it for GPU memory",
+                                 fix="pip install cuda-bindings (included in visionrt[rtx] and visionrt[trt])") from None
+    return cudart
+
+
+def find_gpus() -> tuple[list[Gpu], str | None]:
+    """The CUDA GPUs visible here and, when there are none, why (no driver, no device, ...)."""
+    try:
+        cudart = import_cudart()
+    except BackendUnavailable as err:
+        return [], str(err)
+    err, count = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess:
+        _, driver = cudart.cudaDriverGetVersion()
+        return [], "no NVIDIA driver" if not driver else cuda_error_text(cudart, err)
+    gpus = []
+    for index in range(count):
+        err, props = cudart.cudaGetDeviceProperties(index)
+        if err == cudart.cudaError_t.cudaSuccess:
+            gpus.append(Gpu(index, props.name.decode(errors="replace").rstrip("\x00"),
+                            f"{props.major}.{props.minor}", props.totalGlobalMem >> 20))
+    return gpus, None if gpus else "no CUDA device"
+
+
+def cuda_error_text(cudart: ModuleType, err: Any) -> str:
+    """``"cudaErrorNoDevice: no CUDA-capable device is detected"``."""
+    _, name = cudart.cudaGetErrorName(err)
+    _, text = cudart.cudaGetErrorString(err)
+    return f"{name.decode()}: {text.decode()}"
+
+
+def report() -> dict[str, Any]:
+    """What ``visionrt doctor`` shows: flavours with versions and whether they can build here, GPUs."""
+    gpus, no_gpu = find_gpus()
+    flavours = {}
+    for name, spec in FLAVOURS.items():
+        trt = installed(name)
+        entry: dict[str, Any] = {"installed": trt is not None, "version": version(trt) if trt else None,
+                                 "module": trt.__name__ if trt else None,
+                                 "can_build": trt is not None and (spec.builds_without_gpu or bool(gpus)),
+                                 "can_run": trt is not None and bool(gpus)}
+        if name == "tensorrt_rtx":
+            entry["compute_capabilities"] = rtx_targets(trt) if trt else list(RTX_DOCUMENTED_TARGETS)
+        if trt is None:
+            entry["fix"] = spec.install
+        flavours[name] = entry
+    return {"flavours": flavours, "gpus": [dataclasses.asdict(g) for g in gpus], "no_gpu_reason": no_gpu}

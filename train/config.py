@@ -1,0 +1,30 @@
+"""Training configuration: one dataclass, defaults = the quick CPU run."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    task: str = "classify"
+    model: str = "resnet"
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    epochs: int = 12
+    batch_size: int = 64          # global: split across DDP processes
+    lr: float = 0.1               # SGD + Nesterov momentum, one-cycle schedule
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    patience: int = 4             # early stop after this many epochs without a better val metric
+    max_minutes: float | None = None  # stop at the end of the epoch that crosses this budget
+    seed: int = 0
+    threads: int = 0              # torch intra-op threads per process (0 = torch's default)
+    resume: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown} (known: {sorted(known)})")
+        return cls(**data)

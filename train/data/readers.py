@@ -1,0 +1,66 @@
+"""Read a dataset directory written by ``build_dataset``."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import DatasetError
+
+
+@dataclass(frozen=True)
+class CocoSplit:
+    """One split: the parsed COCO json and, aligned with ``coco["images"]``, the paths of
+    the RGB images and of the semantic maps (palette PNGs whose pixel values are
+    category ids, 0 = background)."""
+
+    annotation_file: Path
+    coco: dict
+    image_paths: list[Path]
+    semantic_paths: list[Path]
+
+
+def load_coco(data_dir: str | os.PathLike, split: str) -> CocoSplit:
+    data_dir = Path(data_dir)
+    annotation_file = data_dir / "annotations" / f"{split}.json"
+    if not annotation_file.is_file():
+        raise DatasetError(
+            f"no split {split!r} in {data_dir} ({annotation_file} is missing)",
+            fix="build it with visionrt.train.data.build_dataset(out_dir, splits={...})",
+        )
+    coco = json.loads(annotation_file.read_text())
+    names = [image["file_name"] for image in coco["images"]]
+    return CocoSplit(
+        annotation_file=annotation_file,
+        coco=coco,
+        image_paths=[data_dir / "images" / split / name for name in names],
+        semantic_paths=[data_dir / "semantic" / split / name for name in names],
+    )
+
+
+def load_classification(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images uint8 [N, H, W, 3], labels int64 [N] (index into classes), class names.
+
+    Every image must hold exactly one object (a dataset built with
+    ``objects_per_image=(1, 1)``); its category is the label.
+    """
+    data = load_coco(data_dir, split)
+    categories = sorted(data.coco["categories"], key=lambda c: c["id"])
+    label_of = {c["id"]: i for i, c in enumerate(categories)}
+    category_of: dict[int, list[int]] = {image["id"]: [] for image in data.coco["images"]}
+    for annotation in data.coco["annotations"]:
+        category_of[annotation["image_id"]].append(annotation["category_id"])
+    crowded = [image_id for image_id, found in category_of.items() if len(found) != 1]
+    if crowded:
+        raise DatasetError(
+            f"{data.annotation_file} is not a classification split: image {crowded[0]} has "
+            f"{len(category_of[crowded[0]])} objects",
+            fix="build it with objects_per_image=(1, 1)",
+        )
+    labels = np.array([label_of[category_of[image["id"]][0]] for image in data.coco["images"]], dtype=np.int64)
+    images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in data.image_paths])
+    return images, labels, [c["name"] for c in categories]

@@ -1,0 +1,125 @@
+"""The training loop: seeded, data-parallel under torchrun, early stop, resumable.
+
+``fit`` trains one model and writes a model directory: ``weights.safetensors`` (the best
+epoch on the validation split), ``checkpoints/`` (last epoch, for ``resume``) and
+``manifest.json`` with the task's input spec, outputs, classes and the test metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..runtime.manifest import Manifest, ModelDir
+from . import checkpoint
+from .config import TrainConfig
+from .distributed import Dist
+from .tasks import load_task
+
+WEIGHTS_FILE = "weights.safetensors"
+Log = Callable[[str], None]
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(False)
+
+
+def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log = print) -> ModelDir | None:
+    """Train ``config`` on ``data_dir``; write and return the model directory (``None`` off rank 0)."""
+    out_dir = Path(out_dir)
+    ddp = Dist.from_env()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _seed_everything(config.seed)
+    task = load_task(config.task, data_dir)
+    model = task.build_model(config)
+    if ddp.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    per_rank = max(1, config.batch_size // ddp.world)
+    steps_per_epoch = len(task) // ddp.world // per_rank
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                nesterov=True, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, epochs=config.epochs,
+                                                    steps_per_epoch=steps_per_epoch, pct_start=0.25)
+    ckpt_dir = out_dir / "checkpoints"
+    state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "seconds": 0.0, "history": []}
+    if config.resume and (ckpt_dir / checkpoint.RESUME_FILE).is_file():
+        state = checkpoint.load_resume(ckpt_dir, model, optimizer, scheduler)
+        log(f"resumed after epoch {state['epoch']} (best val {task.metric} {state['best']:.4f})")
+
+    shard_digests = []
+    start = time.perf_counter() - state["seconds"]
+    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+        model.train()
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(len(task), generator=generator)   # same on every rank
+        mine = ddp.shard(order)[: steps_per_epoch * per_rank]
+        shard_digests.append(hashlib.sha1(mine.sort().values.numpy().tobytes()).hexdigest()[:12])
+        total = 0.0
+        for step in range(steps_per_epoch):
+            loss = task.train_loss(model, mine[step * per_rank:(step + 1) * per_rank], generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss)
+        val = task.evaluate(checkpoint.unwrap(model), "val")[task.metric]
+        elapsed = time.perf_counter() - start
+        state["history"].append({"epoch": epoch, "loss": total / steps_per_epoch, f"val_{task.metric}": val,
+                                 "seconds": round(elapsed, 1)})
+        improved = val > state["best"]
+        if improved:
+            state.update(best=val, best_epoch=epoch)
+        state.update(epoch=epoch, seconds=elapsed)
+        if ddp.is_main:
+            if improved:
+                checkpoint.save_weights(model, out_dir / WEIGHTS_FILE)
+            checkpoint.save_resume(ckpt_dir, model, optimizer, scheduler, state)
+        log(f"epoch {epoch}/{config.epochs}  loss {total / steps_per_epoch:.4f}  "
+            f"val {task.metric} {val:.4f}{' *' if improved else ''}  {elapsed:.0f}s")
+        if epoch - state["best_epoch"] >= config.patience:
+            log(f"early stop: no better val {task.metric} for {config.patience} epochs")
+            break
+        if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
+            log(f"time budget of {config.max_minutes} min reached")
+            break
+
+    shards = ddp.gather({"rank": ddp.rank, "samples_per_epoch": int(steps_per_epoch * per_rank),
+                         "shard_sha1": shard_digests})
+    if not ddp.is_main:
+        ddp.close()
+        return None
+    plain = checkpoint.unwrap(model)
+    checkpoint.load_weights(plain, out_dir / WEIGHTS_FILE)
+    metrics = {split: task.evaluate(plain, split) for split in ("val", "test")}
+    ddp.close()
+    log(f"test {task.metric} {metrics['test'][task.metric]:.4f} (best epoch {state['best_epoch']}, "
+        f"{state['seconds']:.0f}s)")
+    return _write_model_dir(out_dir, Path(data_dir), task, config, metrics, state, shards)
+
+
+def _write_model_dir(out_dir: Path, data_dir: Path, task, config: TrainConfig, metrics: dict, state: dict,
+                     shards: list) -> ModelDir:
+    manifest = Manifest(
+        task=task.name,
+        model={"arch": config.model, "kwargs": config.model_kwargs, "dataset": str(data_dir.resolve())},
+        classes=task.classes,
+        input=task.input_spec(),
+        outputs=task.outputs(),
+        postprocess=task.postprocess(),
+        metrics={"pytorch": metrics, "metric": task.metric},
+        versions={"torch": torch.__version__, "python": platform.python_version()},
+    )
+    model_dir = ModelDir(out_dir, manifest)
+    model_dir.add_file("weights", out_dir / WEIGHTS_FILE, role="PyTorch weights (safetensors), best val epoch")
+    model_dir.record("train", config=dataclasses.asdict(config), best_epoch=state["best_epoch"],
+                     seconds=round(state["seconds"], 1), epochs=state["history"], processes=shards)
+    model_dir.save()
+    return model_dir

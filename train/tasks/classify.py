@@ -1,0 +1,85 @@
+"""Image classification: data, model, loss, metric and manifest entries for the ``classify`` task."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ...runtime.manifest import InputSpec, OutputSpec
+from ..config import TrainConfig
+from ..data import load_classification
+from ..models.classify import ClassifierConfig, build_classifier
+
+
+def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` -> normalised float32 ``[N, 3, H, W]``, as the runtime's preprocessing."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
+    """Translate each uint8 ``[N, H, W, C]`` image by up to ``max_shift`` px (edge-replicated)."""
+    n, h, w, _ = images.shape
+    padded = F.pad(images.permute(0, 3, 1, 2).float(), [max_shift] * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+    return out.permute(0, 2, 3, 1).to(torch.uint8)
+
+
+class ClassifyTask:
+    """Digits on real backgrounds; metric top-1 accuracy."""
+
+    name = "classify"
+    metric = "top1"
+
+    def __init__(self, data_dir: str | Path):
+        self.splits = {}
+        for split in ("train", "val", "test"):
+            images, labels, classes = load_classification(data_dir, split)
+            self.splits[split] = (torch.from_numpy(images), torch.from_numpy(labels))
+        self.classes = list(classes)
+        train_images = self.splits["train"][0].float().div_(255.0)
+        self.mean = train_images.mean(dim=(0, 1, 2))
+        self.std = train_images.std(dim=(0, 1, 2))
+
+    def __len__(self) -> int:
+        return len(self.splits["train"][1])
+
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        return build_classifier(ClassifierConfig(config.model, config.model_kwargs), len(self.classes))
+
+    def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        images, labels = self.splits["train"]
+        x = to_input(random_shift(images[indices], generator), self.mean, self.std)
+        return F.cross_entropy(model(x), labels[indices])
+
+    @torch.no_grad()
+    def predict_logits(self, model: nn.Module, split: str, batch_size: int = 256) -> torch.Tensor:
+        images = self.splits[split][0]
+        model.eval()
+        return torch.cat([model(to_input(images[i:i + batch_size], self.mean, self.std))
+                          for i in range(0, len(images), batch_size)])
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        logits = self.predict_logits(model, split)
+        labels = self.splits[split][1]
+        return {"top1": float((logits.argmax(1) == labels).float().mean()), "images": len(labels)}
+
+    def sample_inputs(self, split: str, count: int) -> np.ndarray:
+        """Normalised float32 ``[count, 3, H, W]`` from a split (parity checks, export examples)."""
+        return to_input(self.splits[split][0][:count], self.mean, self.std).numpy()
+
+    def input_spec(self) -> InputSpec:
+        _, h, w, c = self.splits["train"][0].shape
+        return InputSpec(channels=c, height=h, width=w, mean=tuple(map(float, self.mean)),
+                         std=tuple(map(float, self.std)))
+
+    def outputs(self) -> list[OutputSpec]:
+        return [OutputSpec("logits", ["batch", len(self.classes)],
+                           "unnormalised class scores; softmax gives probabilities over `classes`")]
+
+    def postprocess(self) -> dict:
+        return {"top_k": min(5, len(self.classes))}
