@@ -50,7 +50,7 @@ def format_report(report: dict[str, Any]) -> str:
         if name == "onnxruntime":
             lines.append(f"  onnxruntime {entry['version']}: providers {', '.join(entry['providers'])}")
         elif name == "torch":
-            lines.append(f"  torch: {entry['version'] or 'not installed (' + entry['fix'] + ')'}")
+            lines.append(f"  torch: {entry['version'] if entry['installed'] else 'not installed (' + entry['fix'] + ')'}")
         elif entry["installed"]:
             lines.append(f"  {name} {entry['version']}: build {'yes' if entry['can_build'] else 'no'}, "
                          f"run {'yes' if entry['can_run'] else 'no (no GPU)'}"

@@ -25,7 +25,8 @@ EPOCHS = {"quick": 12, "full": 30}
 
 
 def _say(message: str) -> None:
-    print(f"[visionrt] {message}", flush=True)
+    """Progress goes to stderr, so stdout carries only the result (JSON with --json)."""
+    print(f"[visionrt] {message}", file=sys.stderr, flush=True)
 
 
 def _progress(label: str):
@@ -36,7 +37,7 @@ def _progress(label: str):
         if percent // 10 != last[0] // 10 or done == total:
             last[0] = percent
             print(f"\r[visionrt] {label}: {done}/{total} ({percent}%)", end="\n" if done == total else "",
-                  flush=True)
+                  file=sys.stderr, flush=True)
     return report
 
 

@@ -125,7 +125,7 @@ def test_dynamic_height_and_width_need_sizes(tmp_path):
     with pytest.raises(BuildError, match=r"dynamic axis 2 \(height\).*--height"):
         build(tmp_path, flavour="tensorrt_rtx")
     facts = build(tmp_path, flavour="tensorrt_rtx", max_batch=2, height=(16, 24, 32), width=20).facts
-    assert facts["profile"]["images"] == {"min": [1, 3, 16, 20], "opt": [1, 3, 24, 20], "max": [2, 3, 32, 20]}
+    assert facts["profile"]["images"] == {"min": [1, 3, 16, 20], "opt": [2, 3, 24, 20], "max": [2, 3, 32, 20]}
 
 
 # errors ------------------------------------------------------------------------------------

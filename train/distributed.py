@@ -44,6 +44,10 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
+    def from_main(self, value: object) -> object:
+        """Rank 0's ``value`` on every rank (so all ranks take the same decisions)."""
+        return self.gather(value)[0]
+
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -26,9 +26,15 @@ WEIGHTS_FILE = "weights.safetensors"
 Log = Callable[[str], None]
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(False)
+def warmup_cosine(total_steps: int, warmup_fraction: float = 0.15) -> Callable[[int], float]:
+    """LR multiplier per step: linear warm-up, then cosine decay to zero at ``total_steps``."""
+    warmup = max(1, int(warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+    return factor
 
 
 def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log = print) -> ModelDir | None:
@@ -37,7 +43,7 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
     ddp = Dist.from_env()
     if config.threads:
         torch.set_num_threads(config.threads)
-    _seed_everything(config.seed)
+    torch.manual_seed(config.seed)
     task = load_task(config.task, data_dir)
     model = task.build_model(config)
     if ddp.world > 1:
@@ -46,8 +52,7 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
     steps_per_epoch = len(task) // ddp.world // per_rank
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 nesterov=True, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, epochs=config.epochs,
-                                                    steps_per_epoch=steps_per_epoch, pct_start=0.25)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * steps_per_epoch))
     ckpt_dir = out_dir / "checkpoints"
     state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "seconds": 0.0, "history": []}
     if config.resume and (ckpt_dir / checkpoint.RESUME_FILE).is_file():
@@ -69,8 +74,8 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss)
-        val = task.evaluate(checkpoint.unwrap(model), "val")[task.metric]
+            total += loss.item()
+        val = ddp.from_main(task.evaluate(checkpoint.unwrap(model), "val")[task.metric])
         elapsed = time.perf_counter() - start
         state["history"].append({"epoch": epoch, "loss": total / steps_per_epoch, f"val_{task.metric}": val,
                                  "seconds": round(elapsed, 1)})

@@ -22,7 +22,7 @@ from PIL import Image
 from .coco import CATEGORIES, annotation_record, file_name, image_record
 from .errors import DatasetError
 from .scenes import SceneConfig, make_scene
-from .sources import check_split
+from .sources import backgrounds, check_split
 
 #: Bump when the same configuration would produce different files.
 GENERATOR_VERSION = 1
@@ -148,6 +148,7 @@ def _render_all(tasks: list, workers: int) -> Iterator[list]:
     if workers == 1 or len(tasks) == 1:
         yield from map(_render, tasks)
         return
+    backgrounds()  # loaded once here: forked workers inherit it
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
         try:
             yield from pool.map(_render, tasks)

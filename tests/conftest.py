@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny dataset and model (seconds), and one real quick pipeline run (minutes).
+
+Tests that need a GPU or full TensorRT are marked ``gpu`` / ``trt`` and skipped with the
+reason when those are absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def has_gpu() -> tuple[bool, str]:
+    from visionrt.runtime.tensorrt_env import find_gpus
+
+    gpus, reason = find_gpus()
+    return bool(gpus), reason or ""
+
+
+def has_full_tensorrt() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu, reason = has_gpu()
+    skip_gpu = pytest.mark.skip(reason=f"needs an NVIDIA GPU: {reason}")
+    skip_trt = pytest.mark.skip(reason="needs full TensorRT (pip install 'visionrt[trt]' with NVIDIA's index)")
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(skip_gpu)
+        if "trt" in item.keywords and not has_full_tensorrt():
+            item.add_marker(skip_trt)
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """Run ``visionrt ARGS`` in a fresh interpreter, as a user would."""
+    result = subprocess.run([sys.executable, "-m", "visionrt.runtime.cli", *args], capture_output=True,
+                            text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"visionrt {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    from visionrt.train.data import build_dataset
+
+    return build_dataset(tmp_path_factory.mktemp("data") / "tiny", splits={"train": 256, "val": 64, "test": 64})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
+    """One epoch of a small ResNet, exported to ONNX (accuracy irrelevant)."""
+    from visionrt.export.verify import export_and_verify
+    from visionrt.train.config import TrainConfig
+    from visionrt.train.loop import fit
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    model_dir = fit(TrainConfig(epochs=1, model_kwargs={"widths": [8, 16, 16], "blocks": 1}), tiny_data, out,
+                    log=lambda m: None)
+    export_and_verify(model_dir, tiny_data, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory) -> dict:
+    """The quick classification pipeline, run once through the CLI exactly as the README says."""
+    out = tmp_path_factory.mktemp("pipeline")
+    result = run_cli("pipeline", "classify", "--out", str(out), "--json")
+    summary = json.loads(result.stdout)
+    return {"out": out, "summary": summary, "log": result.stderr, "model_dir": Path(summary["model_dir"])}

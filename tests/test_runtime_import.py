@@ -1,0 +1,39 @@
+"""The runtime is the base install: it must not need (or load) torch."""
+import subprocess
+import sys
+
+
+def test_runtime_imports_without_torch():
+    code = ("import sys, visionrt.runtime, visionrt.runtime.cli, visionrt.runtime.predictor, "
+            "visionrt.runtime.backends.tensorrt, visionrt.runtime.doctor, visionrt.benchmarks.run, "
+            "visionrt.export.build; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_runtime_works_when_torch_cannot_be_imported(tmp_path):
+    """Simulate a runtime-only install (``None`` in sys.modules makes ``import torch`` fail)."""
+    code = ("import sys\n"
+            "sys.modules['torch'] = None\n"
+            "from visionrt.runtime.cli import main\n"
+            "sys.exit(main(['doctor']))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "onnxruntime" in result.stdout
+    assert "torch: not installed (pip install 'visionrt[train]')" in result.stdout
+
+
+def test_packages_list_every_subpackage():
+    """pyproject lists packages explicitly (the folders map onto visionrt.*): none may be missing."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for top in ("train", "export", "runtime", "benchmarks"):
+        for init in (root / top).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / top).parts
+            found.add(".".join(("visionrt", top, *rel)))
+    assert found == listed
