@@ -31,11 +31,8 @@ import numpy as np
 from visionrt.runtime import atomic, tensorrt_env
 from visionrt.runtime.errors import ArtifactError, BackendUnavailable, PluginError, VisionRTError
 from visionrt.runtime.manifest import Manifest, ModelDir
+from visionrt.runtime.plugins.registry import DOMAIN as PLUGIN_DOMAIN
 
-#: ONNX domain of visionrt's plugin ops (TensorRT plugin namespace).
-PLUGIN_DOMAIN = "visionrt"
-#: First full TensorRT whose Python plugins compile ahead of time into the engine (``aot_impl``).
-PLUGIN_MIN_TENSORRT = (10, 9)
 #: (min, opt, max) batch when neither the arguments nor ``manifest.postprocess["build"]`` say.
 DEFAULT_BATCH = (1, 8, 32)
 
@@ -85,7 +82,7 @@ def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onn
     if missing:
         raise ArtifactError(f"{onnx_path.name} keeps its weights in {', '.join(missing)}, which is missing",
                             fix="copy the ONNX file together with its external data, or re-run `visionrt export`")
-    check_plugins(onnx_facts.plugin_ops, spec, trt, onnx_path)
+    check_plugins(onnx_facts.plugin_ops, trt)
     gpus, no_gpu = tensorrt_env.find_gpus()
     targets = _targets(trt, spec, compute_capabilities, gpus, no_gpu)
     batch, batch_given = _batch_range(model_dir.manifest, min_batch, opt_batch, max_batch)
@@ -199,20 +196,14 @@ def _nodes(graph) -> Iterator[Any]:
                 yield from _nodes(sub)
 
 
-def check_plugins(plugin_ops: list[str], spec: tensorrt_env.Flavour, trt: ModuleType, onnx_path: Path) -> None:
-    """Refuse, before parsing, plugin ops that the chosen TensorRT cannot take."""
+def check_plugins(plugin_ops: list[str], trt: ModuleType) -> None:
+    """Refuse, before parsing, plugin ops the chosen TensorRT cannot take; register them where it can."""
     if not plugin_ops:
         return
-    ops = ", ".join(plugin_ops)
-    alternatives = ("build it with full TensorRT >= 10.9 (--flavour tensorrt), or run the portable ONNX "
-                    "with the onnxruntime backend")
-    if spec.name == "tensorrt_rtx":
-        raise PluginError(f"{onnx_path.name} has visionrt plugin ops ({ops}) and TensorRT-RTX has no plugin layer",
-                          fix=alternatives)
-    release = tuple(int(part) for part in tensorrt_env.version(trt).split(".")[:2])
-    if release < PLUGIN_MIN_TENSORRT:
-        raise PluginError(f"{onnx_path.name} has visionrt plugin ops ({ops}); TensorRT {tensorrt_env.version(trt)} "
-                          "cannot compile Python plugins into an engine", fix=alternatives)
+    from ..runtime.plugins import tensorrt_registration
+
+    tensorrt_registration.check_tensorrt_takes_plugins(trt, plugin_ops)
+    tensorrt_registration.register_plugins(trt)
 
 
 # the network -------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""PyTorch -> portable ONNX (torch.onnx dynamo exporter), dynamic batch, metadata embedded."""
+"""PyTorch -> portable ONNX (torch.onnx dynamo exporter), dynamic batch, metadata embedded.
+
+Models that use visionrt's custom ops (RoI pooling, RoIAlign, NMS, max-unpooling) export
+them as the standard ONNX ops (see ``visionrt.train.ops``).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +20,7 @@ from ..runtime.errors import ArtifactError
 from ..runtime.manifest import ModelDir
 from ..train import checkpoint
 from ..train.models import build_from_manifest
+from ..train.ops.onnx_export import export_onnx as export_with_visionrt_ops
 
 ONNX_FILE = "model.onnx"
 OPSET = 20
@@ -63,10 +68,9 @@ def export_onnx(model_dir: ModelDir, opset: int = OPSET, log=print) -> Path:
         dynamic.update({2: torch.export.Dim("height", min=16, max=4096),
                         3: torch.export.Dim("width", min=16, max=4096)})
     with _quiet_exporter():
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
-                                    input_names=[spec.name], output_names=[o.name for o in manifest.outputs],
-                                    dynamic_shapes=(dynamic,), verbose=False)
-    proto = program.model_proto
+        proto = export_with_visionrt_ops(model, (example,), opset_version=opset, input_names=[spec.name],
+                                         output_names=[o.name for o in manifest.outputs],
+                                         dynamic_shapes=(dynamic,), verbose=False)
     for key, value in metadata_props(model_dir).items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = f"visionrt {manifest.task} model ({manifest.model.get('arch')})"

@@ -103,8 +103,9 @@ def _build(model_dir: ModelDir) -> str:
         _say(f"  build skipped: {err}")
         return f"skipped: {err}"
     f = result.facts
-    note = (f"{result.path.name}: {f['flavour']} {f['tensorrt_version']}, {f['precision']}, batch profile "
-            f"{f['profile']}, compute capability {', '.join(f['compute_capabilities'])}, "
+    batches = "/".join(str(shape[0]) for shape in next(iter(f["profile"].values())).values())
+    note = (f"{result.path.name}: {f['flavour']} {f['tensorrt_version']}, {f['precision']}, batch min/opt/max "
+            f"{batches}, compute capability {', '.join(f['compute_capabilities'])}, "
             f"built in {f['build_seconds']:.1f}s ({f['engine_bytes'] / 1e6:.1f} MB)")
     _say(f"  {note}")
     return note
@@ -126,8 +127,9 @@ def write_report(model_dir: ModelDir, parity_passed: bool, engine_note: str, ben
                      f"mean |diff| {worst['mean_abs']:.2e}, smallest passing atol {worst['min_atol']:.2e} "
                      f"(rtol {report['rtol']:g}) over {report['samples']} images")
     lines += ["", "## Engine", "", f"- {engine_note}", "", "## Latency", ""]
-    lines += [Path(bench["markdown"]).read_text().split("\n", 1)[1].strip(), "",
-              f"![latency]({Path(bench['chart']).relative_to(model_dir.root).as_posix()})", "",
+    bench_dir = Path(bench["markdown"]).parent.relative_to(model_dir.root).as_posix()
+    bench_text = Path(bench["markdown"]).read_text().split("\n", 1)[1].strip()
+    lines += [bench_text.replace("](bench.png)", f"]({bench_dir}/bench.png)"), "",
               "## Files", "", "| key | file | bytes | sha256 |", "|---|---|---|---|"]
     lines += [f"| {k} | {f.path} | {f.bytes} | {f.sha256[:12]} |" for k, f in m.files.items()]
     markdown = model_dir.root / "report.md"

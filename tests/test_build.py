@@ -154,7 +154,7 @@ def test_plugin_ops_stop_an_rtx_build_before_parsing(tmp_path, monkeypatch):
     model_dir_with(tmp_path, plugin_model)
     build_module = importlib.import_module("visionrt.export.build")
     monkeypatch.setattr(build_module, "_parse", lambda *a: pytest.fail("parsed despite plugin ops"))
-    with pytest.raises(PluginError, match=r"MaxUnpool, RoiAlign.*no plugin layer.*TensorRT >= 10.9.*onnxruntime"):
+    with pytest.raises(PluginError, match=r"no plugin layer.*MaxUnpool, RoiAlign.*TensorRT >= 10.9.*onnxruntime"):
         build(tmp_path, flavour="tensorrt_rtx")
 
 

@@ -91,9 +91,10 @@ def build_dataset(
         seed=seed,
     )
     out_dir = Path(out_dir)
-    if _built_hash(out_dir) == config.hash():
+    built = _built_hash(out_dir)
+    if built == config.hash():
         return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()) and _built_hash(out_dir) is None:
+    if built is None and out_dir.exists() and any(out_dir.iterdir()):
         raise DatasetError(f"{out_dir} exists and is not a visionrt dataset", fix="choose an empty or new directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(out_dir, "tmp")
@@ -164,9 +165,9 @@ def _render(task: tuple[DatasetConfig, str, int, int, Path]) -> list[tuple[dict,
     for index in range(start, stop):
         scene = make_scene(config.scene, config.seed, split, index)
         image_id = index + 1
-        Image.fromarray(scene.image, "RGB").save(root / "images" / split / file_name(image_id))
-        semantic = Image.fromarray(scene.semantic, "P")
-        semantic.putpalette(SEMANTIC_PALETTE.tobytes())
+        Image.fromarray(scene.image).save(root / "images" / split / file_name(image_id))
+        semantic = Image.fromarray(scene.semantic)
+        semantic.putpalette(SEMANTIC_PALETTE.tobytes())  # mode L -> P
         semantic.save(root / "semantic" / split / file_name(image_id))
         rendered.append((image_record(image_id, scene), [annotation_record(image_id, o) for o in scene.objects]))
     return rendered

@@ -132,7 +132,7 @@ def _glyph(rng: np.random.Generator, digit: np.ndarray, scale: tuple[float, floa
     outline = max(1, outer_h // 24)
     outer_h = max(outer_h, 8 + 2 * outline)  # never shrink the 8x8 digit: thin strokes vanish
     outer_w = max(round(outer_h * rng.uniform(0.8, 1.0)), 8 + 2 * outline)
-    inner = Image.fromarray((digit * 255).astype(np.uint8), "L").resize(
+    inner = Image.fromarray((digit * 255).astype(np.uint8)).resize(
         (outer_w - 2 * outline, outer_h - 2 * outline), Image.Resampling.BICUBIC)
     ink = np.pad(np.asarray(inner, dtype=np.float32) / 255, outline)
     shape = _dilate(ink >= 0.5, outline)

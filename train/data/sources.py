@@ -96,7 +96,7 @@ def backgrounds() -> tuple[Image.Image, ...]:
     """
     images = []
     for name in (*SKIMAGE_BACKGROUNDS, "china", "flower"):
-        image = Image.fromarray(_load_background(name), "RGB")
+        image = Image.fromarray(_load_background(name))
         image.thumbnail((MAX_BACKGROUND_SIDE, MAX_BACKGROUND_SIDE), Image.Resampling.LANCZOS)
         images.append(image)
     return tuple(images)

@@ -1,0 +1,42 @@
+"""Each classification architecture trains, exports to ONNX and matches PyTorch in onnxruntime."""
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+
+from visionrt.export.verify import export_and_verify
+from visionrt.runtime.manifest import ModelDir
+from visionrt.train.config import TrainConfig
+from visionrt.train.loop import fit
+from visionrt.train.models.classify import ARCHITECTURES, ClassifierConfig, build_classifier
+
+SMALL = {"resnet": {"widths": [8, 16, 16], "blocks": 1}, "inception": {"width": 8},
+         "densenet": {"growth": 6, "layers_per_block": 2}}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_forward_shape(arch):
+    model = build_classifier(ClassifierConfig(arch, SMALL[arch]), num_classes=7).eval()
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 7)
+
+
+def test_unknown_architecture():
+    with pytest.raises(ValueError, match="unknown classifier 'vgg'"):
+        build_classifier(ClassifierConfig("vgg"), 10)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_export_and_parity(arch, tiny_data, tmp_path):
+    fit(TrainConfig(model=arch, model_kwargs=SMALL[arch], epochs=1), tiny_data, tmp_path, log=lambda m: None)
+    model_dir = ModelDir.open(tmp_path)
+    report = export_and_verify(model_dir, tiny_data, log=lambda m: None)
+    assert report.passed, report.summary()
+    assert report.samples == 64
+    proto = onnx.load(model_dir.path("onnx"))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["visionrt.task"] == "classify" and '"mean"' in meta["visionrt.input"]
+    ops = {n.op_type for n in proto.graph.node}
+    expected = {"resnet": {"Add"}, "inception": {"Concat", "MaxPool"}, "densenet": {"Concat", "AveragePool"}}[arch]
+    assert expected <= ops
