@@ -19,7 +19,7 @@ from ..runtime import atomic
 from ..runtime.errors import ArtifactError
 from ..runtime.manifest import ModelDir
 from ..train import checkpoint
-from ..train.models import build_from_manifest
+from ..train import tasks
 from ..train.ops.onnx_export import export_onnx as export_with_visionrt_ops
 
 ONNX_FILE = "model.onnx"
@@ -42,7 +42,7 @@ def _quiet_exporter():
 
 def load_trained(model_dir: ModelDir) -> torch.nn.Module:
     """The trained module of a model directory, weights checked against the manifest, in eval mode."""
-    model = build_from_manifest(model_dir.manifest)
+    model = tasks.get(model_dir.manifest.task).build_model(model_dir.manifest.model, model_dir.manifest.classes)
     return checkpoint.load_weights(model, model_dir.path("weights")).eval()
 
 

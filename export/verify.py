@@ -17,7 +17,6 @@ from ..runtime.images import load_image
 from ..runtime.manifest import ModelDir
 from ..runtime.preprocess import preprocess
 from ..runtime.tasks import task_module
-from ..train.data import load_coco
 from .onnx_export import export_onnx, load_trained
 from .parity import ParityReport, check_parity
 from .torch_runner import TorchRunner
@@ -27,18 +26,15 @@ ATOL, RTOL = 1e-4, 1e-3
 
 
 def heldout_batches(model_dir: ModelDir, data_dir: str | Path, samples: int | None, batch: int = 64):
-    """Preprocessed test-split batches ``[(feed, labels)]`` from the image files on disk
-    (the first ``samples`` images, or all)."""
-    split = load_coco(data_dir, "test")
-    label_of = {c["id"]: i for i, c in enumerate(sorted(split.coco["categories"], key=lambda c: c["id"]))}
-    image_label = {a["image_id"]: label_of[a["category_id"]] for a in split.coco["annotations"]}
-    ids = [image["id"] for image in split.coco["images"]][:samples]
-    paths = split.image_paths[:samples]
+    """Preprocessed test-split batches ``[(feed, targets)]`` from the image files on disk
+    (the first ``samples`` images, or all), with the task's targets for them."""
+    task = task_module(model_dir.manifest.task)
+    paths, targets = task.heldout(data_dir, samples)
     spec = model_dir.manifest.input
+    batch = batch if spec.height else 1  # images of any size go one at a time
     for start in range(0, len(paths), batch):
         images = [load_image(p) for p in paths[start:start + batch]]
-        labels = np.array([image_label[i] for i in ids[start:start + batch]])
-        yield {spec.name: preprocess(images, spec)}, labels
+        yield {spec.name: preprocess(images, spec)}, targets[start:start + batch]
 
 
 def verify(model_dir: ModelDir, candidate, data_dir: str | Path, samples: int | None = None,
@@ -46,11 +42,11 @@ def verify(model_dir: ModelDir, candidate, data_dir: str | Path, samples: int | 
     """Parity of ``candidate`` (a Runner) against PyTorch eager on held-out images, recorded in the manifest."""
     manifest = model_dir.manifest
     batches = list(heldout_batches(model_dir, data_dir, samples))
-    labels = np.concatenate([labels for _, labels in batches])
+    targets = np.concatenate([targets for _, targets in batches])
     reference = TorchRunner(load_trained(model_dir), candidate.inputs, [o.name for o in manifest.outputs])
     task = task_module(manifest.task)
     report = check_parity(reference, candidate, [feed for feed, _ in batches], atol=atol, rtol=rtol,
-                          task_metric=lambda outputs: task.evaluate(outputs, labels, manifest.outputs[0].name))
+                          task_metric=lambda outputs: task.evaluate(outputs, targets, manifest))
     manifest.parity[candidate.name] = report.to_dict()
     manifest.metrics[candidate.name] = {"test": {k: v["candidate"] for k, v in report.task.items()},
                                         "images": report.samples}

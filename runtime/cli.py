@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BackendUnavailable, VisionRTError
-
-TASKS = ("classify",)
+from .tasks import TASKS
 
 
 def _ints(text: str) -> list[int]:
@@ -94,13 +93,26 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from . import atomic
+    from .images import load_image
     from .predictor import Predictor
 
+    options = {"top_k": args.top_k} if args.top_k else {}
     with Predictor(args.model_dir, backend=args.backend, provider=args.provider) as predictor:
-        options = {"top_k": args.top_k} if args.top_k else {}
-        results = predictor.predict(args.images, **options)
-    rows = [{"image": str(path), **result.to_dict()} for path, result in zip(args.images, results)]
-    _emit(args, rows, "\n".join(f"{row['image']}: {row['label']} ({row['score']:.3f})" for row in rows))
+        images = [load_image(path) for path in args.images]
+        results = predictor.predict(images, **options)
+    rows = []
+    for path, image, result in zip(args.images, images, results):
+        row = {"image": str(path), **result.to_dict()}
+        if args.save_dir:
+            from PIL import Image
+
+            row["drawn"] = str(args.save_dir / f"{path.stem}.{predictor.manifest.task}.png")
+            with atomic.atomic_path(row["drawn"]) as tmp:
+                Image.fromarray(result.draw(image)).save(tmp, format="PNG")
+        rows.append(row)
+    _emit(args, rows, "\n".join(f"{row['image']}: {result.summary()}" + (f" -> {row['drawn']}" if "drawn" in row else "")
+                                for row, result in zip(rows, results)))
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -117,7 +129,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
 
     result = run_pipeline(args.task, args.out, quick=not args.full, model=args.model, seed=args.seed,
-                          build=not args.no_build)
+                          build=not args.no_build, bench_seconds=args.bench_seconds)
     _emit(args, result, f"pipeline done: report at {result['report']}")
 
 
@@ -182,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
     p.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"),
                    help="onnxruntime execution provider")
-    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-k", type=int, help="classify: how many classes to list")
+    p.add_argument("--save-dir", type=Path, help="write each result drawn onto its image (PNG) here")
 
     p = command("bench", cmd_bench, "latency and throughput per backend and batch size")
     p.add_argument("model_dir", type=Path)
@@ -199,9 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quick", action="store_true", help="the quick CPU configuration (the default)")
     p.add_argument("--full", action="store_true", help="larger data and longer training")
-    p.add_argument("--model", default="resnet")
+    p.add_argument("--model", help="architecture (default: the task's default, e.g. resnet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine build")
+    p.add_argument("--bench-seconds", type=float, default=1.0, help="minimum measuring time per benchmark point")
 
     command("doctor", cmd_doctor, "which backends, precisions and plugins are usable here")
     return parser

@@ -6,6 +6,7 @@ says what each wrote where. Needs the ``train`` extra (torch); the engine build 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, PluginError
 from .manifest import ModelDir
 
-#: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
-DATA_SIZES = {"quick": {"train": 6000, "val": 1000, "test": 1000},
-              "full": {"train": 20000, "val": 2000, "test": 2000}}
-EPOCHS = {"quick": 12, "full": 30}
 
 
 def _say(message: str) -> None:
@@ -42,11 +39,10 @@ def _progress(label: str):
 
 
 def build_data(task: str, out: str | os.PathLike, quick: bool = True, seed: int = 0) -> Path:
-    from ..train.data import build_dataset
+    from ..train import tasks
 
     start = time.perf_counter()
-    path = build_dataset(out, name=task, splits=DATA_SIZES["quick" if quick else "full"], seed=seed,
-                         progress=_progress("generating scenes"))
+    path = tasks.get(task).build_data(out, quick=quick, seed=seed, progress=_progress("generating data"))
     _say(f"data: {path} ({time.perf_counter() - start:.0f}s)")
     return Path(path)
 
@@ -60,12 +56,14 @@ def train_distributed(nproc: int, argv: list[str]) -> int:
     return subprocess.call(command)
 
 
-def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: str = "resnet",
-                 seed: int = 0, build: bool = True) -> dict[str, Any]:
-    """Run every stage; returns the paths written and the headline figures."""
+def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: str | None = None,
+                 seed: int = 0, build: bool = True, bench_seconds: float = 1.0) -> dict[str, Any]:
+    """Run every stage; returns the paths written and the headline figures.
+
+    ``bench_seconds``: minimum measuring time per benchmark point."""
     from ..benchmarks.run import bench_model_dir
     from ..export.verify import export_and_verify
-    from ..train.config import TrainConfig
+    from ..train import tasks
     from ..train.loop import fit
 
     out = Path(out)
@@ -73,7 +71,8 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
     data_dir = build_data(task, out / "data", quick=quick, seed=seed)
 
     _say(f"train: {task}/{model} ({mode})")
-    config = TrainConfig(task=task, model=model, seed=seed, epochs=EPOCHS[mode], threads=os.cpu_count() or 1)
+    config = dataclasses.replace(tasks.get(task).default_config(quick), seed=seed, threads=os.cpu_count() or 1,
+                                 **({"model": model} if model else {}))
     model_dir = fit(config, data_dir, out / f"{task}-{model}", log=lambda m: _say(f"  {m}"))
     _say(f"train: wrote {model_dir.path('weights', verify=False)}")
 
@@ -86,7 +85,7 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
 
     _say("bench: latency per backend and batch size")
     bench = bench_model_dir(model_dir, backends=["onnxruntime", "torch", "tensorrt"], batch_sizes=[1, 8, 32],
-                            data_dir=data_dir, out_dir=model_dir.root / "bench")
+                            data_dir=data_dir, out_dir=model_dir.root / "bench", min_seconds=bench_seconds)
     report = write_report(ModelDir.open(model_dir.root), parity.passed, engine_note, bench)
     _say(f"report: {report['markdown']}")
     return {"model_dir": str(model_dir.root), "report": str(report["markdown"]),
@@ -99,7 +98,7 @@ def _build(model_dir: ModelDir) -> str:
     _say("build: TensorRT engine")
     try:
         result = build(model_dir)
-    except BackendUnavailable as err:
+    except (BackendUnavailable, PluginError) as err:
         _say(f"  build skipped: {err}")
         return f"skipped: {err}"
     f = result.facts

@@ -75,6 +75,6 @@ def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
 def pipeline_run(tmp_path_factory) -> dict:
     """The quick classification pipeline, run once through the CLI exactly as the README says."""
     out = tmp_path_factory.mktemp("pipeline")
-    result = run_cli("pipeline", "classify", "--out", str(out), "--json")
+    result = run_cli("pipeline", "classify", "--out", str(out), "--json", "--bench-seconds", "0.3")
     summary = json.loads(result.stdout)
     return {"out": out, "summary": summary, "log": result.stderr, "model_dir": Path(summary["model_dir"])}

@@ -1,11 +1,14 @@
-"""Classification post-processing and metric (numpy): logits ``[N, K]`` -> labels and scores."""
+"""Classification in the runtime: logits ``[N, K]`` -> label, softmax score and top-k per image."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 
 from ..manifest import Manifest
+from ..render import caption
 
 
 @dataclasses.dataclass
@@ -21,6 +24,13 @@ class Classification:
     def to_dict(self) -> dict:
         return {"label": self.label, "index": self.index, "score": self.score,
                 "top_k": [{"label": label, "score": score} for label, score in self.top_k]}
+
+    def summary(self) -> str:
+        return f"{self.label} ({self.score:.3f})"
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        """The image (RGB uint8) with the label and score written under it."""
+        return caption(image, self.summary())
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -38,6 +48,17 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, top_k: int |
             for p, row in zip(probs, order)]
 
 
-def evaluate(outputs: dict[str, np.ndarray], labels: np.ndarray, output_name: str = "logits") -> dict[str, float]:
-    """Top-1 accuracy of ``outputs[output_name]`` against integer ``labels``."""
-    return {"top1": float(np.mean(outputs[output_name].argmax(axis=1) == labels))}
+def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
+    """Test-split image paths and their class indices (COCO categories in id order)."""
+    root = Path(data_dir)
+    coco = json.loads((root / "annotations" / "test.json").read_text())
+    index_of = {c["id"]: i for i, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))}
+    label_of = {a["image_id"]: index_of[a["category_id"]] for a in coco["annotations"]}
+    images = coco["images"][:count]
+    return ([root / "images" / "test" / image["file_name"] for image in images],
+            np.array([label_of[image["id"]] for image in images]))
+
+
+def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:
+    """Top-1 accuracy of the logits against integer class ``targets``."""
+    return {"top1": float(np.mean(outputs[manifest.outputs[0].name].argmax(axis=1) == targets))}

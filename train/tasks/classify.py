@@ -10,8 +10,25 @@ from torch.nn import functional as F
 
 from ...runtime.manifest import InputSpec, OutputSpec
 from ..config import TrainConfig
-from ..data import load_classification
+from ..data import build_dataset, load_classification
 from ..models.classify import ClassifierConfig, build_classifier
+
+#: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
+DATA_SIZES = {True: {"train": 6000, "val": 1000, "test": 1000},
+              False: {"train": 20000, "val": 2000, "test": 2000}}
+
+
+def build_data(out_dir: str | Path, quick: bool = True, seed: int = 0, progress=None) -> Path:
+    """64×64 scenes with one digit each (see ``visionrt.train.data``)."""
+    return build_dataset(out_dir, name="classify", splits=DATA_SIZES[quick], seed=seed, progress=progress)
+
+
+def default_config(quick: bool = True) -> TrainConfig:
+    return TrainConfig(task="classify", model="resnet", epochs=12 if quick else 30)
+
+
+def build_model(model_entry: dict, classes: list[str]) -> nn.Module:
+    return build_classifier(ClassifierConfig(model_entry["arch"], model_entry.get("kwargs", {})), len(classes))
 
 
 def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -29,7 +46,7 @@ def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: in
     return out.permute(0, 2, 3, 1).to(torch.uint8)
 
 
-class ClassifyTask:
+class Task:
     """Digits on real backgrounds; metric top-1 accuracy."""
 
     name = "classify"
@@ -49,7 +66,7 @@ class ClassifyTask:
         return len(self.splits["train"][1])
 
     def build_model(self, config: TrainConfig) -> nn.Module:
-        return build_classifier(ClassifierConfig(config.model, config.model_kwargs), len(self.classes))
+        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, labels = self.splits["train"]
@@ -67,10 +84,6 @@ class ClassifyTask:
         logits = self.predict_logits(model, split)
         labels = self.splits[split][1]
         return {"top1": float((logits.argmax(1) == labels).float().mean()), "images": len(labels)}
-
-    def sample_inputs(self, split: str, count: int) -> np.ndarray:
-        """Normalised float32 ``[count, 3, H, W]`` from a split (parity checks, export examples)."""
-        return to_input(self.splits[split][0][:count], self.mean, self.std).numpy()
 
     def input_spec(self) -> InputSpec:
         _, h, w, c = self.splits["train"][0].shape
