@@ -120,7 +120,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from ..benchmarks.run import bench_model_dir
 
     paths = bench_model_dir(ModelDir.open(args.model_dir), backends=args.backends, batch_sizes=args.batch_sizes,
-                            data_dir=args.data, out_dir=args.out, min_seconds=args.seconds)
+                            data_dir=args.data, out_dir=args.out, min_seconds=args.seconds, threads=args.threads)
     _emit(args, {k: str(v) for k, v in paths.items()}, f"benchmark report: {paths['markdown']}")
 
 
@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="dataset whose test images feed the end-to-end runs")
     p.add_argument("--out", type=Path, help="report directory (default: <model_dir>/bench)")
     p.add_argument("--seconds", type=float, default=1.0, help="minimum measuring time per case")
+    p.add_argument("--threads", type=int, help="intra-op threads for onnxruntime and torch alike "
+                                               "(default: the usable cores)")
 
     p = command("pipeline", cmd_pipeline, "every stage for a task: data, train, export, build, bench, report")
     p.add_argument("task", choices=TASKS)

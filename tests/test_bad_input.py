@@ -173,3 +173,18 @@ def test_failed_export_keeps_earlier_artifacts(tiny_model_dir, tmp_path, monkeyp
         onnx_export.export_onnx(model, log=lambda m: None)
     after = {p.name: p.read_bytes() for p in model.root.iterdir() if p.is_file()}
     assert after == before
+
+
+def test_cli_engine_from_another_tensorrt_release(tiny_model_dir, tiny_data, tmp_path):
+    """A real RTX engine whose manifest says it came from another release: refused before loading."""
+    pytest.importorskip("tensorrt_rtx_bindings")
+    from visionrt.export.build import build
+
+    model = ModelDir.open(copy_model(tiny_model_dir, tmp_path))
+    build(model, flavour="tensorrt_rtx")
+    model.manifest.engines["rtx"]["tensorrt_version"] = "1.0.0.1"
+    model.save()
+    image = tiny_data / "images" / "test" / "000001.png"
+    result = run_cli("predict", str(model.root), str(image), "--backend", "tensorrt", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "1.0.0.1" in result.stderr and "visionrt build" in result.stderr
