@@ -26,6 +26,13 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _size_range(text: str) -> int | tuple[int, int, int]:
+    values = _ints(text)
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected N or MIN,OPT,MAX, got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def _require_training_extra() -> None:
     try:
         import torch  # noqa: F401
@@ -83,7 +90,7 @@ def cmd_build(args: argparse.Namespace) -> None:
     from ..export.build import build
 
     result = build(args.model_dir, flavour=args.flavour, onnx_key=args.onnx_key, min_batch=args.min_batch,
-                   opt_batch=args.opt_batch, max_batch=args.max_batch,
+                   opt_batch=args.opt_batch, max_batch=args.max_batch, height=args.height, width=args.width,
                    compute_capabilities=args.compute_capability, workspace_mib=args.workspace_mib)
     f = result.facts
     _emit(args, {"key": result.key, "path": str(result.path), **f},
@@ -184,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-batch", type=int, help="optimisation profile (default 1, 8, 32)")
     p.add_argument("--opt-batch", type=int)
     p.add_argument("--max-batch", type=int)
+    p.add_argument("--height", type=_size_range, help="dynamic input height: N or MIN,OPT,MAX (pixels)")
+    p.add_argument("--width", type=_size_range, help="dynamic input width: N or MIN,OPT,MAX (pixels)")
     p.add_argument("--compute-capability", action="append",
                    help="TensorRT-RTX target, e.g. 8.6 (repeatable; default: every supported one)")
     p.add_argument("--workspace-mib", type=int)
