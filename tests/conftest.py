@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_trt)
 
 
-def run_cli(*args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
+def run_cli(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
     """Run ``visionrt ARGS`` in a fresh interpreter, as a user would."""
     result = subprocess.run([sys.executable, "-m", "visionrt.runtime.cli", *args], capture_output=True,
                             text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
