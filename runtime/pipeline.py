@@ -70,10 +70,10 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
     mode = "quick" if quick else "full"
     data_dir = build_data(task, out / "data", quick=quick, seed=seed)
 
-    _say(f"train: {task}/{model} ({mode})")
+    _say(f"train: {task} ({mode})")
     config = dataclasses.replace(tasks.get(task).default_config(quick), seed=seed, threads=os.cpu_count() or 1,
                                  **({"model": model} if model else {}))
-    model_dir = fit(config, data_dir, out / f"{task}-{model}", log=lambda m: _say(f"  {m}"))
+    model_dir = fit(config, data_dir, out / f"{task}-{config.model}", log=lambda m: _say(f"  {m}"))
     _say(f"train: wrote {model_dir.path('weights', verify=False)}")
 
     _say("export: ONNX + parity with PyTorch on held-out images")
