@@ -3,7 +3,8 @@
 Backends: ``onnxruntime`` (CPU provider; CUDA when installed), ``torch`` (PyTorch eager,
 the baseline; needs the train extra) and ``tensorrt`` (the manifest's engines; needs a GPU).
 One that cannot run here gives a skipped row saying why, not an error. The same thread
-count goes to onnxruntime and torch. Images come from the dataset's test split on disk.
+count goes to onnxruntime and torch. Images come from the dataset's test split on disk, or
+from the task's own benchmark cases (see :func:`bench_cases`; their label joins the model name).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..runtime.backends import Runner, open_runner
 from ..runtime.errors import BackendUnavailable, InputError
 from ..runtime.manifest import ModelDir
 from ..runtime.predictor import Predictor
+from ..runtime.tasks import task_module
 from ..runtime.tensorrt_env import FLAVOURS
 from .harness import BenchSettings, Result, bench_end_to_end, bench_model
 from .machine import usable_cpus
@@ -32,6 +34,30 @@ def test_images(model_dir: ModelDir, data_dir: str | os.PathLike | None, count: 
         raise InputError(f"no test images under {root / 'images' / 'test'}",
                          fix="pass --data DIR of a dataset made by `visionrt data`")
     return paths
+
+
+def bench_cases(model_dir: ModelDir, data_dir: str | os.PathLike | None,
+                batch_sizes: list[int]) -> list[tuple[str, list[Path], list[int]]]:
+    """What to measure: ``(label, images, batch sizes)`` per case.
+
+    Models for images of any size are measured per input size: their task's runtime module
+    lists ``BENCH_SIDES`` (and may cap the pixels of a batch with ``BENCH_PIXELS``), and their
+    dataset holds ``bench/<side>x<side>.png``; one case per side, labelled e.g. "256×256".
+    Otherwise: one unlabelled case of test images."""
+    task = task_module(model_dir.manifest.task)
+    sides = getattr(task, "BENCH_SIDES", ())
+    if not sides:
+        return [("", test_images(model_dir, data_dir, max(batch_sizes)), batch_sizes)]
+    root = Path(data_dir or model_dir.manifest.model.get("dataset", "")) / "bench"
+    budget = getattr(task, "BENCH_PIXELS", None)
+    cases = []
+    for side in sides:
+        path = root / f"{side}x{side}.png"
+        if not path.is_file():
+            raise InputError(f"no benchmark image {path}", fix="pass --data DIR of a dataset made by `visionrt data`")
+        fitting = [b for b in batch_sizes if budget is None or b * side * side <= budget]
+        cases.append((f"{side}×{side}", [path], fitting or [min(batch_sizes)]))
+    return cases
 
 
 def _torch_runner(model_dir: ModelDir, threads: int) -> Runner:
@@ -64,30 +90,36 @@ def _runners(model_dir: ModelDir, backends: Iterable[str], threads: int) -> Iter
 def bench_model_dir(model_dir: ModelDir, backends: Iterable[str] = ("onnxruntime", "torch"),
                     batch_sizes: Iterable[int] = (1, 8, 32), data_dir: str | os.PathLike | None = None,
                     out_dir: str | os.PathLike | None = None, min_seconds: float = 1.0,
-                    threads: int | None = None) -> dict[str, Path]:
-    """Benchmark, write ``bench.json/.md/.png`` (default ``<model_dir>/bench``), record in the manifest."""
+                    threads: int | None = None, max_seconds: float | None = None) -> dict[str, Path]:
+    """Benchmark, write ``bench.json/.md/.png`` (default ``<model_dir>/bench``), record in the manifest.
+
+    ``min_seconds``/``max_seconds``: measuring time per point, see :class:`BenchSettings`."""
     m = model_dir.manifest
     threads = threads or usable_cpus()
-    settings = BenchSettings(min_seconds=min_seconds, threads=threads)
+    settings = BenchSettings(min_seconds=min_seconds, threads=threads,
+                             **({} if max_seconds is None else {"max_seconds": max_seconds}))
     batch_sizes = list(batch_sizes)
-    images = test_images(model_dir, data_dir, max(batch_sizes))
-    batches = {b: (images * b)[:b] for b in batch_sizes}
-    point = dict(task=m.task, model=m.model["arch"])
+    cases = bench_cases(model_dir, data_dir, batch_sizes)
+    arch = m.model["arch"]
     results: list[Result] = []
     for label, make in _runners(model_dir, backends, threads):
         try:
             runner = make()
             predictor = Predictor(model_dir, runner=runner)
         except BackendUnavailable as err:
-            results.append(Result(**point, backend=label, precision="fp32", batch=batch_sizes[0], mode="model",
-                                  timing=None, notes=f"skipped: {err}"))
+            results.append(Result(task=m.task, model=arch, backend=label, precision="fp32", batch=batch_sizes[0],
+                                  mode="model", timing=None, notes=f"skipped: {err}"))
             continue
-        arrays = {b: predictor.preprocess(batches[b]) for b in batch_sizes}
         precision = getattr(runner, "facts", {}).get("precision", "fp32")
-        results += bench_model(runner, make_feed=lambda b: {m.input.name: arrays[b]}, precision=precision,
-                               batch_sizes=batch_sizes, settings=settings, **point)
-        results += bench_end_to_end(predictor.predict, inputs_for_batch=batches.__getitem__, backend=runner.name,
-                                    precision=precision, batch_sizes=batch_sizes, settings=settings, **point)
+        for case, images, sizes in cases:
+            point = dict(task=m.task, model=f"{arch} {case}".strip())
+            batches = {b: (images * b)[:b] for b in sizes}
+            arrays = {b: predictor.preprocess(batches[b]) for b in sizes}
+            results += bench_model(runner, make_feed=lambda b: {m.input.name: arrays[b]}, precision=precision,
+                                   batch_sizes=sizes, settings=settings, **point)
+            results += bench_end_to_end(predictor.predict, inputs_for_batch=batches.__getitem__,
+                                        backend=runner.name, precision=precision, batch_sizes=sizes,
+                                        settings=settings, **point)
         predictor.close()
     accuracy = [{"task": m.task, "backend": "torch-eager" if backend == "pytorch" else backend, "precision": "fp32",
                  m.metrics["metric"]: values["test"][m.metrics["metric"]]}
@@ -96,7 +128,8 @@ def bench_model_dir(model_dir: ModelDir, backends: Iterable[str] = ("onnxruntime
                          baseline=BASELINE if any(r.backend == BASELINE for r in results) else None,
                          settings=settings)
     m.benchmarks = {"settings": {"threads": threads, "min_seconds": min_seconds},
-                    "median_ms": {f"{r.backend}/{r.mode}/b{r.batch}": r.timing.median_ms
+                    "median_ms": {"/".join(filter(None, (r.model.removeprefix(arch).strip(), r.backend, r.mode,
+                                                         f"b{r.batch}"))): r.timing.median_ms
                                   for r in results if r.timing is not None}}
     model_dir.record("bench", report=str(paths.markdown))
     model_dir.save()

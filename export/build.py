@@ -29,10 +29,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from visionrt.runtime import atomic, tensorrt_env
-from visionrt.runtime.errors import ArtifactError, BackendUnavailable, PluginError, VisionRTError
+from visionrt.runtime.errors import ArtifactError, BackendUnavailable, VisionRTError
 from visionrt.runtime.manifest import Manifest, ModelDir
 from visionrt.runtime.plugins.registry import DOMAIN as PLUGIN_DOMAIN
 
+#: Manifest key of the TensorRT-flavoured ONNX (``export/trt_flavour.py``), which the build prefers.
+TRT_ONNX_KEY = "onnx_trt"
 #: (min, opt, max) batch when neither the arguments nor ``manifest.postprocess["build"]`` say.
 DEFAULT_BATCH = (1, 8, 32)
 
@@ -58,24 +60,28 @@ class OnnxFacts:
     external_data: list[str]   # files holding weights, relative to the ONNX file
 
 
-def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onnx_key: str = "onnx",
+def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onnx_key: str | None = None,
           key: str | None = None, min_batch: int | None = None, opt_batch: int | None = None,
           max_batch: int | None = None, height: Size | None = None, width: Size | None = None,
           compute_capabilities: Sequence[str] | None = None, workspace_mib: int | None = None) -> BuildResult:
     """Build an engine from ``model_dir``'s file ``onnx_key`` and record it in the manifest.
 
+    ``onnx_key`` defaults to the TensorRT-flavoured ONNX (``onnx_trt``: plugin nodes for the ops
+    TensorRT lacks) where the export stage wrote one, else to the portable ``onnx``.
     ``flavour``: ``auto`` (full TensorRT if importable, else TensorRT-RTX), ``tensorrt`` or
     ``tensorrt_rtx``. ``key`` (default ``rtx``/``trt``, plus the ONNX key's suffix, e.g.
     ``rtx_fp16`` for ``onnx_fp16``) names the engine in ``manifest.files`` and
     ``manifest.engines``. Batch range: the arguments, else ``manifest.postprocess["build"]``
     (``min_batch``/``opt_batch``/``max_batch``), else :data:`DEFAULT_BATCH`. ``height``/``width``
-    fix dynamic H/W axes of ``[N, C, H, W]`` inputs (default: the manifest's input size).
+    fix or span (min, opt, max) dynamic H/W axes of ``[N, C, H, W]`` inputs (default:
+    ``manifest.postprocess["build"]``'s ``height``/``width``, else the manifest's input size).
     ``compute_capabilities`` (TensorRT-RTX only, e.g. ``["8.6"]``; default every target from
     Ampere on) and ``workspace_mib`` (default: TensorRT's) tune the build.
     """
     model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
     spec = tensorrt_env.resolve(flavour)
     trt = tensorrt_env.import_tensorrt(spec.name)
+    onnx_key = onnx_key or (TRT_ONNX_KEY if model_dir.has(TRT_ONNX_KEY) else "onnx")
     onnx_path = model_dir.path(onnx_key)
     onnx_facts = scan_onnx(onnx_path)
     missing = [name for name in onnx_facts.external_data if not (onnx_path.parent / name).is_file()]
@@ -86,7 +92,9 @@ def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onn
     gpus, no_gpu = tensorrt_env.find_gpus()
     targets = _targets(trt, spec, compute_capabilities, gpus, no_gpu)
     batch, batch_given = _batch_range(model_dir.manifest, min_batch, opt_batch, max_batch)
-    sizes = {2: height or model_dir.manifest.input.height, 3: width or model_dir.manifest.input.width}
+    ranges = model_dir.manifest.postprocess.get("build", {})
+    sizes = {2: height or ranges.get("height") or model_dir.manifest.input.height,
+             3: width or ranges.get("width") or model_dir.manifest.input.width}
 
     key = key or engine_key(onnx_key, spec)
     engine_path = model_dir.root / f"{onnx_path.stem}.{spec.short}.engine"
@@ -122,7 +130,10 @@ def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onn
 
 
 def engine_key(onnx_key: str, spec: tensorrt_env.Flavour) -> str:
-    """``onnx`` -> ``rtx``, ``onnx_fp16`` -> ``rtx_fp16``, ``portable`` -> ``rtx_portable``."""
+    """``onnx`` and its TensorRT flavour ``onnx_trt`` -> ``rtx``, ``onnx_fp16`` -> ``rtx_fp16``,
+    ``portable`` -> ``rtx_portable``."""
+    if onnx_key == TRT_ONNX_KEY:
+        return spec.short
     suffix = onnx_key.removeprefix("onnx") if onnx_key.startswith("onnx") else f"_{onnx_key}"
     return spec.short + suffix
 

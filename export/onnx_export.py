@@ -41,8 +41,14 @@ def _quiet_exporter():
 
 
 def load_trained(model_dir: ModelDir) -> torch.nn.Module:
-    """The trained module of a model directory, weights checked against the manifest, in eval mode."""
-    model = tasks.get(model_dir.manifest.task).build_model(model_dir.manifest.model, model_dir.manifest.classes)
+    """The trained module of a model directory, weights checked against the manifest, in eval mode.
+
+    Tasks whose graph holds post-processing (``POSTPROCESS_IN_GRAPH``: NMS) build it with the
+    manifest's ``postprocess``, the one place its thresholds live."""
+    m = model_dir.manifest
+    task = tasks.get(m.task)
+    in_graph = (m.postprocess,) if getattr(task, "POSTPROCESS_IN_GRAPH", False) else ()
+    model = task.build_model(m.model, m.classes, *in_graph)
     return checkpoint.load_weights(model, model_dir.path("weights")).eval()
 
 

@@ -3,18 +3,30 @@
 Per output: max and mean absolute error, max relative error and the smallest ``atol`` that
 would pass at the given ``rtol`` (``|cand - ref| <= atol + rtol * |ref|`` element-wise, as
 numpy.allclose). At task level: the task's metric computed from each runner's outputs,
-which must agree within ``metric_tolerance``.
+which must agree within ``metric_tolerance``: one absolute tolerance for every metric, or per
+metric an ``(atol, rtol)`` pair (``|cand - ref| <= atol + rtol * |ref|``; unlisted metrics: exact).
+
+Outputs whose sizes differ from sample to sample (models for images of any size, run one
+image at a time) are compared as the concatenation of all their values.
+
+Where outputs may legitimately differ element by element (detections after NMS: a score
+difference of 1e-7 can reorder two detections), a task compares them after post-processing
+(``postprocessed``, e.g. detections matched by IoU); that verdict replaces the per-output one,
+whose figures are still reported.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
 from ..runtime.backends.base import Runner
 
 TaskMetric = Callable[[dict[str, np.ndarray]], dict[str, float]]
+#: ``(reference outputs, candidate outputs) -> {..., "passed": bool}``
+PostprocessedParity = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict]
+MetricTolerance = Union[float, Mapping[str, tuple[float, float]]]
 
 
 @dataclasses.dataclass
@@ -38,6 +50,7 @@ class ParityReport:
     outputs: list[OutputParity]
     task: dict[str, dict[str, float]]
     passed: bool
+    postprocessed: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -48,11 +61,20 @@ class ParityReport:
         verdict = "PASS" if self.passed else "FAIL"
         return (f"{verdict} {self.candidate} vs {self.reference} on {self.samples} samples: "
                 f"max |diff| {worst.max_abs:.2e} ({worst.name}), min atol {worst.min_atol:.2e} at rtol "
-                f"{self.rtol:g}" + (f"; {metrics}" if metrics else ""))
+                f"{self.rtol:g}" + (f"; {metrics}" if metrics else "")
+                + (f"; after post-processing {_brief(self.postprocessed)}" if self.postprocessed else ""))
 
 
-def compare_arrays(name: str, reference: np.ndarray, candidate: np.ndarray, atol: float,
-                   rtol: float) -> OutputParity:
+def compare_arrays(name: str, reference: np.ndarray | Sequence[np.ndarray],
+                   candidate: np.ndarray | Sequence[np.ndarray], atol: float, rtol: float) -> OutputParity:
+    """Compare one output; a list of per-sample arrays (sizes differ) is compared value by value
+    and reported with shape ``[samples, -1]``."""
+    if not isinstance(reference, np.ndarray) or not isinstance(candidate, np.ndarray):
+        if [r.shape for r in reference] != [c.shape for c in candidate]:
+            return OutputParity(name, [len(candidate), -1], np.inf, np.inf, np.inf, np.inf, False)
+        flat = compare_arrays(name, np.concatenate([r.ravel() for r in reference]),
+                              np.concatenate([c.ravel() for c in candidate]), atol, rtol)
+        return dataclasses.replace(flat, shape=[len(reference), -1])
     if reference.shape != candidate.shape:
         return OutputParity(name, list(candidate.shape), np.inf, np.inf, np.inf, np.inf, False)
     ref = reference.astype(np.float64)
@@ -66,14 +88,22 @@ def compare_arrays(name: str, reference: np.ndarray, candidate: np.ndarray, atol
         passed=bool(min_atol <= atol))
 
 
-def concat_outputs(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+def concat_outputs(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray | list[np.ndarray]]:
+    """Each output's batches joined along axis 0, or a list of its samples where sizes differ."""
+    joined = {}
+    for name in batches[0]:
+        parts = [b[name] for b in batches]
+        same = len({p.shape[1:] for p in parts}) == 1
+        joined[name] = np.concatenate(parts) if same else [sample for p in parts for sample in p]
+    return joined
 
 
 def check_parity(reference: Runner, candidate: Runner, feeds: Iterable[Mapping[str, np.ndarray]],
                  atol: float = 1e-4, rtol: float = 1e-3, task_metric: TaskMetric | None = None,
-                 metric_tolerance: float = 0.0) -> ParityReport:
-    """Run both runners on every feed and compare; outputs are matched by name."""
+                 metric_tolerance: MetricTolerance = 0.0,
+                 postprocessed: PostprocessedParity | None = None) -> ParityReport:
+    """Run both runners on every feed and compare; outputs are matched by name. With
+    ``postprocessed``, its ``passed`` stands for the outputs' (see the module doc)."""
     ref_batches, cand_batches, samples = [], [], 0
     for feed in feeds:
         ref_batches.append(reference.infer(feed))
@@ -86,6 +116,20 @@ def check_parity(reference: Runner, candidate: Runner, feeds: Iterable[Mapping[s
     if task_metric is not None:
         ref_metric, cand_metric = task_metric(ref), task_metric(cand)
         task = {key: {"reference": ref_metric[key], "candidate": cand_metric[key],
-                      "difference": abs(ref_metric[key] - cand_metric[key])} for key in ref_metric}
-    passed = all(o.passed for o in outputs) and all(t["difference"] <= metric_tolerance for t in task.values())
-    return ParityReport(reference.name, candidate.name, atol, rtol, samples, outputs, task, passed)
+                      "difference": abs(ref_metric[key] - cand_metric[key]),
+                      "tolerance": _allowed(metric_tolerance, key, ref_metric[key])} for key in ref_metric}
+    post = postprocessed(ref, cand) if postprocessed is not None else {}
+    outputs_agree = post["passed"] if postprocessed is not None else all(o.passed for o in outputs)
+    passed = outputs_agree and all(t["difference"] <= t["tolerance"] for t in task.values())
+    return ParityReport(reference.name, candidate.name, atol, rtol, samples, outputs, task, passed, post)
+
+
+def _brief(facts: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in facts.items())
+
+
+def _allowed(tolerance: MetricTolerance, key: str, reference: float) -> float:
+    if not isinstance(tolerance, Mapping):
+        return float(tolerance)
+    atol, rtol = tolerance.get(key, (0.0, 0.0))
+    return atol + rtol * abs(reference)

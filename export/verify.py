@@ -2,26 +2,41 @@
 
 The same preprocessed batches (decoded from the test split's PNGs by the runtime's own
 image loader and preprocessing) go to PyTorch eager and to onnxruntime; outputs are
-compared per tensor and the task metric must come out the same.
+compared per tensor and the task metrics must come out the same (or within the task's
+``PARITY_TOLERANCE``).
+
+Where the portable ONNX holds ops TensorRT lacks (MaxPool with Indices, MaxUnpool, RoI
+pooling, NMS), the stage also writes its TensorRT flavour ``model.trt.onnx`` (manifest key
+``onnx_trt``, plugin nodes in the ``visionrt`` domain; see ``trt_flavour.py``), which the build
+then uses, and checks it the same way in onnxruntime with the plugins' reference ops.
 """
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from ..runtime import atomic
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
+from ..runtime.errors import BackendUnavailable
 from ..runtime.images import load_image
 from ..runtime.manifest import ModelDir
-from ..runtime.preprocess import preprocess
+from ..runtime.plugins import onnxruntime_ops
+from ..runtime.preprocess import model_input
 from ..runtime.tasks import task_module
-from .onnx_export import export_onnx, load_trained
+from .build import TRT_ONNX_KEY
+from .onnx_export import export_onnx, load_trained, write_onnx
 from .parity import ParityReport, check_parity
 from .torch_runner import TorchRunner
+from .trt_flavour import plugin_ops, to_trt_flavour
 
 PARITY_FILE = "parity.json"
+TRT_ONNX_FILE = "model.trt.onnx"
+#: Name of the onnxruntime run of the TensorRT flavour in parity reports and metrics.
+TRT_FLAVOUR_RUNNER = "onnxruntime-cpu-trt-flavour"
 ATOL, RTOL = 1e-4, 1e-3
 
 
@@ -34,7 +49,7 @@ def heldout_batches(model_dir: ModelDir, data_dir: str | Path, samples: int | No
     batch = batch if spec.height else 1  # images of any size go one at a time
     for start in range(0, len(paths), batch):
         images = [load_image(p) for p in paths[start:start + batch]]
-        yield {spec.name: preprocess(images, spec)}, targets[start:start + batch]
+        yield {spec.name: model_input(images, model_dir.manifest)}, targets[start:start + batch]
 
 
 def verify(model_dir: ModelDir, candidate, data_dir: str | Path, samples: int | None = None,
@@ -46,7 +61,9 @@ def verify(model_dir: ModelDir, candidate, data_dir: str | Path, samples: int | 
     reference = TorchRunner(load_trained(model_dir), candidate.inputs, [o.name for o in manifest.outputs])
     task = task_module(manifest.task)
     report = check_parity(reference, candidate, [feed for feed, _ in batches], atol=atol, rtol=rtol,
-                          task_metric=lambda outputs: task.evaluate(outputs, targets, manifest))
+                          task_metric=lambda outputs: task.evaluate(outputs, targets, manifest),
+                          metric_tolerance=getattr(task, "PARITY_TOLERANCE", 0.0),
+                          postprocessed=_postprocessed_parity(task, targets, manifest))
     manifest.parity[candidate.name] = report.to_dict()
     manifest.metrics[candidate.name] = {"test": {k: v["candidate"] for k, v in report.task.items()},
                                         "images": report.samples}
@@ -57,12 +74,57 @@ def verify(model_dir: ModelDir, candidate, data_dir: str | Path, samples: int | 
     return report
 
 
+def _postprocessed_parity(task, targets, manifest):
+    """The task's comparison after post-processing (``compare(reference, candidate, targets,
+    manifest)`` in its runtime module, e.g. detections matched by IoU), where it has one."""
+    compare = getattr(task, "compare", None)
+    return None if compare is None else (lambda reference, candidate: compare(reference, candidate, targets, manifest))
+
+
+def export_trt_flavour(model_dir: ModelDir, log=print) -> list[str]:
+    """Write ``model.trt.onnx`` (key ``onnx_trt``) where the portable ONNX holds ops TensorRT lacks;
+    returns those plugin ops (none: nothing written, and a stale flavour is dropped)."""
+    flavour = to_trt_flavour(onnx.load(model_dir.path("onnx")))
+    ops = plugin_ops(flavour)
+    if not ops:
+        model_dir.manifest.files.pop(TRT_ONNX_KEY, None)
+        return []
+    path = model_dir.root / TRT_ONNX_FILE
+    write_onnx(flavour, path)
+    model_dir.add_file(TRT_ONNX_KEY, path, role=f"TensorRT-flavoured ONNX, plugin ops {', '.join(ops)}")
+    model_dir.record("export", onnx=TRT_ONNX_FILE, plugin_ops=ops)
+    model_dir.save()
+    log(f"wrote {path} (TensorRT lacks ops of the portable ONNX; plugin nodes: {', '.join(ops)})")
+    return ops
+
+
+def verify_trt_flavour(model_dir: ModelDir, data_dir: str | Path, samples: int | None = None) -> ParityReport:
+    """:func:`verify` of the TensorRT flavour, run in onnxruntime with the plugins' NumPy references
+    (needs onnxruntime-extensions, else :class:`BackendUnavailable`)."""
+    setup = onnxruntime_ops.session_setup()
+    with tempfile.TemporaryDirectory() as tmp:
+        runnable = onnxruntime_ops.write_for_onnxruntime(model_dir.path(TRT_ONNX_KEY), Path(tmp) / TRT_ONNX_FILE)
+        with OnnxRuntimeRunner(runnable, session_setup=setup) as candidate:
+            candidate.name = TRT_FLAVOUR_RUNNER
+            return verify(model_dir, candidate, data_dir, samples)
+
+
 def export_and_verify(model_dir: ModelDir, data_dir: str | Path | None = None, samples: int | None = None,
                       log=print) -> ParityReport:
-    """Export ONNX and check it in onnxruntime (CPU) against PyTorch; returns the parity report."""
+    """Export ONNX and check it in onnxruntime (CPU) against PyTorch, and its TensorRT flavour where
+    one is needed; returns the portable ONNX's parity report, or the flavour's where that one fails."""
     export_onnx(model_dir, log=log)
     data_dir = data_dir or model_dir.manifest.model["dataset"]
     with OnnxRuntimeRunner(model_dir.path("onnx")) as candidate:
         report = verify(model_dir, candidate, data_dir, samples)
     log(report.summary())
+    if export_trt_flavour(model_dir, log):
+        try:
+            flavour = verify_trt_flavour(model_dir, data_dir, samples)
+        except BackendUnavailable as err:
+            log(f"TensorRT flavour not checked: {err}")
+        else:
+            log(flavour.summary())
+            if not flavour.passed:
+                return flavour
     return report

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import BackendUnavailable, VisionRTError
+from .errors import BackendUnavailable, InputError, VisionRTError
 from .tasks import TASKS
 
 
@@ -45,6 +45,10 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
     print(json.dumps(payload, indent=2, default=str) if args.json else text)
 
 
+#: ``predict`` flags passed to the task's post-processing when given.
+PREDICT_OPTIONS = ("top_k", "score_threshold", "iou_threshold", "max_detections", "mask_threshold")
+
+
 # subcommands --------------------------------------------------------------------------
 def cmd_data(args: argparse.Namespace) -> None:
     from .pipeline import build_data
@@ -59,13 +63,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         from .pipeline import train_distributed
 
         sys.exit(train_distributed(args.nproc, sys.argv[1:]))
-    from ..train.config import TrainConfig
     from ..train.loop import fit
+    from ..train.tasks import configure
 
-    config = TrainConfig(task=args.task, model=args.model, seed=args.seed, resume=args.resume,
-                         threads=args.threads, max_minutes=args.max_minutes,
-                         **{k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                              ("lr", args.lr)) if v is not None})
+    config = configure(args.task, not args.full, args.model, seed=args.seed, resume=args.resume,
+                       threads=args.threads, max_minutes=args.max_minutes,
+                       **{k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                            ("lr", args.lr)) if v is not None})
     model_dir = fit(config, args.data, args.out)
     if model_dir is not None:
         metrics = model_dir.manifest.metrics["pytorch"]["test"]
@@ -104,7 +108,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .images import load_image
     from .predictor import Predictor
 
-    options = {"top_k": args.top_k} if args.top_k else {}
+    options = {name: getattr(args, name) for name in PREDICT_OPTIONS if getattr(args, name) is not None}
     with Predictor(args.model_dir, backend=args.backend, provider=args.provider) as predictor:
         images = [load_image(path) for path in args.images]
         results = predictor.predict(images, **options)
@@ -117,6 +121,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
             row["drawn"] = str(args.save_dir / f"{path.stem}.{predictor.manifest.task}.png")
             with atomic.atomic_path(row["drawn"]) as tmp:
                 Image.fromarray(result.draw(image)).save(tmp, format="PNG")
+            if hasattr(result, "output"):  # tasks whose result is an image (super-resolution, style)
+                row["output"] = str(args.save_dir / f"{path.stem}.{predictor.manifest.task}.output.png")
+                with atomic.atomic_path(row["output"]) as tmp:
+                    Image.fromarray(result.output()).save(tmp, format="PNG")
         rows.append(row)
     _emit(args, rows, "\n".join(f"{row['image']}: {result.summary()}" + (f" -> {row['drawn']}" if "drawn" in row else "")
                                 for row, result in zip(rows, results)))
@@ -133,10 +141,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
     _require_training_extra()
-    from .pipeline import run_pipeline
+    from .pipeline import run_all, run_pipeline
 
-    result = run_pipeline(args.task, args.out, quick=not args.full, model=args.model, seed=args.seed,
-                          build=not args.no_build, bench_seconds=args.bench_seconds)
+    options = dict(quick=not args.full, seed=args.seed, build=not args.no_build, bench_seconds=args.bench_seconds)
+    if args.task == "all":
+        if args.model:
+            raise InputError("--model names one task's architecture", fix="leave it out with 'all'")
+        result = run_all(list(TASKS), args.out, **options)
+        _emit(args, result, f"pipeline done for every task: summary at {result['markdown']}")
+        return
+    result = run_pipeline(args.task, args.out, model=args.model, **options)
     _emit(args, result, f"pipeline done: report at {result['report']}")
 
 
@@ -169,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, default="classify")
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--model", default="resnet", help="architecture (classify: resnet, inception, densenet)")
+    p.add_argument("--model", help="architecture (default: the task's; `visionrt doctor` lists them)")
+    p.add_argument("--full", action="store_true", help="the task's full configuration (default: the quick one)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -187,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("build", cmd_build, "build a TensorRT (or TensorRT-RTX) engine from the model's ONNX")
     p.add_argument("model_dir", type=Path)
     p.add_argument("--flavour", choices=("auto", "tensorrt", "tensorrt_rtx"), default="auto")
-    p.add_argument("--onnx-key", default="onnx", help="which ONNX file of the manifest to build")
+    p.add_argument("--onnx-key", help="which ONNX file of the manifest to build (default: the TensorRT "
+                                      "flavour onnx_trt where export wrote one, else onnx)")
     p.add_argument("--min-batch", type=int, help="optimisation profile (default 1, 8, 32)")
     p.add_argument("--opt-batch", type=int)
     p.add_argument("--max-batch", type=int)
@@ -204,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"),
                    help="onnxruntime execution provider")
     p.add_argument("--top-k", type=int, help="classify: how many classes to list")
-    p.add_argument("--save-dir", type=Path, help="write each result drawn onto its image (PNG) here")
+    p.add_argument("--score-threshold", type=float, help="detect/instance: keep detections scoring above it "
+                                                         "(default: the manifest's postprocess)")
+    p.add_argument("--iou-threshold", type=float, help="detect: NMS IoU threshold (models with NMS in the runtime)")
+    p.add_argument("--max-detections", type=int, help="detect/instance: at most this many per image")
+    p.add_argument("--mask-threshold", type=float, help="instance: mask probability threshold")
+    p.add_argument("--save-dir", type=Path, help="write each result drawn onto its image (PNG) here, and the "
+                                                 "output image of tasks that make one (superres, style)")
 
     p = command("bench", cmd_bench, "latency and throughput per backend and batch size")
     p.add_argument("model_dir", type=Path)
@@ -219,11 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                "(default: the usable cores)")
 
     p = command("pipeline", cmd_pipeline, "every stage for a task: data, train, export, build, bench, report")
-    p.add_argument("task", choices=TASKS)
+    p.add_argument("task", choices=(*TASKS, "all"), help="a task, or all of them one after another "
+                                                         "(then also <out>/summary.md)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quick", action="store_true", help="the quick CPU configuration (the default)")
     p.add_argument("--full", action="store_true", help="larger data and longer training")
-    p.add_argument("--model", help="architecture (default: the task's default, e.g. resnet)")
+    p.add_argument("--model", help="architecture (default: the task's; `visionrt doctor` lists them)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine build")
     p.add_argument("--bench-seconds", type=float, default=1.0, help="minimum measuring time per benchmark point")

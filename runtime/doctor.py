@@ -24,7 +24,7 @@ def diagnose() -> dict[str, Any]:
     from .plugins.status import plugin_status
 
     trt = tensorrt_env.report()
-    gpu = bool(trt["gpus"])
+    plugins = plugin_status()
     torch_installed = importlib.util.find_spec("torch") is not None
     return {
         "visionrt": _version("visionrt"),
@@ -39,8 +39,21 @@ def diagnose() -> dict[str, Any]:
             **{name: {**entry, "precisions": ["fp32", "fp16", "int8"] if entry["installed"] else []}
                for name, entry in trt["flavours"].items()},
         },
-        "plugins": plugin_status(),
+        "plugins": plugins,
+        "tasks": task_support(plugins["tensorrt"]),
     }
+
+
+def task_support(plugin_verdicts: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per task and architecture: the plugin ops its engine needs and, where it needs any,
+    whether each TensorRT flavour can take them (``plugin_verdicts`` from :func:`plugin_status`)."""
+    from .tasks import TASKS, task_module
+
+    support = {}
+    for task in TASKS:
+        support[task] = {arch: {"plugins": list(ops), "engine": "any TensorRT" if not ops else plugin_verdicts}
+                         for arch, ops in task_module(task).MODELS.items()}
+    return support
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -64,4 +77,9 @@ def format_report(report: dict[str, Any]) -> str:
         state = f"compiles ({row['seconds']:.2f}s)" if row["compiles"] else f"does not compile: {row['error']}"
         lines.append(f"  {row['plugin']:<24} {row['kernel']:<24} {state}")
     lines += [f"  TensorRT can take them: {flavour}: {verdict}" for flavour, verdict in plugins["tensorrt"].items()]
+    lines += ["", "tasks (architecture: what its engine needs):"]
+    for task, models in report["tasks"].items():
+        needs = [f"{arch}" + (f" (plugins {', '.join(entry['plugins'])})" if entry["plugins"] else "")
+                 for arch, entry in models.items()]
+        lines.append(f"  {task:<9} {', '.join(needs)}")
     return "\n".join(lines)

@@ -6,7 +6,6 @@ says what each wrote where. Needs the ``train`` extra (torch); the engine build 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -15,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import atomic
-from .errors import BackendUnavailable, PluginError
-from .manifest import ModelDir
+from PIL import Image
 
+from . import atomic
+from .errors import BackendUnavailable, PluginError, VisionRTError
+from .manifest import ModelDir
 
 
 def _say(message: str) -> None:
@@ -60,7 +60,8 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
                  seed: int = 0, build: bool = True, bench_seconds: float = 1.0) -> dict[str, Any]:
     """Run every stage; returns the paths written and the headline figures.
 
-    ``bench_seconds``: minimum measuring time per benchmark point."""
+    ``bench_seconds``: minimum measuring time per benchmark point; warm-up and measuring each
+    stop after five times that (slow points, e.g. large images, get fewer runs)."""
     from ..benchmarks.run import bench_model_dir
     from ..export.verify import export_and_verify
     from ..train import tasks
@@ -68,11 +69,10 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
 
     out = Path(out)
     mode = "quick" if quick else "full"
-    data_dir = build_data(task, out / "data", quick=quick, seed=seed)
+    data_dir = build_data(task, out / "data" / task, quick=quick, seed=seed)
 
-    _say(f"train: {task} ({mode})")
-    config = dataclasses.replace(tasks.get(task).default_config(quick), seed=seed, threads=os.cpu_count() or 1,
-                                 **({"model": model} if model else {}))
+    config = tasks.configure(task, quick, model, seed=seed, threads=os.cpu_count() or 1)
+    _say(f"train: {task}/{config.model} ({mode})")
     model_dir = fit(config, data_dir, out / f"{task}-{config.model}", log=lambda m: _say(f"  {m}"))
     _say(f"train: wrote {model_dir.path('weights', verify=False)}")
 
@@ -85,8 +85,10 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
 
     _say("bench: latency per backend and batch size")
     bench = bench_model_dir(model_dir, backends=["onnxruntime", "torch", "tensorrt"], batch_sizes=[1, 8, 32],
-                            data_dir=data_dir, out_dir=model_dir.root / "bench", min_seconds=bench_seconds)
-    report = write_report(ModelDir.open(model_dir.root), parity.passed, engine_note, bench)
+                            data_dir=data_dir, out_dir=model_dir.root / "bench", min_seconds=bench_seconds,
+                            max_seconds=5 * bench_seconds)
+    pictures = write_pictures(model_dir, data_dir)
+    report = write_report(ModelDir.open(model_dir.root), parity.passed, engine_note, bench, pictures)
     _say(f"report: {report['markdown']}")
     return {"model_dir": str(model_dir.root), "report": str(report["markdown"]),
             **{k: str(v) for k, v in report.items()}}
@@ -102,34 +104,68 @@ def _build(model_dir: ModelDir) -> str:
         _say(f"  build skipped: {err}")
         return f"skipped: {err}"
     f = result.facts
-    batches = "/".join(str(shape[0]) for shape in next(iter(f["profile"].values())).values())
-    note = (f"{result.path.name}: {f['flavour']} {f['tensorrt_version']}, {f['precision']}, batch min/opt/max "
-            f"{batches}, compute capability {', '.join(f['compute_capabilities'])}, "
+    shapes = " / ".join("×".join(map(str, shape)) for shape in next(iter(f["profile"].values())).values())
+    note = (f"{result.path.name}: {f['flavour']} {f['tensorrt_version']}, {f['precision']}, input min / opt / max "
+            f"{shapes}, compute capability {', '.join(f['compute_capabilities'])}, "
             f"built in {f['build_seconds']:.1f}s ({f['engine_bytes'] / 1e6:.1f} MB)")
     _say(f"  {note}")
     return note
 
 
-def write_report(model_dir: ModelDir, parity_passed: bool, engine_note: str, bench: dict[str, Path]) -> dict[str, Path]:
-    """``report.md`` + ``report.json`` in the model directory: metrics, parity, engine, latency."""
+def write_pictures(model_dir: ModelDir, data_dir: str | os.PathLike, count: int = 3) -> list[Path]:
+    """``pictures/<name>.png`` for the first ``count`` held-out images: each result drawn on its
+    image (``draw``), or the task's ``report_picture(result, image, target)`` where it has one."""
+    from .images import load_image
+    from .predictor import Predictor
+    from .tasks import task_module
+
+    task = task_module(model_dir.manifest.task)
+    paths, targets = task.heldout(data_dir, count)
+    written = []
+    with Predictor(model_dir) as predictor:
+        for path, target in zip(paths, targets):
+            image = load_image(path)
+            result = predictor.predict(image)[0]
+            picture = (task.report_picture(result, image, target) if hasattr(task, "report_picture")
+                       else result.draw(image))
+            out = model_dir.root / "pictures" / f"{Path(path).stem}.png"
+            with atomic.atomic_path(out) as tmp:
+                Image.fromarray(picture).save(tmp, format="PNG")
+            written.append(out)
+    return written
+
+
+def write_report(model_dir: ModelDir, parity_passed: bool, engine_note: str, bench: dict[str, Path],
+                 pictures: list[Path] = ()) -> dict[str, Path]:
+    """``report.md`` + ``report.json`` in the model directory: metrics, parity, engine, latency, pictures."""
     m = model_dir.manifest
     metric = m.metrics["metric"]
+    test = m.metrics["pytorch"]["test"]
+    columns = [metric, *(k for k, v in test.items() if k not in (metric, "images") and isinstance(v, (int, float)))]
     lines = [f"# visionrt report: {m.task} / {m.model['arch']}", ""]
-    lines += ["## Accuracy (test split)", "", f"| backend | {metric} | images |", "|---|---|---|"]
+    lines += ["## Accuracy (test split)", "", f"| backend | {' | '.join(columns)} | images |",
+              "|---|" + "---|" * (len(columns) + 1)]
     for backend, values in m.metrics.items():
         if isinstance(values, dict) and "test" in values:
-            lines.append(f"| {backend} | {values['test'][metric]:.4f} | {values['test'].get('images', values.get('images', ''))} |")
+            cells = " | ".join(f"{values['test'][c]:.4f}" if c in values["test"] else "" for c in columns)
+            lines.append(f"| {backend} | {cells} | {values['test'].get('images', values.get('images', ''))} |")
     lines += ["", "## Parity with PyTorch", ""]
     for backend, report in m.parity.items():
         worst = max(report["outputs"], key=lambda o: o["max_abs"])
         lines.append(f"- {backend}: {'PASS' if report['passed'] else 'FAIL'}, max |diff| {worst['max_abs']:.2e}, "
                      f"mean |diff| {worst['mean_abs']:.2e}, smallest passing atol {worst['min_atol']:.2e} "
                      f"(rtol {report['rtol']:g}) over {report['samples']} images")
+        if report.get("postprocessed"):  # the task's verdict after post-processing (e.g. detections by IoU)
+            lines.append("  - after post-processing: " + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report["postprocessed"].items()))
     lines += ["", "## Engine", "", f"- {engine_note}", "", "## Latency", ""]
     bench_dir = Path(bench["markdown"]).parent.relative_to(model_dir.root).as_posix()
     bench_text = Path(bench["markdown"]).read_text().split("\n", 1)[1].strip()
-    lines += [bench_text.replace("](bench.png)", f"]({bench_dir}/bench.png)"), "",
-              "## Files", "", "| key | file | bytes | sha256 |", "|---|---|---|---|"]
+    lines += [bench_text.replace("](bench.png)", f"]({bench_dir}/bench.png)"), ""]
+    if pictures:
+        lines += ["## Pictures (held-out images)", ""]
+        lines += [f"![{p.stem}]({p.relative_to(model_dir.root).as_posix()})" for p in pictures] + [""]
+    lines += ["## Files", "", "| key | file | bytes | sha256 |", "|---|---|---|---|"]
     lines += [f"| {k} | {f.path} | {f.bytes} | {f.sha256[:12]} |" for k, f in m.files.items()]
     markdown = model_dir.root / "report.md"
     atomic.write_text(markdown, "\n".join(lines) + "\n")
@@ -138,3 +174,66 @@ def write_report(model_dir: ModelDir, parity_passed: bool, engine_note: str, ben
     data = model_dir.root / "report.json"
     atomic.write_text(data, json.dumps(summary, indent=2, default=str) + "\n")
     return {"markdown": markdown, "json": data, "chart": Path(bench["chart"])}
+
+
+def run_all(tasks: list[str], out: str | os.PathLike, **options: Any) -> dict[str, Any]:
+    """:func:`run_pipeline` for each of ``tasks`` (keyword ``options`` as there), then
+    ``<out>/summary.md`` + ``summary.json``: one row per task with its metric on each backend,
+    parity, engine and batch-1 latency. A task that fails is reported in its row and the others
+    still run; the summary is written either way and the failures are raised at the end."""
+    out = Path(out)
+    rows, failed = [], []
+    for task in tasks:
+        _say(f"=== {task} ===")
+        try:
+            result = run_pipeline(task, out, **options)
+        except VisionRTError as err:
+            _say(f"{task} failed: {err}")
+            rows.append({"task": task, "error": str(err)})
+            failed.append(task)
+            continue
+        rows.append(summary_row(ModelDir.open(result["model_dir"]), out))
+    paths = write_summary(rows, out)
+    if failed:
+        raise VisionRTError(f"pipeline failed for {', '.join(failed)} (the others ran; see {paths['markdown']})")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def summary_row(model_dir: ModelDir, out: Path) -> dict[str, Any]:
+    """One task's headline: metric per backend, parity verdicts, engine, batch-1 latency (model only)."""
+    m = model_dir.manifest
+    metric = m.metrics["metric"]
+    latency = {}
+    for key, ms in (m.benchmarks or {}).get("median_ms", {}).items():
+        *case, backend, mode, batch = key.split("/")
+        if mode == "model" and batch == "b1" and backend not in latency:  # the first (smallest) input size
+            latency[backend] = {"ms": ms, "input": case[0] if case else None}
+    return {"task": m.task, "model": m.model["arch"], "metric": metric,
+            "values": {backend: values["test"][metric] for backend, values in m.metrics.items()
+                       if isinstance(values, dict) and "test" in values},
+            "parity": {backend: report["passed"] for backend, report in m.parity.items()},
+            "engines": sorted(m.engines), "latency_b1": latency,
+            "report": (model_dir.root / "report.md").relative_to(out).as_posix()}
+
+
+def write_summary(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    lines = ["# visionrt: every task", "",
+             "| task | model | metric | PyTorch | onnxruntime | parity | engine | onnxruntime b1 (ms) | "
+             "PyTorch b1 (ms) | report |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['task']} | | | | | | | | | FAILED: {row['error']} |")
+            continue
+        values, latency = row["values"], row["latency_b1"]
+        ms = {name: f"{entry['ms']:.2f}" + (f" ({entry['input']})" if entry["input"] else "")
+              for name, entry in latency.items()}
+        lines.append(" | ".join([
+            f"| {row['task']}", row["model"], row["metric"], f"{values.get('pytorch', float('nan')):.4f}",
+            f"{values.get('onnxruntime-cpu', float('nan')):.4f}",
+            ", ".join(f"{b} {'PASS' if ok else 'FAIL'}" for b, ok in row["parity"].items()),
+            ", ".join(row["engines"]) or "none (see report)", ms.get("onnxruntime-cpu", ""), ms.get("torch-eager", ""),
+            f"[report]({row['report']}) |"]))
+    markdown, data = out / "summary.md", out / "summary.json"
+    atomic.write_text(markdown, "\n".join(lines) + "\n")
+    atomic.write_text(data, json.dumps(rows, indent=2) + "\n")
+    return {"markdown": markdown, "json": data}

@@ -5,15 +5,17 @@ normalisation (the same as training), output names, classes and post-processing 
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
 from .backends import Runner, open_runner
+from .errors import InputError
 from .images import ImageSource, load_image
 from .manifest import ModelDir
-from .preprocess import preprocess
+from .preprocess import model_input
 from .tasks import task_module
 
 
@@ -38,8 +40,8 @@ class Predictor:
         return self.runner.name
 
     def preprocess(self, images: Sequence[ImageSource]) -> np.ndarray:
-        """Decode and preprocess: ``[N, 3, H, W]`` float32 ready for the runner."""
-        return preprocess([load_image(im) for im in images], self.manifest.input)
+        """Decode, prepare (the task's own step, if any) and preprocess: ``[N, C, H, W]`` float32."""
+        return model_input([load_image(im) for im in images], self.manifest)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self.runner.infer({self.manifest.input.name: batch})
@@ -49,8 +51,22 @@ class Predictor:
         parameters from the manifest (e.g. ``top_k=3``)."""
         if isinstance(images, (str, os.PathLike, bytes, np.ndarray)):
             images = [images]
-        outputs = self.infer(self.preprocess(images))
-        return self.task.postprocess(outputs, self.manifest, **options)
+        self._check_options(options)
+        decoded = [load_image(im) for im in images]
+        if self.manifest.input.height is None and len({im.shape for im in decoded}) > 1:
+            return [r for im in decoded for r in self.predict(im, **options)]  # sizes differ: one at a time
+        outputs = self.infer(model_input(decoded, self.manifest))
+        sizes = [im.shape[:2] for im in decoded]
+        return self.task.postprocess(outputs, self.manifest, image_sizes=sizes, **options)
+
+    def _check_options(self, options: dict[str, Any]) -> None:
+        """Refuse post-processing options the task's ``postprocess`` does not take, naming those it does."""
+        known = [name for name in inspect.signature(self.task.postprocess).parameters
+                 if name not in ("outputs", "manifest", "image_sizes")]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise InputError(f"{self.manifest.task} predictions take no option {', '.join(unknown)}",
+                             fix=f"its options are: {', '.join(known) or 'none'}")
 
     def close(self) -> None:
         self.runner.deactivate()

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .manifest import InputSpec
+from .errors import InputError
+from .manifest import InputSpec, Manifest
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
@@ -32,3 +33,26 @@ def preprocess(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
             raise ValueError("images of different sizes cannot share a batch for a model without a fixed size")
         return normalise(np.stack(images), spec)
     return normalise(np.stack([resize(im, spec.height, spec.width, spec.resize) for im in images]), spec)
+
+
+def model_input(images: list[np.ndarray], manifest: Manifest) -> np.ndarray:
+    """Decoded RGB images -> the model's input batch: the task's own ``prepare(image, manifest)``
+    first where its runtime module has one (e.g. super-resolution's bicubic upscale), then
+    :func:`preprocess`."""
+    from .tasks import task_module
+
+    prepare = getattr(task_module(manifest.task), "prepare", None)
+    if prepare is not None:
+        images = [prepare(image, manifest) for image in images]
+    return preprocess(images, manifest.input)
+
+
+def require_detail(image: np.ndarray, spec: InputSpec, fraction: float = 0.5) -> np.ndarray:
+    """``image`` unchanged if its shorter side is at least ``fraction`` of the model's fixed input
+    side, else an :class:`InputError`: enlarged more than that, the image is a blur."""
+    need = int(np.ceil(fraction * min(spec.height, spec.width)))
+    h, w = image.shape[:2]
+    if min(h, w) < need:
+        raise InputError(f"image is {w}×{h} px; this model needs at least {need} px on the shorter side "
+                         f"(its input is {spec.width}×{spec.height})", fix="pass a larger image")
+    return image

@@ -5,6 +5,7 @@ reason when those are absent.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: TensorRT-RTX (the rtx extra) is installed: engines can be built here, on a CPU.
+HAS_RTX = importlib.util.find_spec("tensorrt_rtx_bindings") is not None or importlib.util.find_spec("tensorrt_rtx") is not None
 
 
 def has_gpu() -> tuple[bool, str]:
@@ -24,8 +27,6 @@ def has_gpu() -> tuple[bool, str]:
 
 
 def has_full_tensorrt() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("tensorrt") is not None
 
 
@@ -38,6 +39,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "trt" in item.keywords and not has_full_tensorrt():
             item.add_marker(skip_trt)
+
+
+def build_rtx_engine(model_dir) -> dict:
+    """Build the model directory's TensorRT-RTX engine (on this CPU); check that the manifest
+    records it and return its build facts."""
+    from visionrt.export.build import build
+    from visionrt.runtime.manifest import ModelDir
+
+    result = build(model_dir, flavour="tensorrt_rtx")
+    assert result.path.stat().st_size > 10_000
+    assert result.key in ModelDir.open(result.path.parent).manifest.engines
+    return result.facts
+
+
+def quick_pipeline(task: str, out: Path) -> dict:
+    """``visionrt pipeline TASK --out OUT --json`` (quick config, short benchmarks) as a user runs
+    it: ``out``, the printed ``summary``, the ``log`` (stderr) and the ``model_dir`` path."""
+    result = run_cli("pipeline", task, "--out", str(out), "--json", "--bench-seconds", "0.3")
+    summary = json.loads(result.stdout)
+    return {"out": out, "summary": summary, "log": result.stderr, "model_dir": Path(summary["model_dir"])}
 
 
 def run_cli(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
@@ -74,7 +95,4 @@ def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory) -> dict:
     """The quick classification pipeline, run once through the CLI exactly as the README says."""
-    out = tmp_path_factory.mktemp("pipeline")
-    result = run_cli("pipeline", "classify", "--out", str(out), "--json", "--bench-seconds", "0.3")
-    summary = json.loads(result.stdout)
-    return {"out": out, "summary": summary, "log": result.stderr, "model_dir": Path(summary["model_dir"])}
+    return quick_pipeline("classify", tmp_path_factory.mktemp("pipeline"))

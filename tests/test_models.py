@@ -5,6 +5,7 @@ import onnx
 import pytest
 import torch
 
+from conftest import HAS_RTX, build_rtx_engine
 from visionrt.export.verify import export_and_verify
 from visionrt.runtime.manifest import ModelDir
 from visionrt.train.config import TrainConfig
@@ -40,3 +41,5 @@ def test_export_and_parity(arch, tiny_data, tmp_path):
     ops = {n.op_type for n in proto.graph.node}
     expected = {"resnet": {"Add"}, "inception": {"Concat", "MaxPool"}, "densenet": {"Concat", "AveragePool"}}[arch]
     assert expected <= ops
+    if HAS_RTX:
+        build_rtx_engine(model_dir)

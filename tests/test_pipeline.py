@@ -1,18 +1,16 @@
 """The quick classification pipeline end to end, run once through the CLI (slow: a few minutes)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import HAS_RTX, run_cli
 from visionrt.runtime import atomic
 from visionrt.runtime.manifest import ModelDir
 
 pytestmark = pytest.mark.slow
-HAS_RTX = importlib.util.find_spec("tensorrt_rtx_bindings") is not None or importlib.util.find_spec("tensorrt_rtx") is not None
 
 
 def test_accuracy_reaches_target(pipeline_run):
@@ -68,7 +66,7 @@ def test_benchmark_report_json_markdown_chart(pipeline_run):
 
 
 def test_predict_cli_round_trip(pipeline_run):
-    data = pipeline_run["out"] / "data"
+    data = pipeline_run["out"] / "data" / "classify"
     coco = json.loads((data / "annotations" / "test.json").read_text())
     label = {a["image_id"]: str(a["category_id"] - 1) for a in coco["annotations"]}
     images = coco["images"][:20]
@@ -82,9 +80,38 @@ def test_predict_cli_round_trip(pipeline_run):
 
 def test_pipeline_rerun_keeps_data(pipeline_run):
     """The dataset is not regenerated when its configuration is unchanged."""
-    data = pipeline_run["out"] / "data"
+    data = pipeline_run["out"] / "data" / "classify"
     before = atomic.sha256(data / "dataset.json")
     from visionrt.runtime.pipeline import build_data
 
     build_data("classify", data)
     assert atomic.sha256(data / "dataset.json") == before
+
+
+def test_pipeline_all_summarises_every_task_and_reports_failures(pipeline_run, monkeypatch):
+    """``visionrt pipeline all``: one summary row per task; a failing task is reported, the
+    others still run, and the failure is raised at the end."""
+    from visionrt.runtime import pipeline
+    from visionrt.runtime.errors import InputError, VisionRTError
+
+    ran = []
+
+    def fake_run_pipeline(task, out, **options):
+        ran.append(task)
+        if task == "segment":
+            raise InputError("no segmentation today", fix="none")
+        return {"model_dir": str(pipeline_run["model_dir"])}
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
+    with pytest.raises(VisionRTError, match="failed for segment"):
+        pipeline.run_all(["segment", "classify"], pipeline_run["out"])
+    assert ran == ["segment", "classify"]
+    rows = json.loads((pipeline_run["out"] / "summary.json").read_text())
+    assert rows[0] == {"task": "segment", "error": "no segmentation today (none)"}
+    classify = rows[1]
+    manifest = ModelDir.open(pipeline_run["model_dir"]).manifest
+    assert classify["values"]["onnxruntime-cpu"] == manifest.metrics["onnxruntime-cpu"]["test"]["top1"]
+    assert classify["parity"] == {"onnxruntime-cpu": True}
+    assert classify["latency_b1"]["onnxruntime-cpu"]["ms"] == manifest.benchmarks["median_ms"]["onnxruntime-cpu/model/b1"]
+    text = (pipeline_run["out"] / "summary.md").read_text()
+    assert "| segment |" in text and "FAILED" in text and "[report](classify-resnet/report.md)" in text

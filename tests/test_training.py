@@ -1,7 +1,6 @@
 """Training loop: checkpoints as safetensors, resume, early stop, DDP sharding (2 gloo processes)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -12,8 +12,9 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     epochs: int = 12
     batch_size: int = 64          # global: split across DDP processes
-    lr: float = 0.1               # SGD + Nesterov momentum, one-cycle schedule
-    momentum: float = 0.9
+    lr: float = 0.1               # peak of the warm-up + cosine schedule
+    optimizer: str = "sgd"        # "sgd" (Nesterov momentum) or "adam"
+    momentum: float = 0.9         # SGD only
     weight_decay: float = 5e-4
     patience: int = 4             # early stop after this many epochs without a better val metric
     max_minutes: float | None = None  # stop at the end of the epoch that crosses this budget

@@ -37,6 +37,16 @@ def warmup_cosine(total_steps: int, warmup_fraction: float = 0.15) -> Callable[[
     return factor
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """``config.optimizer``: SGD with Nesterov momentum, or Adam; both with ``config.weight_decay``."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer '{config.optimizer}' (choose sgd or adam)")
+
+
 def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log = print) -> ModelDir | None:
     """Train ``config`` on ``data_dir``; write and return the model directory (``None`` off rank 0)."""
     out_dir = Path(out_dir)
@@ -50,8 +60,7 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
         model = torch.nn.parallel.DistributedDataParallel(model)
     per_rank = max(1, config.batch_size // ddp.world)
     steps_per_epoch = len(task) // ddp.world // per_rank
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=True, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * steps_per_epoch))
     ckpt_dir = out_dir / "checkpoints"
     state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "seconds": 0.0, "history": []}

@@ -11,6 +11,10 @@ from ..manifest import Manifest
 from ..render import caption
 
 
+#: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
+MODELS = {"resnet": (), "inception": (), "densenet": ()}
+
+
 @dataclasses.dataclass
 class Classification:
     """One image's result: best ``label`` (class name), its ``index`` and softmax ``score``;
@@ -39,7 +43,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, top_k: int | None = None) -> list[Classification]:
+def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes: list[tuple[int, int]] | None = None,
+                top_k: int | None = None) -> list[Classification]:
+    """One result per image (``image_sizes`` is not needed: labels do not depend on the size)."""
     k = min(top_k or manifest.postprocess.get("top_k", 5), len(manifest.classes))
     probs = softmax(outputs[manifest.outputs[0].name])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]

@@ -21,7 +21,8 @@ from PIL import Image
 
 from .coco import CATEGORIES, annotation_record, file_name, image_record
 from .errors import DatasetError
-from .scenes import SceneConfig, make_scene
+from .figures import FIGURE_CATEGORIES, FigureConfig, make_figure
+from .scenes import Scene, SceneConfig, make_scene
 from .sources import backgrounds, check_split
 
 #: Bump when the same configuration would produce different files.
@@ -39,12 +40,27 @@ Progress = Callable[[int, int], None]
 
 
 @dataclasses.dataclass(frozen=True)
+class SceneKind:
+    """A kind of scene: its name in ``dataset.json``, how one is drawn, its COCO categories."""
+
+    name: str
+    make: Callable[..., Scene]   # make(config, seed, split, index) -> Scene
+    categories: tuple[dict, ...]
+
+
+#: The scene kinds, by their configuration class.
+SCENE_KINDS = {SceneConfig: SceneKind("digits", make_scene, CATEGORIES),
+               FigureConfig: SceneKind("figures", make_figure, FIGURE_CATEGORIES)}
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetConfig:
-    """Everything that determines a dataset's files: name, scenes per split, scene look, seed."""
+    """Everything that determines a dataset's files: name, scenes per split, scene kind and
+    look (a ``SceneConfig`` for digits, a ``FigureConfig`` for pose figures), seed."""
 
     name: str = "classify"
     splits: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SPLITS))
-    scene: SceneConfig = SceneConfig()
+    scene: SceneConfig | FigureConfig = SceneConfig()
     seed: int = 0
 
     def __post_init__(self):
@@ -55,8 +71,12 @@ class DatasetConfig:
         if self.seed < 0:
             raise DatasetError(f"seed {self.seed} is negative", fix="use a seed >= 0")
 
+    @property
+    def kind(self) -> SceneKind:
+        return SCENE_KINDS[type(self.scene)]
+
     def to_json(self) -> dict:
-        return {**dataclasses.asdict(self), "splits": dict(self.splits)}
+        return {**dataclasses.asdict(self), "splits": dict(self.splits), "scene_kind": self.kind.name}
 
     def hash(self) -> str:
         """sha256 (hex) of the configuration and ``GENERATOR_VERSION``."""
@@ -73,26 +93,38 @@ def build_dataset(
     digit_scale: tuple[float, float] = (0.45, 0.8),
     seed: int = 0,
     *,
+    scene: FigureConfig | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> Path:
     """Build (or keep) the dataset in ``out_dir`` and return its path.
 
     image_size: side in pixels, or (height, width). splits: images per split
-    (default ``DEFAULT_SPLITS``). progress: called as ``progress(done, total)`` in
-    images. workers: processes rendering scenes (default: all cores; 1 renders inline).
-    The files do not depend on ``workers``.
+    (default ``DEFAULT_SPLITS``). scene: another kind of scene than digits (a
+    ``FigureConfig``: one articulated figure with keypoints per image), whose configuration
+    replaces ``image_size``, ``objects_per_image`` and ``digit_scale``. progress: called as
+    ``progress(done, total)`` in images. workers: processes rendering scenes (default: all
+    cores; 1 renders inline). The files do not depend on ``workers``.
     """
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     config = DatasetConfig(
         name=name,
         splits=dict(DEFAULT_SPLITS if splits is None else splits),
-        scene=SceneConfig(image_size=size, objects_per_image=tuple(objects_per_image), digit_scale=tuple(digit_scale)),
+        scene=scene or SceneConfig(image_size=size, objects_per_image=tuple(objects_per_image),
+                                   digit_scale=tuple(digit_scale)),
         seed=seed,
     )
-    out_dir = Path(out_dir)
+    return build_atomically(Path(out_dir), config.hash(),
+                            lambda tmp: _write(tmp, config, progress, workers or os.cpu_count() or 1))
+
+
+def build_atomically(out_dir: Path, config_hash: str, write: Callable[[Path], None]) -> Path:
+    """``out_dir`` as it is if its ``dataset.json`` records ``config_hash``; else ``write(tmp)``
+    fills a sibling directory (``dataset.json`` included), renamed into place at the end, so an
+    interrupted build leaves the previous dataset (or nothing). Refuses to replace a non-empty
+    directory that is not a dataset."""
     built = _built_hash(out_dir)
-    if built == config.hash():
+    if built == config_hash:
         return out_dir
     if built is None and out_dir.exists() and any(out_dir.iterdir()):
         raise DatasetError(f"{out_dir} exists and is not a visionrt dataset", fix="choose an empty or new directory")
@@ -100,7 +132,7 @@ def build_dataset(
     tmp = _sibling(out_dir, "tmp")
     tmp.mkdir()
     try:
-        _write(tmp, config, progress, workers or os.cpu_count() or 1)
+        write(tmp)
         _replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -138,7 +170,7 @@ def _write(root: Path, config: DatasetConfig, progress: Progress | None, workers
         "generator_version": GENERATOR_VERSION,
         "config_hash": config.hash(),
         "config": config.to_json(),
-        "categories": list(CATEGORIES),
+        "categories": list(config.kind.categories),
         "splits": counts,
     }
     (root / "dataset.json").write_text(json.dumps(manifest, indent=2))
@@ -163,7 +195,7 @@ def _render(task: tuple[DatasetConfig, str, int, int, Path]) -> list[tuple[dict,
     config, split, start, stop, root = task
     rendered = []
     for index in range(start, stop):
-        scene = make_scene(config.scene, config.seed, split, index)
+        scene = config.kind.make(config.scene, config.seed, split, index)
         image_id = index + 1
         Image.fromarray(scene.image).save(root / "images" / split / file_name(image_id))
         semantic = Image.fromarray(scene.semantic)
@@ -179,14 +211,14 @@ def _write_annotations(root: Path, config: DatasetConfig, split: str, rendered: 
     records = [record for _, records in rendered for record in records]
     coco = {
         "info": {
-            "description": f"visionrt synthetic digits '{config.name}', split {split}",
+            "description": f"visionrt synthetic {config.kind.name} '{config.name}', split {split}",
             "version": str(GENERATOR_VERSION),
             "config_hash": config.hash(),
         },
         "licenses": [],
         "images": images,
         "annotations": [{"id": i, **record} for i, record in enumerate(records, start=1)],
-        "categories": list(CATEGORIES),
+        "categories": list(config.kind.categories),
     }
     (root / "annotations" / f"{split}.json").write_text(json.dumps(coco))
     return {"images": len(images), "annotations": len(records)}

@@ -42,25 +42,36 @@ def load_coco(data_dir: str | os.PathLike, split: str) -> CocoSplit:
     )
 
 
+def load_single_objects(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, list[dict], list[dict]]:
+    """Images uint8 [N, H, W, 3], the one COCO annotation of each image (in image order) and
+    the categories sorted by id.
+
+    Every image must hold exactly one object (a dataset built with ``objects_per_image=(1, 1)``,
+    or of one figure per image).
+    """
+    data = load_coco(data_dir, split)
+    found: dict[int, list[dict]] = {image["id"]: [] for image in data.coco["images"]}
+    for annotation in data.coco["annotations"]:
+        found[annotation["image_id"]].append(annotation)
+    crowded = [image_id for image_id, annotations in found.items() if len(annotations) != 1]
+    if crowded:
+        raise DatasetError(
+            f"{data.annotation_file} is not a single-object split: image {crowded[0]} has "
+            f"{len(found[crowded[0]])} objects",
+            fix="build it with objects_per_image=(1, 1)",
+        )
+    images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in data.image_paths])
+    annotations = [found[image["id"]][0] for image in data.coco["images"]]
+    return images, annotations, sorted(data.coco["categories"], key=lambda c: c["id"])
+
+
 def load_classification(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images uint8 [N, H, W, 3], labels int64 [N] (index into classes), class names.
 
-    Every image must hold exactly one object (a dataset built with
-    ``objects_per_image=(1, 1)``); its category is the label.
+    Every image must hold exactly one object (see :func:`load_single_objects`); its
+    category is the label.
     """
-    data = load_coco(data_dir, split)
-    categories = sorted(data.coco["categories"], key=lambda c: c["id"])
+    images, annotations, categories = load_single_objects(data_dir, split)
     label_of = {c["id"]: i for i, c in enumerate(categories)}
-    category_of: dict[int, list[int]] = {image["id"]: [] for image in data.coco["images"]}
-    for annotation in data.coco["annotations"]:
-        category_of[annotation["image_id"]].append(annotation["category_id"])
-    crowded = [image_id for image_id, found in category_of.items() if len(found) != 1]
-    if crowded:
-        raise DatasetError(
-            f"{data.annotation_file} is not a classification split: image {crowded[0]} has "
-            f"{len(category_of[crowded[0]])} objects",
-            fix="build it with objects_per_image=(1, 1)",
-        )
-    labels = np.array([label_of[category_of[image["id"]][0]] for image in data.coco["images"]], dtype=np.int64)
-    images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in data.image_paths])
+    labels = np.array([label_of[a["category_id"]] for a in annotations], dtype=np.int64)
     return images, labels, [c["name"] for c in categories]

@@ -84,7 +84,7 @@ def make_scene(config: SceneConfig, seed: int, split: str, index: int) -> Scene:
     """Scene ``index`` of ``split``, drawing digits only from that split's pool."""
     rng = scene_rng(seed, split, index)
     height, width = config.image_size
-    image = _background(rng, height, width)
+    image = random_background(rng, height, width)
     pool = digit_pool(split)
     owner = np.full((height, width), -1, dtype=np.int16)  # index of the object seen at each pixel
     categories: list[int] = []
@@ -105,7 +105,7 @@ def make_scene(config: SceneConfig, seed: int, split: str, index: int) -> Scene:
     return Scene(image=image, semantic=semantic, objects=objects)
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def random_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A random crop of a random photo resized to uint8 [height, width, 3], with a random
     horizontal flip and brightness factor in [0.7, 1.3]."""
     sources = backgrounds()

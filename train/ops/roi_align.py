@@ -15,6 +15,8 @@ from ...runtime.errors import InputError
 
 MODES = ("avg", "max")
 COORDINATE_MODES = ("half_pixel", "output_half_pixel")
+#: Elements of the dense bin-to-cell weights built at once in the backward of ``avg`` (bounds memory).
+_CHUNK_ELEMENTS = 1 << 24
 
 
 @torch.library.custom_op("visionrt::roi_align", mutates_args=())
@@ -55,6 +57,9 @@ def _backward(ctx, grad):
     planes, batch = _planes(x, rois, batch_indices, mode, coordinates)
     n, c, height, width = x.shape
     grad = grad.permute(0, 2, 3, 1).to(planes.dtype)  # [R, oh, ow, C]
+    if mode == "avg":
+        grad_x = _avg_backward(grad, planes, rois, batch, ctx.pooling, x.shape)
+        return grad_x.to(x.dtype), None, None, None, None, None, None, None, None
     plane_start = ((batch * c)[:, None] + torch.arange(c, device=x.device)) * (height * width)  # [R, C]
     grad_x = planes.new_zeros(n * c * height * width)
     # max: the first weighted neighbour (sample by sample, in onnxruntime's order) that attains the maximum
@@ -66,19 +71,37 @@ def _backward(ctx, grad):
         active = active[..., None]
         for w, p in zip(weights, positions):
             index = p[..., None] + plane_start[:, None, None, :]  # [R, oh, ow, C]
-            if mode == "avg":
-                share = (w / count[:, None, None])[..., None] * active
-                grad_x.index_add_(0, index.reshape(-1), (grad * share).reshape(-1))
-                continue
             value = w[..., None] * planes[batch[:, None, None], :, p]
             better = active & (~seen | (value > best))
             best = torch.where(better, value, best)
             best_index = torch.where(better, index, best_index)
             best_weight = torch.where(better, w[..., None], best_weight)
             seen = seen | active
-    if mode == "max":
-        grad_x.index_add_(0, best_index.reshape(-1), (grad * best_weight * seen).reshape(-1))
+    grad_x.index_add_(0, best_index.reshape(-1), (grad * best_weight * seen).reshape(-1))
     return grad_x.reshape(x.shape).to(x.dtype), None, None, None, None, None, None, None, None
+
+
+def _avg_backward(grad, planes, rois, batch, pooling, shape) -> torch.Tensor:
+    """``avg``: each bin's gradient ``grad [R, oh, ow, C]`` spread over its samples' neighbours by their
+    bilinear weights / count. Per chunk of RoIs the weights form a dense ``[r, oh*ow, H*W]`` matrix,
+    so the spreading is one batched matrix product (instead of a scatter of every element)."""
+    output_height, output_width, sampling_ratio, spatial_scale, _, coordinates = pooling
+    n, c, height, width = shape
+    bins = output_height * output_width
+    grad_x = planes.new_zeros(n, c * height * width)
+    step = max(1, _CHUNK_ELEMENTS // (bins * height * width))
+    for first in range(0, len(rois), step):
+        part = slice(first, first + step)
+        r = len(rois[part])
+        dense = planes.new_zeros(r, bins, height * width)
+        for positions, weights, active, count in _samples(rois[part].to(planes.dtype), output_height, output_width,
+                                                          sampling_ratio, spatial_scale, coordinates, height, width):
+            share = active.to(planes.dtype) / count[:, None, None]
+            for w, p in zip(weights, positions):
+                dense.scatter_add_(2, p.reshape(r, bins, 1), (w * share).reshape(r, bins, 1))
+        spread = torch.bmm(grad[part].reshape(r, bins, c).transpose(1, 2), dense)  # [r, C, H*W]
+        grad_x.index_add_(0, batch[part], spread.reshape(r, -1))
+    return grad_x.reshape(shape)
 
 
 def _setup_context(ctx, inputs, output):

@@ -19,7 +19,7 @@ def roi_pool(x: torch.Tensor, rois: torch.Tensor, pooled_height: int, pooled_wid
              spatial_scale: float = 1.0) -> torch.Tensor:
     """``x [N, C, H, W]``, ``rois [R, 5]`` (batch_index, x1, y1, x2, y2) -> ``[R, C, pooled_height, pooled_width]``."""
     out = x.new_zeros(len(rois), x.shape[1], pooled_height, pooled_width)
-    for part, values, _, empty in _windows(x, rois, pooled_height, pooled_width, spatial_scale):
+    for part, values, _, _, empty in _windows(x, rois, pooled_height, pooled_width, spatial_scale):
         out[part] = values.amax(dim=3).masked_fill(empty, 0).permute(0, 3, 1, 2)
     return out
 
@@ -32,9 +32,10 @@ def _(x, rois, pooled_height, pooled_width, spatial_scale=1.0):
 def _backward(ctx, grad):
     x, rois = ctx.saved_tensors
     grad_x = torch.zeros_like(x).reshape(-1)
-    for part, values, cells, empty in _windows(x, rois, *ctx.pooling):
-        first_max = values.argmax(dim=3, keepdim=True)  # [r, ph, pw, 1, C]
-        index = torch.gather(cells, 3, first_max).squeeze(3)
+    for part, values, cells, plane_start, empty in _windows(x, rois, *ctx.pooling):
+        first_max = values.max(dim=3, keepdim=True).indices  # [r, ph, pw, 1, C]; max's indices: the first, fast
+        cell = torch.gather(cells[..., None].expand(values.shape), 3, first_max).squeeze(3)  # [r, ph, pw, C]
+        index = cell + plane_start[:, None, None, :]
         grad_x.index_add_(0, index.reshape(-1), grad[part].permute(0, 2, 3, 1).masked_fill(empty, 0).reshape(-1))
     return grad_x.reshape(x.shape), None, None, None, None
 
@@ -54,8 +55,9 @@ def roi_pool_onnx(x, rois, pooled_height: int, pooled_width: int, spatial_scale:
 
 
 def _windows(x, rois, pooled_height, pooled_width, spatial_scale):
-    """Per chunk of RoIs: ``(slice, values [r, ph, pw, S, C] (-inf outside the bin), flat x indices
-    [r, ph, pw, S, C], empty [r, ph, pw, 1])``; ``S`` spans the largest bin, row-major."""
+    """Per chunk of RoIs: ``(slice, values [r, ph, pw, S, C] (-inf outside the bin), their cells in the
+    plane [r, ph, pw, S], the flat x index of each RoI's planes' start [r, C], empty [r, ph, pw, 1])``;
+    ``S`` spans the largest bin, row-major."""
     n, c, height, width = x.shape
     if len(rois) == 0 or height == 0 or width == 0:
         return
@@ -79,9 +81,8 @@ def _windows(x, rois, pooled_height, pooled_width, spatial_scale):
     for first in range(0, len(rois), step):
         part = slice(first, first + step)
         values = planes[batch[part, None, None, None], :, cells[part]]  # [r, ph, pw, S, C]
-        values = values.masked_fill(~inside[part, ..., None], float("-inf"))
-        index = cells[part, ..., None] + plane_start[part, None, None, None, :]
-        yield part, values, index, ~inside[part].any(dim=3, keepdim=True)
+        values.masked_fill_(~inside[part, ..., None], float("-inf"))  # a fresh gather: in place
+        yield part, values, cells[part], plane_start[part], ~inside[part].any(dim=3, keepdim=True)
 
 
 def _round_half_away(v: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -37,6 +36,13 @@ def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
     return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std ``[C]`` of uint8 ``[N, H, W, C]`` images scaled to [0, 1]: the
+    normalisation a model is trained with and the manifest records."""
+    scaled = images.float().div_(255.0)
+    return scaled.mean(dim=(0, 1, 2)), scaled.std(dim=(0, 1, 2))
+
+
 def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
     """Translate each uint8 ``[N, H, W, C]`` image by up to ``max_shift`` px (edge-replicated)."""
     n, h, w, _ = images.shape
@@ -58,9 +64,7 @@ class Task:
             images, labels, classes = load_classification(data_dir, split)
             self.splits[split] = (torch.from_numpy(images), torch.from_numpy(labels))
         self.classes = list(classes)
-        train_images = self.splits["train"][0].float().div_(255.0)
-        self.mean = train_images.mean(dim=(0, 1, 2))
-        self.std = train_images.std(dim=(0, 1, 2))
+        self.mean, self.std = channel_stats(self.splits["train"][0])
 
     def __len__(self) -> int:
         return len(self.splits["train"][1])

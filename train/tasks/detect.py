@@ -1,0 +1,209 @@
+"""Object detection: data, models (YOLO, Faster R-CNN), losses, COCO metrics and manifest entries.
+
+Scenes of 2-4 handwritten digits on real photos, 96×96, COCO boxes (and masks, for the
+``instance`` task built on this module). Models take the image resized (stretched, no
+letterbox) to the manifest's fixed input size; boxes come out in input pixels and the
+runtime scales x and y back to the original image separately.
+
+Architectures (``--model``):
+
+* ``yolo`` (default): YOLOv1-style single shot with NMS in the graph (``efficient_nms``).
+  The default because it trains to the target fastest on a CPU and is one forward pass;
+  Faster R-CNN's machinery runs in every ``instance`` pipeline (Mask R-CNN).
+* ``yolo_raw``: the same network without NMS in the graph; outputs every candidate box and
+  its class scores and the runtime runs NMS (the NumPy reference of the same op), so its
+  engine builds on TensorRT-RTX (no plugins there).
+* ``fasterrcnn``: Faster R-CNN with RoI max pooling.
+
+The NMS parameters live in the manifest's ``postprocess`` (:func:`default_postprocess`):
+the export builds them into the graph, the runtime reads them, predict can tighten them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+
+from ...runtime.manifest import InputSpec, Manifest, OutputSpec
+from ...runtime.tasks import detect as runtime_detect
+from ..config import TrainConfig
+from ..data import build_dataset, load_coco
+from ..models.detection import FasterRCNN, FasterRCNNConfig, NmsSettings
+from ..models.yolo import YOLO, YOLOConfig
+from .classify import channel_stats, to_input
+
+#: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
+DATA_SIZES = {True: {"train": 2000, "val": 200, "test": 300},
+              False: {"train": 12000, "val": 500, "test": 1000}}
+IMAGE_SIZE = 96
+OBJECTS_PER_IMAGE = (2, 4)
+#: Digit height as a fraction of the image side: boxes from about 15 % to 45 % of it.
+DIGIT_SCALE = (0.16, 0.45)
+#: How the runtime fits an image to the input (recorded in the manifest).
+RESIZE_POLICY = ("stretch: the whole image is resized to the fixed input size (no letterbox, aspect ratio "
+                 "not kept); boxes are scaled back by width and height separately")
+
+
+def build_data(out_dir: str | Path, quick: bool = True, seed: int = 0, progress=None, name: str = "detect") -> Path:
+    """96×96 scenes with 2-4 digits each, COCO boxes and instance masks."""
+    return build_dataset(out_dir, name=name, splits=DATA_SIZES[quick], image_size=IMAGE_SIZE,
+                         objects_per_image=OBJECTS_PER_IMAGE, digit_scale=DIGIT_SCALE, seed=seed, progress=progress)
+
+
+def default_config(quick: bool = True) -> TrainConfig:
+    return TrainConfig(task="detect", model="yolo", epochs=20 if quick else 40, batch_size=32, optimizer="adam",
+                       lr=0.002, patience=6)
+
+
+ARCHITECTURES = ("yolo", "yolo_raw", "fasterrcnn")
+#: The graph holds NMS: ``build_model`` takes its parameters from the manifest's ``postprocess``.
+POSTPROCESS_IN_GRAPH = True
+
+
+#: Default ``score_threshold`` of predictions per architecture: about the best F1 on held-out
+#: scenes. YOLO's scores are confidence (trained towards the box's IoU) × class probability, so
+#: they run lower than the two-stage detectors' softmax scores.
+SCORE_THRESHOLDS = {"yolo": 0.25, "yolo_raw": 0.25, "fasterrcnn": 0.5, "maskrcnn": 0.5}
+
+
+def default_postprocess(arch: str, settings: NmsSettings = NmsSettings()) -> dict:
+    """The manifest's ``postprocess`` for ``arch``: NMS in the graph or in the runtime, its
+    parameters (``nms_score_threshold`` is the floor of what the model returns: evaluation uses
+    every detection above it), the default ``score_threshold`` of predictions, the resize policy."""
+    return {"nms": "runtime" if arch == "yolo_raw" else "graph", "nms_score_threshold": settings.score_threshold,
+            "iou_threshold": settings.iou_threshold, "max_detections": settings.max_detections,
+            "pre_nms_top_k": settings.pre_nms_top_k, "score_threshold": SCORE_THRESHOLDS[arch],
+            "resize": RESIZE_POLICY}
+
+
+def nms_settings(postprocess: dict) -> NmsSettings:
+    """The NMS a manifest's ``postprocess`` asks for."""
+    return NmsSettings(postprocess["nms_score_threshold"], postprocess["iou_threshold"],
+                       postprocess["max_detections"], postprocess["pre_nms_top_k"])
+
+
+def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
+    arch, kwargs = model_entry["arch"], model_entry.get("kwargs", {})
+    nms = nms_settings(postprocess) if postprocess else NmsSettings()
+    if arch in ("yolo", "yolo_raw"):
+        return YOLO(len(classes), YOLOConfig(**kwargs, nms_in_graph=arch == "yolo"), nms)
+    if arch == "fasterrcnn":
+        return FasterRCNN(len(classes), FasterRCNNConfig(**kwargs), nms)
+    raise ValueError(f"unknown detect model '{arch}' (choose from {', '.join(ARCHITECTURES)})")
+
+
+@dataclasses.dataclass
+class Split:
+    """One split in memory: images uint8 ``[N, H, W, 3]``, per image ``boxes [G, 4]`` (x1, y1, x2, y2
+    pixels), ``labels [G]`` (class indices) and the COCO annotations (RLE masks), and the runtime's
+    evaluation targets."""
+
+    images: torch.Tensor
+    boxes: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    annotations: list[list[dict]]
+    targets: np.ndarray
+
+
+def load_split(data_dir: str | Path, split: str) -> tuple[Split, list[str]]:
+    data = load_coco(data_dir, split)
+    targets, classes = runtime_detect.coco_targets(data.coco)
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in data.image_paths])
+    boxes, labels, annotations = [], [], []
+    for target in targets:
+        found = target["annotations"]
+        xywh = np.array([a["bbox"] for a in found], np.float32).reshape(-1, 4)
+        boxes.append(torch.from_numpy(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)))
+        labels.append(torch.tensor([a["category_id"] - 1 for a in found], dtype=torch.int64))
+        annotations.append(found)
+    return Split(torch.from_numpy(images), boxes, labels, annotations, targets), classes
+
+
+def augment(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], generator: torch.Generator,
+            max_shift: int = 16) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Training augmentation of uint8 ``[N, H, W, 3]`` images and their targets: each image is
+    translated by up to ``max_shift`` px (edge-replicated), never so far that an object leaves it,
+    and its colour channels are permuted (the digits' and backgrounds' colours are arbitrary;
+    flips are not used: digits are not mirror-symmetric)."""
+    n, h, w, _ = images.shape
+    padded = F.pad(images.permute(0, 3, 1, 2).float(), [max_shift] * 4, mode="replicate")
+    out, moved = [], []
+    for i, target in enumerate(targets):
+        boxes = target["boxes"]
+        low, high = torch.full((2,), -max_shift), torch.full((2,), max_shift)
+        if len(boxes):  # from -min(x1, y1) to (W, H) - max(x2, y2)
+            low = torch.maximum(low, (-boxes[:, :2].min(0).values).ceil().long())
+            high = torch.minimum(high, (torch.tensor([w, h]) - boxes[:, 2:].max(0).values).floor().long())
+        dx, dy = (int(torch.randint(int(lo), int(max(lo, hi)) + 1, (1,), generator=generator))
+                  for lo, hi in zip(low, high))
+        channels = torch.randperm(3, generator=generator)
+        out.append(padded[i, channels, max_shift - dy:max_shift - dy + h, max_shift - dx:max_shift - dx + w])
+        shifted = {**target, "boxes": boxes + torch.tensor([dx, dy, dx, dy], dtype=boxes.dtype)}
+        if "masks" in target:
+            shifted["masks"] = torch.roll(target["masks"], (dy, dx), dims=(1, 2))  # objects stay inside
+        moved.append(shifted)
+    return torch.stack(out).permute(0, 2, 3, 1).to(torch.uint8), moved
+
+
+class Task:
+    """Several digits per image on real backgrounds; metric COCO box mAP@[.5:.95] (mAP50 beside it)."""
+
+    name = "detect"
+    metric = "map"
+    runtime = runtime_detect  # post-processing and metrics: the runtime's own
+
+    def __init__(self, data_dir: str | Path):
+        self.splits = {}
+        for split in ("train", "val", "test"):
+            self.splits[split], self.classes = load_split(data_dir, split)
+        self.mean, self.std = channel_stats(self.splits["train"].images)
+        self.arch = "yolo"
+
+    def __len__(self) -> int:
+        return len(self.splits["train"].images)
+
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        self.arch = config.model
+        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes, self.postprocess())
+
+    def targets(self, split: str, indices: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Per image ``boxes`` and ``labels`` (detection)."""
+        data = self.splits[split]
+        return [{"boxes": data.boxes[i], "labels": data.labels[i]} for i in indices.tolist()]
+
+    def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        images, targets = augment(self.splits["train"].images[indices], self.targets("train", indices), generator)
+        return sum(model(to_input(images, self.mean, self.std), targets, generator).values())
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: str, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """The model's outputs for a whole split, by manifest output name."""
+        images = self.splits[split].images
+        model.eval()
+        batches = [model(to_input(images[i:i + batch_size], self.mean, self.std))
+                   for i in range(0, len(images), batch_size)]
+        return {o.name: torch.cat([b[k] for b in batches]).numpy() for k, o in enumerate(self.outputs())}
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        manifest = Manifest(self.name, {"arch": self.arch}, self.classes, self.input_spec(), self.outputs(),
+                            self.postprocess())
+        metrics = self.runtime.evaluate(self.predict(model, split), self.splits[split].targets, manifest)
+        return {**metrics, "images": len(self.splits[split].images)}
+
+    def input_spec(self) -> InputSpec:
+        _, h, w, c = self.splits["train"].images.shape
+        return InputSpec(channels=c, height=h, width=w, mean=tuple(map(float, self.mean)),
+                         std=tuple(map(float, self.std)))
+
+    def outputs(self) -> list[OutputSpec]:
+        if self.arch == "yolo_raw":
+            return runtime_detect.candidate_outputs(len(self.classes))
+        return runtime_detect.detection_outputs()
+
+    def postprocess(self) -> dict:
+        return default_postprocess(self.arch)

@@ -1,0 +1,124 @@
+"""Human pose by regression (DeepPose-style): data, model, loss, metric and manifest entries.
+
+Scenes are articulated figures with 14 joints over real photos (:mod:`visionrt.train.data.figures`).
+The metric is PCK@0.2 on the held-out split (see :mod:`visionrt.runtime.tasks.pose`). Training
+flips half of each batch left-right and swaps the left and right joints with it (a mirrored
+person facing the viewer is still one, with sides exchanged), and blurs half of it as a
+resize would (:func:`~visionrt.train.tasks.localize.random_resample`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...runtime.manifest import InputSpec, OutputSpec
+from ...runtime.tasks.pose import pck
+from ..checkpoint import unwrap
+from ..config import TrainConfig
+from ..data import build_dataset, load_single_objects
+from ..data.figures import TORSO, FigureConfig
+from ..models.pose import HEADS, build_pose_regressor
+from .classify import channel_stats, to_input
+from .localize import random_resample
+
+#: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
+DATA_SIZES = {True: {"train": 8000, "val": 1000, "test": 1000},
+              False: {"train": 30000, "val": 2000, "test": 2000}}
+IMAGE_SIZE = 64
+
+
+def build_data(out_dir: str | Path, quick: bool = True, seed: int = 0, progress=None) -> Path:
+    """64×64 scenes with one figure each (COCO keypoints, category ``person``)."""
+    return build_dataset(out_dir, name="pose", splits=DATA_SIZES[quick], seed=seed, progress=progress,
+                         scene=FigureConfig(image_size=(IMAGE_SIZE, IMAGE_SIZE)))
+
+
+def default_config(quick: bool = True) -> TrainConfig:
+    return TrainConfig(task="pose", model="deeppose", epochs=10 if quick else 40, lr=0.1)
+
+
+def build_model(model_entry: dict, classes: list[str]) -> nn.Module:
+    """The architecture is the head (``deeppose`` or ``integral``) on a ResNet backbone;
+    ``classes`` are the joint names: what the output's joint axis indexes."""
+    if model_entry["arch"] not in HEADS:
+        raise ValueError(f"unknown pose model '{model_entry['arch']}' (choose from {', '.join(HEADS)})")
+    return build_pose_regressor({**model_entry.get("kwargs", {}), "head": model_entry["arch"]}, len(classes))
+
+
+def flip_permutation(joints: list[str]) -> list[int]:
+    """Index of each joint's mirror image: ``left_x`` <-> ``right_x``, others stay."""
+    swap = lambda name: (name.replace("left_", "right_") if name.startswith("left_")
+                         else name.replace("right_", "left_") if name.startswith("right_") else name)
+    return [joints.index(swap(name)) for name in joints]
+
+
+class Task:
+    """One figure per image on real backgrounds; metric PCK@0.2."""
+
+    name = "pose"
+    metric = "pck@0.2"
+
+    def __init__(self, data_dir: str | Path):
+        self.splits = {}
+        for split in ("train", "val", "test"):
+            images, annotations, (category,) = load_single_objects(data_dir, split)
+            keypoints = np.array([a["keypoints"] for a in annotations], np.float32).reshape(len(images), -1, 3)
+            self.splits[split] = (torch.from_numpy(images), torch.from_numpy(keypoints))
+        self.joints = list(category["keypoints"])
+        self.skeleton = [[a - 1, b - 1] for a, b in category["skeleton"]]
+        self.flip = flip_permutation(self.joints)
+        self.classes = self.joints   # the manifest's classes: what the output's joint axis indexes
+        self.mean, self.std = channel_stats(self.splits["train"][0])
+
+    def __len__(self) -> int:
+        return len(self.splits["train"][1])
+
+    def size(self) -> torch.Tensor:
+        """(width, height) of the images in pixels."""
+        _, h, w, _ = self.splits["train"][0].shape
+        return torch.tensor([w, h], dtype=torch.float32)
+
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
+
+    def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        images, keypoints = (t[indices] for t in self.splits["train"])
+        xy, labelled = keypoints[..., :2] / self.size(), keypoints[..., 2] > 0
+        flip = torch.rand(len(indices), generator=generator) < 0.5
+        images[flip] = images[flip].flip(2)
+        mirrored = xy[flip][:, self.flip]
+        mirrored[..., 0] = 1 - mirrored[..., 0]
+        xy[flip], labelled[flip] = mirrored, labelled[flip][:, self.flip]
+        x = to_input(random_resample(images, generator), self.mean, self.std)
+        return unwrap(model).loss(model(x), xy, labelled)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, split: str, batch_size: int = 256) -> torch.Tensor:
+        """Normalised keypoints ``[N, J, 2]`` for a whole split."""
+        images = self.splits[split][0]
+        model.eval()
+        return torch.cat([model(to_input(images[i:i + batch_size], self.mean, self.std))
+                          for i in range(0, len(images), batch_size)])
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        predicted = (self.predict(model, split) * self.size()).double().numpy()
+        truth = self.splits[split][1].double().numpy()
+        torso = tuple(self.joints.index(name) for name in TORSO)
+        return {**{f"pck@{a}": pck(predicted, truth, torso, a) for a in (0.2, 0.1)}, "images": len(truth)}
+
+    def input_spec(self) -> InputSpec:
+        _, h, w, c = self.splits["train"][0].shape
+        return InputSpec(channels=c, height=h, width=w, mean=tuple(map(float, self.mean)),
+                         std=tuple(map(float, self.std)))
+
+    def outputs(self) -> list[OutputSpec]:
+        return [OutputSpec("keypoints", ["batch", len(self.joints), 2],
+                           "each joint's (x, y) divided by the input width and height (0..1 inside the "
+                           "image), joints in the order of `classes`; multiply by the original "
+                           "image's width and height for pixels")]
+
+    def postprocess(self) -> dict:
+        return {"skeleton": self.skeleton, "torso": [self.joints.index(name) for name in TORSO]}
