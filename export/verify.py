@@ -12,14 +12,17 @@ then uses, and checks it the same way in onnxruntime with the plugins' reference
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
 
 from ..runtime import atomic
+from ..runtime.backends.base import Runner
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 from ..runtime.errors import BackendUnavailable
 from ..runtime.images import load_image
@@ -52,26 +55,44 @@ def heldout_batches(model_dir: ModelDir, data_dir: str | Path, samples: int | No
         yield {spec.name: model_input(images, model_dir.manifest)}, targets[start:start + batch]
 
 
-def verify(model_dir: ModelDir, candidate, data_dir: str | Path, samples: int | None = None,
-           atol: float = ATOL, rtol: float = RTOL) -> ParityReport:
-    """Parity of ``candidate`` (a Runner) against PyTorch eager on held-out images, recorded in the manifest."""
+def verify(model_dir: ModelDir, candidates: Sequence[Runner], data_dir: str | Path, samples: int | None = None,
+           atol: float = ATOL, rtol: float = RTOL) -> list[ParityReport]:
+    """Parity of each candidate (a Runner) against PyTorch eager on held-out images, recorded in the
+    manifest. The images are decoded and the PyTorch model run once, whatever the candidates."""
     manifest = model_dir.manifest
     batches = list(heldout_batches(model_dir, data_dir, samples))
     targets = np.concatenate([targets for _, targets in batches])
-    reference = TorchRunner(load_trained(model_dir), candidate.inputs, [o.name for o in manifest.outputs])
+    reference = _Replayed(TorchRunner(load_trained(model_dir), candidates[0].inputs,
+                                      [o.name for o in manifest.outputs]))
     task = task_module(manifest.task)
-    report = check_parity(reference, candidate, [feed for feed, _ in batches], atol=atol, rtol=rtol,
-                          task_metric=lambda outputs: task.evaluate(outputs, targets, manifest),
-                          metric_tolerance=getattr(task, "PARITY_TOLERANCE", 0.0),
-                          postprocessed=_postprocessed_parity(task, targets, manifest))
-    manifest.parity[candidate.name] = report.to_dict()
-    manifest.metrics[candidate.name] = {"test": {k: v["candidate"] for k, v in report.task.items()},
-                                        "images": report.samples}
+    reports = []
+    for candidate in candidates:
+        report = check_parity(reference, candidate, [feed for feed, _ in batches], atol=atol, rtol=rtol,
+                              task_metric=lambda outputs: task.evaluate(outputs, targets, manifest),
+                              metric_tolerance=getattr(task, "PARITY_TOLERANCE", 0.0),
+                              postprocessed=_postprocessed_parity(task, targets, manifest))
+        manifest.parity[candidate.name] = report.to_dict()
+        manifest.metrics[candidate.name] = {"test": {k: v["candidate"] for k, v in report.task.items()},
+                                            "images": report.samples}
+        model_dir.record("parity", candidate=candidate.name, passed=report.passed, samples=report.samples)
+        reports.append(report)
     atomic.write_text(model_dir.root / PARITY_FILE, json.dumps(manifest.parity, indent=2) + "\n")
     model_dir.add_file("parity", model_dir.root / PARITY_FILE, role="parity reports per backend")
-    model_dir.record("parity", candidate=candidate.name, passed=report.passed, samples=report.samples)
     model_dir.save()
-    return report
+    return reports
+
+
+class _Replayed:
+    """A runner whose outputs are computed once per feed (by identity) and replayed for every
+    further candidate compared on the same feeds."""
+
+    def __init__(self, runner: Runner):
+        self.runner, self.name, self._outputs = runner, runner.name, {}
+
+    def infer(self, feed):
+        if id(feed) not in self._outputs:
+            self._outputs[id(feed)] = self.runner.infer(feed)
+        return self._outputs[id(feed)]
 
 
 def _postprocessed_parity(task, targets, manifest):
@@ -98,15 +119,15 @@ def export_trt_flavour(model_dir: ModelDir, log=print) -> list[str]:
     return ops
 
 
-def verify_trt_flavour(model_dir: ModelDir, data_dir: str | Path, samples: int | None = None) -> ParityReport:
-    """:func:`verify` of the TensorRT flavour, run in onnxruntime with the plugins' NumPy references
-    (needs onnxruntime-extensions, else :class:`BackendUnavailable`)."""
+def trt_flavour_runner(model_dir: ModelDir, scratch: Path) -> OnnxRuntimeRunner:
+    """The TensorRT flavour as an onnxruntime runner with the plugins' NumPy references (its
+    runnable copy written under ``scratch``); :class:`BackendUnavailable` without
+    onnxruntime-extensions."""
     setup = onnxruntime_ops.session_setup()
-    with tempfile.TemporaryDirectory() as tmp:
-        runnable = onnxruntime_ops.write_for_onnxruntime(model_dir.path(TRT_ONNX_KEY), Path(tmp) / TRT_ONNX_FILE)
-        with OnnxRuntimeRunner(runnable, session_setup=setup) as candidate:
-            candidate.name = TRT_FLAVOUR_RUNNER
-            return verify(model_dir, candidate, data_dir, samples)
+    runnable = onnxruntime_ops.write_for_onnxruntime(model_dir.path(TRT_ONNX_KEY), scratch / TRT_ONNX_FILE)
+    runner = OnnxRuntimeRunner(runnable, session_setup=setup)
+    runner.name = TRT_FLAVOUR_RUNNER
+    return runner
 
 
 def export_and_verify(model_dir: ModelDir, data_dir: str | Path | None = None, samples: int | None = None,
@@ -115,16 +136,15 @@ def export_and_verify(model_dir: ModelDir, data_dir: str | Path | None = None, s
     one is needed; returns the portable ONNX's parity report, or the flavour's where that one fails."""
     export_onnx(model_dir, log=log)
     data_dir = data_dir or model_dir.manifest.model["dataset"]
-    with OnnxRuntimeRunner(model_dir.path("onnx")) as candidate:
-        report = verify(model_dir, candidate, data_dir, samples)
-    log(report.summary())
-    if export_trt_flavour(model_dir, log):
-        try:
-            flavour = verify_trt_flavour(model_dir, data_dir, samples)
-        except BackendUnavailable as err:
-            log(f"TensorRT flavour not checked: {err}")
-        else:
-            log(flavour.summary())
-            if not flavour.passed:
-                return flavour
-    return report
+    with contextlib.ExitStack() as stack:
+        candidates = [stack.enter_context(OnnxRuntimeRunner(model_dir.path("onnx")))]
+        if export_trt_flavour(model_dir, log):
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            try:
+                candidates.append(stack.enter_context(trt_flavour_runner(model_dir, scratch)))
+            except BackendUnavailable as err:
+                log(f"TensorRT flavour not checked: {err}")
+        reports = verify(model_dir, candidates, data_dir, samples)
+    for report in reports:
+        log(report.summary())
+    return next((r for r in reports[1:] if not r.passed), reports[0])

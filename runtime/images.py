@@ -75,3 +75,13 @@ def _check_size(array: np.ndarray, what: str) -> np.ndarray:
     if h * w > MAX_PIXELS:
         raise InputError(f"{what} is {w}×{h}: larger than {MAX_PIXELS} pixels")
     return array
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` in [0, 1]."""
+    return image.transpose(2, 0, 1).astype(np.float32) / 255.0
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A model's image output ``[3, H, W]`` float in [0, 1] -> RGB uint8 ``[H, W, 3]`` (clipped, rounded)."""
+    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)

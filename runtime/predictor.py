@@ -32,6 +32,9 @@ class Predictor:
         self.model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
         self.manifest = self.model_dir.manifest
         self.task = task_module(self.manifest.task)
+        #: Post-processing options ``predict`` takes: the task's ``postprocess`` keywords.
+        self.options = [name for name in inspect.signature(self.task.postprocess).parameters
+                        if name not in ("outputs", "manifest", "image_sizes")]
         self.runner = (runner or open_runner(self.model_dir, backend, provider=provider, threads=threads,
                                              engine_key=engine_key)).activate()
 
@@ -61,12 +64,10 @@ class Predictor:
 
     def _check_options(self, options: dict[str, Any]) -> None:
         """Refuse post-processing options the task's ``postprocess`` does not take, naming those it does."""
-        known = [name for name in inspect.signature(self.task.postprocess).parameters
-                 if name not in ("outputs", "manifest", "image_sizes")]
-        unknown = sorted(set(options) - set(known))
+        unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise InputError(f"{self.manifest.task} predictions take no option {', '.join(unknown)}",
-                             fix=f"its options are: {', '.join(known) or 'none'}")
+                             fix=f"its options are: {', '.join(self.options) or 'none'}")
 
     def close(self) -> None:
         self.runner.deactivate()

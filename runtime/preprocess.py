@@ -56,3 +56,18 @@ def require_detail(image: np.ndarray, spec: InputSpec, fraction: float = 0.5) ->
         raise InputError(f"image is {w}×{h} px; this model needs at least {need} px on the shorter side "
                          f"(its input is {spec.width}×{spec.height})", fix="pass a larger image")
     return image
+
+
+def require_sides(image: np.ndarray, min_side: int, max_side: int,
+                  limit: str = "the engine's optimisation profile", fix: str = "shrink it first") -> np.ndarray:
+    """``image`` unchanged if both sides are within ``[min_side, max_side]`` px (a model for
+    images of any size, bounded by its engine's optimisation profile), else an
+    :class:`InputError`; ``limit`` says what the maximum stands for."""
+    h, w = image.shape[:2]
+    if min(h, w) < min_side:
+        raise InputError(f"image is {w}×{h} px; this model needs at least {min_side} px per side",
+                         fix="pass a larger image")
+    if max(h, w) > max_side:
+        raise InputError(f"image is {w}×{h} px; this model takes at most {max_side} px per side "
+                         f"({limit})", fix=fix)
+    return image

@@ -143,6 +143,7 @@ def test_rtx_engine_from_another_release(tiny_model_dir, tmp_path):
     (lambda d, t: ["predict", str(d), str(t / "text.png")], "is not an image"),
     (lambda d, t: ["bench", str(t / "nowhere")], "does not exist"),
     (lambda d, t: ["build", str(t)], "no manifest.json"),
+    (lambda d, t: ["pipeline", "all", "--out", str(t / "runs"), "--model", "unet"], "names one task's architecture"),
 ])
 def test_cli_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path, make_args, message):
     (tmp_path / "text.png").write_text("hello")
@@ -151,6 +152,13 @@ def test_cli_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path, mak
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_options_the_task_does_not_take_are_refused(predictor):
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(InputError, match="classify predictions take no option max_detections") as err:
+        predictor.predict(image, max_detections=3)
+    assert "top_k" in err.value.fix
 
 
 def test_cli_debug_shows_the_traceback(tmp_path):

@@ -21,7 +21,8 @@ from PIL import Image
 from ..runtime import atomic
 from ..runtime.images import load_image
 from ..runtime.render import side_by_side
-from ..runtime.tasks.style import LossNetwork, to_float, to_uint8
+from ..runtime.images import to_float, to_uint8
+from ..runtime.tasks.style import LossNetwork
 from .models.style import CONTENT_WEIGHT, STYLE_WEIGHT, GatysLoss
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import InputError
-from ..images import load_image
+from ..images import load_image, to_float, to_uint8
 from ..manifest import Manifest
+from ..preprocess import require_sides
 from ..render import side_by_side
 
 #: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
@@ -115,26 +115,12 @@ def content_loss(features: np.ndarray, content_features: np.ndarray) -> float:
     return float(np.sum((f - c) ** 2) / np.sum(c ** 2))
 
 
-def to_float(image: np.ndarray) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` in [0, 1]."""
-    return image.transpose(2, 0, 1).astype(np.float32) / 255.0
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Model output ``[3, H, W]`` float in [0, 1] -> RGB uint8 ``[H, W, 3]`` (clipped, rounded)."""
-    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
 
 
 def prepare(image: np.ndarray, manifest: Manifest) -> np.ndarray:
     """The image itself, once its size is checked against what the model and its engine take."""
     post = manifest.postprocess
-    h, w = image.shape[:2]
-    if min(h, w) < post["min_side"]:
-        raise InputError(f"image is {w}×{h} px; style transfer needs at least {post['min_side']} px per side")
-    if max(h, w) > post["max_side"]:
-        raise InputError(f"image is {w}×{h} px; this model takes at most {post['max_side']} px per side "
-                         "(the engine's optimisation profile)", fix="shrink it first")
-    return image
+    return require_sides(image, post["min_side"], post["max_side"])
 
 
 # results -----------------------------------------------------------------------------------

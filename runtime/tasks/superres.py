@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
 from ..manifest import Manifest
+from ..images import to_uint8
+from ..preprocess import require_sides
 from ..render import side_by_side
 
 #: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
@@ -56,22 +57,13 @@ def downscale_bicubic(image: np.ndarray, scale: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((w // scale, h // scale), Image.BICUBIC))
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Model output ``[3, H, W]`` float in [0, 1] -> RGB uint8 ``[H, W, 3]`` (clipped, rounded)."""
-    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
-
 
 def prepare(image: np.ndarray, manifest: Manifest) -> np.ndarray:
     """The network's input for one low-resolution RGB uint8 image: itself, or its bicubic
-    upscale; :class:`InputError` outside the sizes the model and its engine take."""
+    upscale; :class:`~visionrt.runtime.errors.InputError` outside the sizes the model and its engine take."""
     post = manifest.postprocess
-    h, w = image.shape[:2]
-    if min(h, w) < post["min_side"]:
-        raise InputError(f"image is {w}×{h} px; super-resolution needs at least {post['min_side']} px per side")
-    if max(h, w) > post["max_side"]:
-        raise InputError(f"image is {w}×{h} px; this model takes at most {post['max_side']} px per side "
-                         f"(output {post['max_side'] * post['scale']} px, the engine's optimisation profile)",
-                         fix="crop it into pieces, or shrink it first")
+    require_sides(image, post["min_side"], post["max_side"], fix="crop it into pieces, or shrink it first",
+                  limit=f"output {post['max_side'] * post['scale']} px, the engine's optimisation profile")
     return upscale_bicubic(image, post["scale"]) if post["model_input"] == "bicubic" else image
 
 

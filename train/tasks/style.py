@@ -21,7 +21,8 @@ from PIL import Image
 from torch import nn
 
 from ...runtime.manifest import InputSpec, OutputSpec
-from ...runtime.tasks.style import BENCH_SIDES, OUTPUT, LossNetwork, summarise, to_float, to_uint8
+from ...runtime.images import to_float, to_uint8
+from ...runtime.tasks.style import BENCH_SIDES, OUTPUT, LossNetwork, summarise
 from ..config import TrainConfig
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_png, read_split, save_png, write_bench_inputs,
                            write_photo_dataset)

@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...runtime.manifest import InputSpec, OutputSpec
-from ...runtime.tasks.superres import (BENCH_SIDES, OUTPUT, downscale_bicubic, quality, shave, to_uint8,
-                                       upscale_bicubic)
+from ...runtime.images import to_uint8
+from ...runtime.tasks.superres import BENCH_SIDES, OUTPUT, downscale_bicubic, quality, shave, upscale_bicubic
 from ..config import TrainConfig
 from ..data.errors import DatasetError
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_split, save_png, write_bench_inputs,
