@@ -205,6 +205,7 @@ class Gpu:
             self._call(driver.cuInit(0))
         except Exception as err:  # no driver library: the bindings raise their own error type
             raise BackendUnavailable(f"no usable NVIDIA driver: {err}", fix="run on a machine with a CUDA GPU") from err
+        self.ordinal = ordinal
         self.device = self._call(driver.cuDeviceGet(ordinal))
         self.context = self._call(driver.cuDevicePrimaryCtxRetain(self.device))
         self._call(driver.cuCtxSetCurrent(self.context))
@@ -307,9 +308,10 @@ def import_torchvision():
     return (torch, torchvision) if torch.cuda.is_available() else None
 
 
-def torchvision_op(case: Case, torch, torchvision) -> Callable[[], Any]:
-    """A call of torchvision's CUDA op on ``case``'s inputs; returns outputs comparable to the plugin's."""
-    dev = [torch.from_numpy(np.ascontiguousarray(a)).cuda() for a in case.inputs]
+def torchvision_op(case: Case, torch, torchvision, ordinal: int) -> Callable[[], Any]:
+    """A call of torchvision's CUDA op on ``case``'s inputs, on CUDA device ``ordinal``; returns outputs
+    comparable to the plugin's."""
+    dev = [torch.from_numpy(np.ascontiguousarray(a)).to(f"cuda:{ordinal}") for a in case.inputs]
     a = registry.get(case.plugin).resolve(case.attributes)
     ops = torchvision.ops
     if case.torchvision == "roi_pool":
@@ -372,7 +374,7 @@ def run_case(gpu: Gpu, case: Case, runs: int, warmup: int, tv) -> dict[str, Any]
             row["bandwidth_of_peak"] = row["bandwidth_gb_s"] * 1e9 / gpu.peak_bytes_per_s
     if tv is not None and case.torchvision:
         torch, torchvision = tv
-        call = torchvision_op(case, torch, torchvision)
+        call = torchvision_op(case, torch, torchvision, gpu.ordinal)
         row["torchvision_check"] = torchvision_check(case, outputs, call)
         row["torchvision"] = median_p90(time_torch(torch, call, runs, warmup))
         row["speedup"] = row["torchvision"]["median_ms"] / row["kernel"]["median_ms"]
@@ -402,7 +404,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: Mapping[str, Any], out: Path) -> tuple[Path, Path]:
+def write_gpu_plugin_report(report: Mapping[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "gpu_plugins.json", out / "gpu_plugins.md"
     atomic.write_text(json_path, json.dumps(report, indent=2) + "\n")
@@ -426,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     gpu = Gpu(args.device)
     tv = None if args.no_torchvision else import_torchvision()
+    if tv is not None:
+        tv[0].cuda.set_device(args.device)  # torch's events and streams then time the same device
     rows = []
     for case in cases(args.quick):
         rows.append(run_case(gpu, case, args.runs, args.warmup, tv))
@@ -435,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "peak_gb_s": gpu.peak_bytes_per_s / 1e9 if gpu.peak_bytes_per_s else None},
               "nvrtc": ".".join(map(str, nvrtc.nvrtc_version())), "runs": args.runs, "warmup": args.warmup,
               "torchvision": tv is not None, "machine": describe_machine(), "rows": rows}
-    for path in write_report(report, args.out):
+    for path in write_gpu_plugin_report(report, args.out):
         print(path)
     return 0 if all(row["reference"]["ok"] for row in rows) else 1
 

@@ -39,11 +39,14 @@ class ReportPaths:
 def write_report(results: Sequence[Result], out_dir: str | os.PathLike, *,
                  accuracy: Iterable[Mapping[str, Any]] = (), baseline: str | None = None,
                  settings: BenchSettings | None = None,
-                 machine: Mapping[str, Any] | None = None) -> ReportPaths:
+                 machine: Mapping[str, Any] | None = None,
+                 reference: Mapping[str, float] | None = None) -> ReportPaths:
     """Write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out_dir``, each atomically.
 
     ``baseline`` is the backend the speed ratios divide by (default: the first backend in
-    ``results``); ``machine`` defaults to :func:`describe_machine`.
+    ``results``); ``machine`` defaults to :func:`describe_machine`. ``reference``: the fixed
+    reference workload timed in the same run (``compare.reference_workload``), which
+    ``bench --compare --normalise`` divides latencies by.
     """
     out = Path(out_dir)
     accuracy = [dict(row) for row in accuracy]
@@ -65,6 +68,7 @@ def write_report(results: Sequence[Result], out_dir: str | os.PathLike, *,
         "machine": machine,
         "settings": None if settings is None else dataclasses.asdict(settings),
         "baseline": baseline,
+        "reference": None if reference is None else dict(reference),
         "results": [r.to_dict() for r in results],
         "accuracy": accuracy,
     }
@@ -91,6 +95,10 @@ def markdown(results: Sequence[Result], *, accuracy: Sequence[Mapping[str, Any]]
         ratios = _ratio_lines(rows, baseline)
         if ratios:
             lines += [f"Median latency relative to {baseline} (below 1 is faster):", "", *ratios, ""]
+        per_precision = _precision_ratio_lines(rows)
+        if per_precision:
+            lines += ["Median latency relative to fp32 on the same backend (below 1 is faster):", "",
+                      *per_precision, ""]
     if chart:
         lines += [chart, ""]
     return "\n".join(lines)
@@ -132,6 +140,19 @@ def _ratio_lines(rows: Sequence[Result], baseline: str | None) -> list[str]:
             f"batch {r.batch} = {_number(r.timing.median_ms / base.timing.median_ms, 2)}")
     return [f"- {backend} {precision} / {baseline} {base_precision} ({model}, {mode}): {', '.join(values)}"
             for (backend, precision, base_precision, model, mode), values in ratios.items()]
+
+
+def _precision_ratio_lines(rows: Sequence[Result]) -> list[str]:
+    """One bullet per reduced-precision series: its median latency / the same backend's fp32."""
+    fp32 = {(r.backend, r.model, r.mode, r.batch): r for r in rows if r.precision == "fp32" and r.timing}
+    ratios: dict[tuple, list[str]] = {}
+    for r in rows:
+        base = fp32.get((r.backend, r.model, r.mode, r.batch))
+        if r.precision != "fp32" and r.timing is not None and base is not None:
+            ratios.setdefault((r.backend, r.precision, r.model, r.mode), []).append(
+                f"batch {r.batch} = {_number(r.timing.median_ms / base.timing.median_ms, 2)}")
+    return [f"- {backend} {precision} / fp32 ({model}, {mode}): {', '.join(values)}"
+            for (backend, precision, model, mode), values in ratios.items()]
 
 
 def _accuracy_rows(result: Result, accuracy: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -8,31 +8,43 @@ from the task's own benchmark cases (see :func:`bench_cases`; their label joins 
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Iterable
 
 
 from ..runtime.backends import Runner, open_runner
-from ..runtime.errors import BackendUnavailable, InputError
+from ..runtime.backends.torch import NAME as TORCH_NAME
+from ..runtime.errors import ArtifactError, BackendUnavailable, InputError
 from ..runtime.manifest import ModelDir
 from ..runtime.predictor import Predictor
-from ..runtime.tasks import task_module
+from ..runtime.tasks import runtime_task
 from ..runtime.tensorrt_env import FLAVOURS
+from .compare import reference_workload
 from .harness import BenchSettings, Result, bench_end_to_end, bench_model
 from .machine import usable_cpus
 from .report import write_report
 
-BASELINE = "torch-eager"
+#: The backend the others are compared with: PyTorch eager.
+BASELINE = TORCH_NAME
+log = logging.getLogger(__name__)
 
 
 def test_images(model_dir: ModelDir, data_dir: str | os.PathLike | None, count: int = 64) -> list[Path]:
-    """Up to ``count`` image files of the dataset's test split (the manifest's dataset by default)."""
-    root = Path(data_dir or model_dir.manifest.model.get("dataset", ""))
-    paths = sorted((root / "images" / "test").glob("*.png"))[:count]
+    """Up to ``count`` image files (PNG/JPEG) of the dataset's test split (the manifest's dataset by
+    default), or of ``data_dir`` itself where it is a plain folder of images."""
+    if data_dir is None and "dataset" not in model_dir.manifest.model:
+        raise InputError(f"{model_dir.root} records no dataset to take images from (an imported or own model)",
+                         fix="pass --data DIR, a folder of images")
+    root = Path(data_dir or model_dir.manifest.model["dataset"])
+    split = root / "images" / "test"
+    folder = split if split.is_dir() else root
+    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
     if not paths:
-        raise InputError(f"no test images under {root / 'images' / 'test'}",
-                         fix="pass --data DIR of a dataset made by `visionrt data`")
+        raise InputError(f"no test images under {folder}",
+                         fix="pass --data DIR: a folder of images, or a dataset made by `visionrt data`")
     return paths
 
 
@@ -44,12 +56,12 @@ def bench_cases(model_dir: ModelDir, data_dir: str | os.PathLike | None,
     lists ``BENCH_SIDES`` (and may cap the pixels of a batch with ``BENCH_PIXELS``), and their
     dataset holds ``bench/<side>x<side>.png``; one case per side, labelled e.g. "256×256".
     Otherwise: one unlabelled case of test images."""
-    task = task_module(model_dir.manifest.task)
-    sides = getattr(task, "BENCH_SIDES", ())
+    task = runtime_task(model_dir.manifest.task)
+    sides = task.BENCH_SIDES
     if not sides:
         return [("", test_images(model_dir, data_dir, max(batch_sizes)), batch_sizes)]
     root = Path(data_dir or model_dir.manifest.model.get("dataset", "")) / "bench"
-    budget = getattr(task, "BENCH_PIXELS", None)
+    budget = task.BENCH_PIXELS
     cases = []
     for side in sides:
         path = root / f"{side}x{side}.png"
@@ -60,38 +72,56 @@ def bench_cases(model_dir: ModelDir, data_dir: str | os.PathLike | None,
     return cases
 
 
-def _torch_runner(model_dir: ModelDir, threads: int) -> Runner:
-    try:
-        import torch
-    except ImportError as err:
-        raise BackendUnavailable("PyTorch is not installed", fix="pip install 'visionrt[train]'") from err
-    from ..export.onnx_export import load_trained
-    from ..export.torch_runner import TorchRunner
-    from ..runtime.backends.base import TensorSpec
+def _load_trained(model_dir: ModelDir):
+    """The trained ``nn.Module`` for the torch backend (training code, imported when it is opened); a
+    module of one's own through its factory (``export --module``); none for an imported ONNX."""
+    if not model_dir.has("weights"):
+        reason = "imported ONNX" if "imported_from" in model_dir.manifest.model else f"none in {model_dir.root}"
+        raise BackendUnavailable(f"no PyTorch weights: {reason}")
+    if model_dir.manifest.model.get("source") == "nn.Module":
+        from ..export.user_module import load_module
 
-    torch.set_num_threads(threads)
-    spec = model_dir.manifest.input
-    inputs = [TensorSpec(spec.name, tuple(spec.shape), spec.dtype)]
-    return TorchRunner(load_trained(model_dir), inputs, [o.name for o in model_dir.manifest.outputs])
+        return load_module(model_dir)
+    from ..train.loop import load_trained
+
+    return load_trained(model_dir)
 
 
-def _runners(model_dir: ModelDir, backends: Iterable[str], threads: int) -> Iterable[tuple[str, Callable[[], Runner]]]:
+#: Where a backend computes a precision in another, the note its rows carry.
+COMPUTED_AS = {("onnxruntime-cpu", "fp16"): "onnxruntime's CPU kernels compute fp16 as fp32 (+ casts)"}
+
+
+def _runners(model_dir: ModelDir, backends: Iterable[str], threads: int,
+             precisions: Iterable[str] = ("fp32",)) -> Iterable[tuple[str, str, Callable[[], Runner]]]:
+    """``(label, precision, make runner)`` per backend and precision (PyTorch: fp32 only;
+    TensorRT: the engines built from the precisions' files)."""
+    precisions = list(precisions)
     for backend in backends:
         if backend == "torch":
-            yield BASELINE, lambda: _torch_runner(model_dir, threads)
+            yield BASELINE, "fp32", lambda: open_runner(model_dir, "torch", threads=threads, load_model=_load_trained)
         elif backend == "tensorrt":
             for key, facts in (model_dir.manifest.engines or {"tensorrt": {}}).items():
                 label = FLAVOURS[facts["flavour"]].runner_name if "flavour" in facts else key
-                yield label, lambda key=key: open_runner(model_dir, "tensorrt", engine_key=key)
+                if facts.get("precision", "fp32") in precisions:
+                    yield label, facts.get("precision", "fp32"), \
+                        lambda key=key: open_runner(model_dir, "tensorrt", engine_key=key)
         else:
-            yield backend, lambda backend=backend: open_runner(model_dir, backend, threads=threads)
+            for precision in precisions:
+                yield backend, precision, lambda backend=backend, precision=precision: open_runner(
+                    model_dir, backend, threads=threads, precision=precision)
 
 
 def bench_model_dir(model_dir: ModelDir, backends: Iterable[str] = ("onnxruntime", "torch"),
                     batch_sizes: Iterable[int] = (1, 8, 32), data_dir: str | os.PathLike | None = None,
                     out_dir: str | os.PathLike | None = None, min_seconds: float = 1.0,
-                    threads: int | None = None, max_seconds: float | None = None) -> dict[str, Path]:
+                    threads: int | None = None, max_seconds: float | None = None,
+                    precisions: Iterable[str] = ("fp32",)) -> dict[str, Path]:
     """Benchmark, write ``bench.json/.md/.png`` (default ``<model_dir>/bench``), record in the manifest.
+
+    ``precisions``: each backend runs each precision's file (``visionrt.runtime.precision``); a
+    precision that was not exported gives a skipped row. The report's accuracy rows come from the
+    manifest (parity per backend, ``precisions`` per precision file), and the report times a
+    fixed reference workload (``compare.reference_workload``) for ``bench --compare --normalise``.
 
     ``min_seconds``/``max_seconds``: measuring time per point, see :class:`BenchSettings`."""
     m = model_dir.manifest
@@ -102,35 +132,67 @@ def bench_model_dir(model_dir: ModelDir, backends: Iterable[str] = ("onnxruntime
     cases = bench_cases(model_dir, data_dir, batch_sizes)
     arch = m.model["arch"]
     results: list[Result] = []
-    for label, make in _runners(model_dir, backends, threads):
+    for label, precision, make in _runners(model_dir, backends, threads, precisions):
         try:
             runner = make()
             predictor = Predictor(model_dir, runner=runner)
-        except BackendUnavailable as err:
-            results.append(Result(task=m.task, model=arch, backend=label, precision="fp32", batch=batch_sizes[0],
+        except (BackendUnavailable, ArtifactError) as err:
+            results.append(Result(task=m.task, model=arch, backend=label, precision=precision, batch=batch_sizes[0],
                                   mode="model", timing=None, notes=f"skipped: {err}"))
             continue
-        precision = getattr(runner, "facts", {}).get("precision", "fp32")
+        note = COMPUTED_AS.get((runner.name, precision), "")
+        log.info("bench: %s %s, batch sizes %s", label, precision, ", ".join(map(str, batch_sizes)))
         for case, images, sizes in cases:
             point = dict(task=m.task, model=f"{arch} {case}".strip())
             batches = {b: (images * b)[:b] for b in sizes}
             arrays = {b: predictor.preprocess(batches[b]) for b in sizes}
-            results += bench_model(runner, make_feed=lambda b: {m.input.name: arrays[b]}, precision=precision,
+            measured = bench_model(runner, make_feed=lambda b: {m.input.name: arrays[b]}, precision=precision,
                                    batch_sizes=sizes, settings=settings, **point)
-            results += bench_end_to_end(predictor.predict, inputs_for_batch=batches.__getitem__,
-                                        backend=runner.name, precision=precision, batch_sizes=sizes,
-                                        settings=settings, **point)
+            measured += bench_end_to_end(predictor.predict, inputs_for_batch=batches.__getitem__,
+                                         backend=runner.name, precision=precision, batch_sizes=sizes,
+                                         settings=settings, **point)
+            results += [dataclasses.replace(r, notes="; ".join(filter(None, (r.notes, note)))) for r in measured]
         predictor.close()
-    accuracy = [{"task": m.task, "backend": "torch-eager" if backend == "pytorch" else backend, "precision": "fp32",
-                 m.metrics["metric"]: values["test"][m.metrics["metric"]]}
-                for backend, values in m.metrics.items() if isinstance(values, dict) and "test" in values]
+    accuracy = [{"task": m.task, "backend": backend, "precision": "fp32",
+                 m.primary_metric: values["test"][m.primary_metric]}
+                for backend, values in m.metrics.items() if isinstance(values, dict) and "test" in values
+                and not _precision_runner(backend)]
+    accuracy += precision_accuracy(m)
     paths = write_report(results, Path(out_dir or model_dir.root / "bench"), accuracy=accuracy,
                          baseline=BASELINE if any(r.backend == BASELINE for r in results) else None,
-                         settings=settings)
+                         settings=settings, reference=reference_workload())
     m.benchmarks = {"settings": {"threads": threads, "min_seconds": min_seconds},
-                    "median_ms": {"/".join(filter(None, (r.model.removeprefix(arch).strip(), r.backend, r.mode,
+                    "median_ms": {"/".join(filter(None, (r.model.removeprefix(arch).strip(), r.backend,
+                                                         None if r.precision == "fp32" else r.precision, r.mode,
                                                          f"b{r.batch}"))): r.timing.median_ms
                                   for r in results if r.timing is not None}}
     model_dir.record("bench", report=str(paths.markdown))
     model_dir.save()
     return {"json": paths.json, "markdown": paths.markdown, "chart": paths.png}
+
+
+def _precision_runner(name: str) -> bool:
+    """Whether a metrics entry is the run of a reduced-precision file (reported per precision)."""
+    return any(name.startswith("onnxruntime-cpu-" + p) for p in ("fp16", "int8"))
+
+
+def precision_accuracy(manifest) -> list[dict]:
+    """Accuracy rows of the precision files measured at export (``manifest.precisions``): the
+    task's metrics, their change vs PyTorch fp32 and the verdict, for onnxruntime CPU (the
+    TensorRT-layout int8 file, run in onnxruntime, as its own row)."""
+    rows = []
+    for precision, record in manifest.precisions.items():
+        for entry in (record.get("files") or {}).values() if isinstance(record, dict) else ():
+            accuracy = entry.get("accuracy")
+            if not accuracy:
+                continue
+            backend = "onnxruntime-cpu" + (" (TensorRT int8 layout)" if entry["target"] == "tensorrt" else "")
+            row = {"task": manifest.task, "backend": backend, "precision": precision,
+                   "verdict": "PASS" if accuracy["passed"] else "FAIL"}
+            for name, figures in accuracy["metrics"].items():
+                if "tolerance" in figures:
+                    row[name] = figures["value"]
+                    row[f"{name} vs fp32"] = figures["change"]
+            rows.append(row)
+    return rows
+

@@ -24,18 +24,19 @@ import platform
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from visionrt.runtime import atomic, tensorrt_env
-from visionrt.runtime.errors import ArtifactError, BackendUnavailable, VisionRTError
-from visionrt.runtime.manifest import Manifest, ModelDir
+from visionrt.runtime.errors import ArtifactError, BackendUnavailable, InputError, VisionRTError
+from visionrt.runtime.manifest import ModelDir
 from visionrt.runtime.plugins.registry import DOMAIN as PLUGIN_DOMAIN
+from visionrt.runtime.precision import resolve_onnx_key
 
 #: Manifest key of the TensorRT-flavoured ONNX (``export/trt_flavour.py``), which the build prefers.
 TRT_ONNX_KEY = "onnx_trt"
-#: (min, opt, max) batch when neither the arguments nor ``manifest.postprocess["build"]`` say.
+#: (min, opt, max) batch when neither the arguments nor ``manifest.build_profile`` say.
 DEFAULT_BATCH = (1, 8, 32)
 
 #: A size for a dynamic axis: fixed, or (min, opt, max).
@@ -63,26 +64,93 @@ class OnnxFacts:
 def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onnx_key: str | None = None,
           key: str | None = None, min_batch: int | None = None, opt_batch: int | None = None,
           max_batch: int | None = None, height: Size | None = None, width: Size | None = None,
-          compute_capabilities: Sequence[str] | None = None, workspace_mib: int | None = None) -> BuildResult:
+          compute_capabilities: Sequence[str] | None = None, workspace_mib: int | None = None,
+          precision: str = "fp32") -> BuildResult:
     """Build an engine from ``model_dir``'s file ``onnx_key`` and record it in the manifest.
 
-    ``onnx_key`` defaults to the TensorRT-flavoured ONNX (``onnx_trt``: plugin nodes for the ops
-    TensorRT lacks) where the export stage wrote one, else to the portable ``onnx``.
+    ``onnx_key`` defaults to ``precision``'s file for TensorRT (``visionrt.runtime.precision``): the
+    TensorRT-flavoured ONNX (``onnx_trt``, ``onnx_trt_fp16``: plugin nodes for the ops TensorRT
+    lacks) where the export stage wrote one, else the portable one; int8 always ``onnx_trt_int8``
+    (symmetric Q/DQ).
     ``flavour``: ``auto`` (full TensorRT if importable, else TensorRT-RTX), ``tensorrt`` or
     ``tensorrt_rtx``. ``key`` (default ``rtx``/``trt``, plus the ONNX key's suffix, e.g.
     ``rtx_fp16`` for ``onnx_fp16``) names the engine in ``manifest.files`` and
-    ``manifest.engines``. Batch range: the arguments, else ``manifest.postprocess["build"]``
+    ``manifest.engines``. Batch range: the arguments, else ``manifest.build_profile``
     (``min_batch``/``opt_batch``/``max_batch``), else :data:`DEFAULT_BATCH`. ``height``/``width``
     fix or span (min, opt, max) dynamic H/W axes of ``[N, C, H, W]`` inputs (default:
-    ``manifest.postprocess["build"]``'s ``height``/``width``, else the manifest's input size).
+    ``manifest.build_profile``'s ``height``/``width``, else the manifest's input size).
     ``compute_capabilities`` (TensorRT-RTX only, e.g. ``["8.6"]``; default every target from
     Ampere on) and ``workspace_mib`` (default: TensorRT's) tune the build.
     """
     model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
     spec = tensorrt_env.resolve(flavour)
     trt = tensorrt_env.import_tensorrt(spec.name)
-    onnx_key = onnx_key or (TRT_ONNX_KEY if model_dir.has(TRT_ONNX_KEY) else "onnx")
+    onnx_key = onnx_key or resolve_onnx_key(model_dir, precision, "tensorrt")
     onnx_path = model_dir.path(onnx_key)
+    batch, batch_given = _batch_range(model_dir.manifest.build_profile, min_batch, opt_batch, max_batch)
+    ranges = model_dir.manifest.build_profile
+    sizes = {2: height or ranges.get("height") or model_dir.manifest.input.height,
+             3: width or ranges.get("width") or model_dir.manifest.input.width}
+
+    key = key or engine_key(onnx_key, spec)
+    engine_path = model_dir.root / f"{onnx_path.stem}.{spec.short}.engine"
+    facts = _build_file(trt, spec, onnx_path, engine_path, batch, batch_given, sizes, {}, compute_capabilities,
+                        workspace_mib, {"onnx": onnx_key, "onnx_sha256": model_dir.manifest.files[onnx_key].sha256})
+    model_dir.add_file(key, engine_path, role=f"{spec.title} engine")
+    model_dir.manifest.engines[key] = facts
+    model_dir.record("build", key=key, flavour=spec.name, seconds=facts["build_seconds"])
+    model_dir.save()
+    return BuildResult(key, engine_path, facts)
+
+
+def build_onnx_file(onnx_path: str | os.PathLike, *, out: str | os.PathLike | None = None,
+                    shapes: Mapping[str, Sequence[int]] | None = None, flavour: str = "auto",
+                    min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
+                    height: Size | None = None, width: Size | None = None,
+                    compute_capabilities: Sequence[str] | None = None,
+                    workspace_mib: int | None = None) -> BuildResult:
+    """Build an engine from a bare ONNX file, like trtexec: the engine goes to ``out`` (default:
+    beside the file, ``<stem>.<rtx|trt>.engine``), its build facts and TensorRT's messages to
+    ``<engine stem>.build.json`` beside it. ``shapes`` (``{input: shape}``, trtexec's ``--shapes``)
+    fixes an input's dynamic axes; the batch flags span a dynamic axis 0 instead (default: the
+    given shape's batch, else :data:`DEFAULT_BATCH`); ``height``/``width`` span the dynamic H/W of
+    ``[N, C, H, W]`` inputs given no shape, as in :func:`build`."""
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise ArtifactError(f"ONNX file {onnx_path} does not exist", fix="pass the path of an .onnx file")
+    spec = tensorrt_env.resolve(flavour)
+    trt = tensorrt_env.import_tensorrt(spec.name)
+    batch, batch_given = _batch_range({}, min_batch, opt_batch, max_batch)
+    engine_path = Path(out) if out else onnx_path.with_suffix(f".{spec.short}.engine")
+    facts = _build_file(trt, spec, onnx_path, engine_path, batch, batch_given, {2: height, 3: width}, dict(shapes or {}),
+                        compute_capabilities, workspace_mib,
+                        {"onnx": str(onnx_path.resolve()), "onnx_sha256": atomic.sha256(onnx_path)})
+    return BuildResult(spec.short, engine_path, facts)
+
+
+def parse_shapes(text: str) -> dict[str, tuple[int, ...]]:
+    """trtexec's ``--shapes`` (``build`` and ``bench`` of an ONNX file): ``name:AxBxC[,name:...]`` -> ``{name: (A, B, C)}``; :class:`InputError`
+    naming the part that does not parse."""
+    shapes = {}
+    for part in filter(None, text.split(",")):
+        name, sep, dims = part.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise InputError(f"--shapes part {part!r} is not NAME:AxBxC with positive sizes",
+                             fix="e.g. --shapes images:8x3x224x224")
+        shapes[name.strip("'\"")] = shape
+    return shapes
+
+
+def _build_file(trt: ModuleType, spec: tensorrt_env.Flavour, onnx_path: Path, engine_path: Path,
+                batch: tuple[int, int, int], batch_given: bool, sizes: dict[int, Size | None],
+                shapes: Mapping[str, Sequence[int]], compute_capabilities: Sequence[str] | None,
+                workspace_mib: int | None, source: dict[str, str]) -> dict[str, Any]:
+    """Check and build ``onnx_path`` into ``engine_path``; the build facts (with ``source``: which
+    ONNX), also written with TensorRT's messages to the build log, on failure too."""
     onnx_facts = scan_onnx(onnx_path)
     missing = [name for name in onnx_facts.external_data if not (onnx_path.parent / name).is_file()]
     if missing:
@@ -91,22 +159,14 @@ def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onn
     check_plugins(onnx_facts.plugin_ops, trt)
     gpus, no_gpu = tensorrt_env.find_gpus()
     targets = _targets(trt, spec, compute_capabilities, gpus, no_gpu)
-    batch, batch_given = _batch_range(model_dir.manifest, min_batch, opt_batch, max_batch)
-    ranges = model_dir.manifest.postprocess.get("build", {})
-    sizes = {2: height or ranges.get("height") or model_dir.manifest.input.height,
-             3: width or ranges.get("width") or model_dir.manifest.input.width}
-
-    key = key or engine_key(onnx_key, spec)
-    engine_path = model_dir.root / f"{onnx_path.stem}.{spec.short}.engine"
     log_path = _log_path(engine_path)
     logger = tensorrt_env.make_logger(trt)
     try:
-        built = _build_engine(trt, spec, onnx_path, engine_path, logger, batch, batch_given, sizes, targets,
+        built = _build_engine(trt, spec, onnx_path, engine_path, logger, batch, batch_given, sizes, shapes, targets,
                               workspace_mib)
     except VisionRTError as err:
         _write_log(log_path, logger, {"error": str(err)})
         raise
-
     facts = {
         "flavour": spec.name,
         "tensorrt_version": tensorrt_env.version(trt),
@@ -115,43 +175,39 @@ def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onn
         **built,
         "workspace_mib": workspace_mib,
         "engine_bytes": engine_path.stat().st_size,
-        "onnx": onnx_key,
-        "onnx_sha256": model_dir.manifest.files[onnx_key].sha256,
+        **source,
         "host": _host(gpus),
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "build_log": log_path.name,
     }
     _write_log(log_path, logger, {"facts": facts})
-    model_dir.add_file(key, engine_path, role=f"{spec.title} engine")
-    model_dir.manifest.engines[key] = facts
-    model_dir.record("build", key=key, flavour=spec.name, seconds=facts["build_seconds"])
-    model_dir.save()
-    return BuildResult(key, engine_path, facts)
+    return facts
 
 
 def engine_key(onnx_key: str, spec: tensorrt_env.Flavour) -> str:
-    """``onnx`` and its TensorRT flavour ``onnx_trt`` -> ``rtx``, ``onnx_fp16`` -> ``rtx_fp16``,
-    ``portable`` -> ``rtx_portable``."""
-    if onnx_key == TRT_ONNX_KEY:
-        return spec.short
+    """``onnx`` and its TensorRT flavour ``onnx_trt`` -> ``rtx``, ``onnx_fp16`` and ``onnx_trt_fp16``
+    -> ``rtx_fp16``, ``onnx_trt_int8`` -> ``rtx_int8``, ``portable`` -> ``rtx_portable``."""
+    if onnx_key.startswith(TRT_ONNX_KEY):  # onnx_trt_int8 -> rtx_int8
+        return spec.short + onnx_key.removeprefix(TRT_ONNX_KEY)
     suffix = onnx_key.removeprefix("onnx") if onnx_key.startswith("onnx") else f"_{onnx_key}"
     return spec.short + suffix
 
 
 def _build_engine(trt: ModuleType, spec: tensorrt_env.Flavour, onnx_path: Path, engine_path: Path, logger: Any,
                   batch: tuple[int, int, int], batch_given: bool, sizes: dict[int, Size | None],
-                  targets: list[str], workspace_mib: int | None) -> dict[str, Any]:
+                  shapes: Mapping[str, Sequence[int]], targets: list[str], workspace_mib: int | None) -> dict[str, Any]:
     """Parse, build and write the engine; its profile, I/O tensors and build time as build facts."""
     builder = trt.Builder(logger)
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)  # TensorRT 11: always
     network = builder.create_network(0 if flag is None else 1 << int(flag))
     parser = _parse(trt, network, onnx_path, logger, spec)
     built = {
-        "profile": _profile_shapes(network, batch, batch_given, sizes),
+        "profile": _profile_shapes(network, batch, batch_given, sizes, shapes),
         "inputs": _tensors(trt, [network.get_input(i) for i in range(network.num_inputs)]),
         "outputs": _tensors(trt, [network.get_output(i) for i in range(network.num_outputs)]),
     }
-    config = _config(trt, builder, spec, built["profile"], targets, workspace_mib)
+    dynamic = any(dim < 0 for tensor in built["inputs"] for dim in tensor["shape"])
+    config = _config(trt, builder, spec, built["profile"] if dynamic else {}, targets, workspace_mib)
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     built["build_seconds"] = round(time.perf_counter() - start, 3)
@@ -238,16 +294,27 @@ def _parse(trt: ModuleType, network: Any, onnx_path: Path, logger: Any, spec: te
 
 
 def _profile_shapes(network: Any, batch: tuple[int, int, int], batch_given: bool,
-                    sizes: dict[int, Size | None]) -> dict[str, dict[str, list[int]]]:
+                    sizes: dict[int, Size | None],
+                    shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, dict[str, list[int]]]:
     """``{input: {"min": shape, "opt": shape, "max": shape}}`` for every network input.
 
-    Axis 0 of a dynamic input spans ``batch``; dynamic axes 2 and 3 of a rank-4 input
-    (H, W) take ``sizes``; every other axis must be fixed in the ONNX.
+    Axis 0 of a dynamic input spans ``batch`` (when asked for, or no shape is given); an input
+    given in ``shapes`` takes that shape on its other dynamic axes; dynamic axes 2 and 3 of a
+    rank-4 input (H, W) take ``sizes``; every other axis must be fixed in the ONNX.
     """
+    shapes = shapes or {}
+    names = [network.get_input(i).name for i in range(network.num_inputs)]
+    if set(shapes) - set(names):
+        raise BuildError(f"shapes given for {', '.join(sorted(set(shapes) - set(names)))}, which the network "
+                         "has not as input", fix=f"its inputs are: {', '.join(names)}")
     profile = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         dims = list(tensor.shape)
+        given = shapes.get(tensor.name)
+        if given is not None and (len(given) != len(dims) or any(d >= 0 and g != d for d, g in zip(dims, given))):
+            raise BuildError(f"shape {list(given)} given for input '{tensor.name}' does not fit its {dims} "
+                             "(-1: dynamic)", fix="keep the fixed sizes and give one size per axis")
         ranges = []
         for axis, dim in enumerate(dims):
             if dim >= 0:
@@ -256,15 +323,18 @@ def _profile_shapes(network: Any, batch: tuple[int, int, int], batch_given: bool
                                      f"batch {batch[0]}..{batch[2]} was asked for",
                                      fix="re-export the ONNX with a dynamic batch axis")
                 ranges.append((dim, dim, dim))
-            elif axis == 0:
+            elif axis == 0 and (batch_given or given is None):
                 ranges.append(batch)
+            elif given is not None:
+                ranges.append((given[axis],) * 3)
             elif len(dims) == 4 and axis in sizes and sizes[axis] is not None:
                 ranges.append(_size_range(sizes[axis], tensor.name, axis))
             else:
                 what = {2: "height", 3: "width"}.get(axis) if len(dims) == 4 else None
                 raise BuildError(f"input '{tensor.name}' {dims} has a dynamic axis {axis}"
                                  + (f" ({what})" if what else ""),
-                                 fix=f"pass {what}= (--{what})" if what else "export the ONNX with that axis fixed")
+                                 fix=f"pass {what}= (--{what}), or its shape (--shapes)" if what
+                                 else "give the input's shape (--shapes NAME:AxBxC), or fix that axis in the ONNX")
         profile[tensor.name] = {name: [r[j] for r in ranges] for j, name in enumerate(("min", "opt", "max"))}
     return profile
 
@@ -276,11 +346,11 @@ def _size_range(size: Size, name: str, axis: int) -> tuple[int, int, int]:
     return low, opt, high
 
 
-def _batch_range(manifest: Manifest, min_batch: int | None, opt_batch: int | None,
+def _batch_range(build_profile: Mapping[str, Any], min_batch: int | None, opt_batch: int | None,
                  max_batch: int | None) -> tuple[tuple[int, int, int], bool]:
-    """(min, opt, max) batch and whether the caller asked for it; see :func:`build`."""
-    defaults = {**dict(zip(("min_batch", "opt_batch", "max_batch"), DEFAULT_BATCH)),
-                **manifest.postprocess.get("build", {})}
+    """(min, opt, max) batch and whether the caller asked for it; defaults from ``build_profile``
+    (a manifest's), else :data:`DEFAULT_BATCH`; see :func:`build`."""
+    defaults = {**dict(zip(("min_batch", "opt_batch", "max_batch"), DEFAULT_BATCH)), **build_profile}
     low = defaults["min_batch"] if min_batch is None else min_batch
     high = defaults["max_batch"] if max_batch is None else max_batch
     opt = min(max(defaults["opt_batch"], low), high) if opt_batch is None else opt_batch
@@ -322,7 +392,7 @@ def _config(trt: ModuleType, builder: Any, spec: tensorrt_env.Flavour, profile: 
         config.num_compute_capabilities = len(targets)
         for index, cc in enumerate(targets):
             config.set_compute_capability(trt.ComputeCapability.__members__["SM" + cc.replace(".", "")], index)
-    if any(shapes["min"] != shapes["max"] for shapes in profile.values()):
+    if profile:  # a network with dynamic inputs needs one, even where min = max
         optimisation = builder.create_optimization_profile()
         for name, shapes in profile.items():
             optimisation.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])

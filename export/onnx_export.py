@@ -18,11 +18,11 @@ import torch
 from ..runtime import atomic
 from ..runtime.errors import ArtifactError
 from ..runtime.manifest import ModelDir
-from ..train import checkpoint
-from ..train import tasks
-from ..train.ops.onnx_export import export_onnx as export_with_visionrt_ops
+from ..train.loop import load_trained
+from ..train.ops.onnx_export import export_with_ops
 
 ONNX_FILE = "model.onnx"
+log = logging.getLogger(__name__)
 OPSET = 20
 
 
@@ -40,18 +40,6 @@ def _quiet_exporter():
             logger.setLevel(level)
 
 
-def load_trained(model_dir: ModelDir) -> torch.nn.Module:
-    """The trained module of a model directory, weights checked against the manifest, in eval mode.
-
-    Tasks whose graph holds post-processing (``POSTPROCESS_IN_GRAPH``: NMS) build it with the
-    manifest's ``postprocess``, the one place its thresholds live."""
-    m = model_dir.manifest
-    task = tasks.get(m.task)
-    in_graph = (m.postprocess,) if getattr(task, "POSTPROCESS_IN_GRAPH", False) else ()
-    model = task.build_model(m.model, m.classes, *in_graph)
-    return checkpoint.load_weights(model, model_dir.path("weights")).eval()
-
-
 def metadata_props(model_dir: ModelDir) -> dict[str, str]:
     """What a consumer of the bare ONNX file needs: task, classes, input normalisation, outputs."""
     m = model_dir.manifest
@@ -63,18 +51,19 @@ def metadata_props(model_dir: ModelDir) -> dict[str, str]:
     }
 
 
-def export_onnx(model_dir: ModelDir, opset: int = OPSET, log=print) -> Path:
-    """Write ``model.onnx`` (batch axis dynamic) into the model directory and register it."""
+def export_onnx(model_dir: ModelDir, opset: int = OPSET, model: torch.nn.Module | None = None) -> Path:
+    """Write ``model.onnx`` (batch axis dynamic) into the model directory and register it; ``model``
+    (default: the directory's trained one) returns the manifest's outputs in order."""
     manifest = model_dir.manifest
     spec = manifest.input
-    model = load_trained(model_dir)
+    model = load_trained(model_dir) if model is None else model
     example = torch.zeros(2, spec.channels, spec.height or 64, spec.width or 64)
     dynamic = {0: torch.export.Dim("batch", min=1, max=4096)}
     if spec.height is None:
         dynamic.update({2: torch.export.Dim("height", min=16, max=4096),
                         3: torch.export.Dim("width", min=16, max=4096)})
     with _quiet_exporter():
-        proto = export_with_visionrt_ops(model, (example,), opset_version=opset, input_names=[spec.name],
+        proto = export_with_ops(model, (example,), opset_version=opset, input_names=[spec.name],
                                          output_names=[o.name for o in manifest.outputs],
                                          dynamic_shapes=(dynamic,), verbose=False)
     for key, value in metadata_props(model_dir).items():
@@ -90,7 +79,7 @@ def export_onnx(model_dir: ModelDir, opset: int = OPSET, log=print) -> Path:
     model_dir.manifest.versions.update(onnx=onnx.__version__, opset=str(opset))
     model_dir.record("export", onnx=ONNX_FILE, opset=opset)
     model_dir.save()
-    log(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB, opset {opset})")
+    log.info("exported %s (%.1f MB, opset %d)", path, path.stat().st_size / 1e6, opset)
     return path
 
 

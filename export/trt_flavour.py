@@ -12,7 +12,7 @@ MaxUnpool                                          MaxUnpool2d (output size fixe
 
 The NMS contract: NMS reaches the portable ONNX only as ``visionrt::EfficientNms`` nodes that
 the file defines as model-local functions in standard ops (NonMaxSuppression + TopK, see
-``runtime/plugins/nms``; ``visionrt.train.ops.export_onnx`` writes them). The pass keeps each
+``runtime/plugins/nms``; ``visionrt.train.ops.export_with_ops`` writes them). The pass keeps each
 node, checks its limits and drops the definitions, so TensorRT takes the plugin, with the same
 fixed-size outputs (``num_detections [B, 1]``, ``boxes [B, K, 4]``, ``scores [B, K]``,
 ``classes [B, K]``). No subgraph is pattern-matched; a bare NonMaxSuppression, whose output size
@@ -33,7 +33,7 @@ from ..runtime.errors import ArtifactError, PluginError
 from ..runtime.plugins import registry
 
 _NMS_FIX = ("build the model's NMS with visionrt.train.ops.efficient_nms (fixed-size outputs) and export "
-            "with visionrt.train.ops.export_onnx")
+            "with visionrt.train.ops.export_with_ops")
 
 
 def to_trt_flavour(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -24,16 +25,18 @@ import onnx
 from ..runtime import atomic
 from ..runtime.backends.base import Runner
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
+from ..runtime.backends.torch import TorchRunner
 from ..runtime.errors import BackendUnavailable
 from ..runtime.images import load_image
 from ..runtime.manifest import ModelDir
 from ..runtime.plugins import onnxruntime_ops
 from ..runtime.preprocess import model_input
-from ..runtime.tasks import task_module
+from ..runtime.progress import progress
+from ..runtime.tasks import runtime_task
+from ..train.loop import load_trained
 from .build import TRT_ONNX_KEY
-from .onnx_export import export_onnx, load_trained, write_onnx
+from .onnx_export import export_onnx, write_onnx
 from .parity import ParityReport, check_parity
-from .torch_runner import TorchRunner
 from .trt_flavour import plugin_ops, to_trt_flavour
 
 PARITY_FILE = "parity.json"
@@ -41,12 +44,13 @@ TRT_ONNX_FILE = "model.trt.onnx"
 #: Name of the onnxruntime run of the TensorRT flavour in parity reports and metrics.
 TRT_FLAVOUR_RUNNER = "onnxruntime-cpu-trt-flavour"
 ATOL, RTOL = 1e-4, 1e-3
+log = logging.getLogger(__name__)
 
 
 def heldout_batches(model_dir: ModelDir, data_dir: str | Path, samples: int | None, batch: int = 64):
     """Preprocessed test-split batches ``[(feed, targets)]`` from the image files on disk
     (the first ``samples`` images, or all), with the task's targets for them."""
-    task = task_module(model_dir.manifest.task)
+    task = runtime_task(model_dir.manifest.task)
     paths, targets = task.heldout(data_dir, samples)
     spec = model_dir.manifest.input
     batch = batch if spec.height else 1  # images of any size go one at a time
@@ -56,21 +60,26 @@ def heldout_batches(model_dir: ModelDir, data_dir: str | Path, samples: int | No
 
 
 def verify(model_dir: ModelDir, candidates: Sequence[Runner], data_dir: str | Path, samples: int | None = None,
-           atol: float = ATOL, rtol: float = RTOL) -> list[ParityReport]:
+           atol: float = ATOL, rtol: float = RTOL, metric_tolerance=None,
+           judge_outputs: bool = True) -> list[ParityReport]:
     """Parity of each candidate (a Runner) against PyTorch eager on held-out images, recorded in the
-    manifest. The images are decoded and the PyTorch model run once, whatever the candidates."""
+    manifest. The images are decoded and the PyTorch model run once, whatever the candidates.
+    ``metric_tolerance`` (default: the task's ``PARITY_TOLERANCE``) and ``judge_outputs`` as in
+    :func:`~visionrt.export.parity.check_parity` (reduced precisions: the task metric only)."""
     manifest = model_dir.manifest
     batches = list(heldout_batches(model_dir, data_dir, samples))
     targets = np.concatenate([targets for _, targets in batches])
-    reference = _Replayed(TorchRunner(load_trained(model_dir), candidates[0].inputs,
-                                      [o.name for o in manifest.outputs]))
-    task = task_module(manifest.task)
+    reference = _Replayed(TorchRunner(lambda: load_trained(model_dir), candidates[0].inputs,
+                                      [o.name for o in manifest.outputs]),
+                          len(batches), progress("parity: PyTorch reference", log, level=logging.DEBUG))
+    task = runtime_task(manifest.task)
     reports = []
     for candidate in candidates:
         report = check_parity(reference, candidate, [feed for feed, _ in batches], atol=atol, rtol=rtol,
                               task_metric=lambda outputs: task.evaluate(outputs, targets, manifest),
-                              metric_tolerance=getattr(task, "PARITY_TOLERANCE", 0.0),
-                              postprocessed=_postprocessed_parity(task, targets, manifest))
+                              metric_tolerance=task.PARITY_TOLERANCE if metric_tolerance is None else metric_tolerance,
+                              postprocessed=lambda ref, cand: task.compare(ref, cand, targets, manifest),
+                              judge_outputs=judge_outputs)
         manifest.parity[candidate.name] = report.to_dict()
         manifest.metrics[candidate.name] = {"test": {k: v["candidate"] for k, v in report.task.items()},
                                             "images": report.samples}
@@ -84,25 +93,20 @@ def verify(model_dir: ModelDir, candidates: Sequence[Runner], data_dir: str | Pa
 
 class _Replayed:
     """A runner whose outputs are computed once per feed (by identity) and replayed for every
-    further candidate compared on the same feeds."""
+    further candidate compared on the same feeds; ``report(done, total)`` follows the ``total`` feeds' first runs."""
 
-    def __init__(self, runner: Runner):
+    def __init__(self, runner: Runner, total: int, report):
         self.runner, self.name, self._outputs = runner, runner.name, {}
+        self.total, self.report = total, report
 
     def infer(self, feed):
         if id(feed) not in self._outputs:
             self._outputs[id(feed)] = self.runner.infer(feed)
+            self.report(len(self._outputs), self.total)
         return self._outputs[id(feed)]
 
 
-def _postprocessed_parity(task, targets, manifest):
-    """The task's comparison after post-processing (``compare(reference, candidate, targets,
-    manifest)`` in its runtime module, e.g. detections matched by IoU), where it has one."""
-    compare = getattr(task, "compare", None)
-    return None if compare is None else (lambda reference, candidate: compare(reference, candidate, targets, manifest))
-
-
-def export_trt_flavour(model_dir: ModelDir, log=print) -> list[str]:
+def export_trt_flavour(model_dir: ModelDir) -> list[str]:
     """Write ``model.trt.onnx`` (key ``onnx_trt``) where the portable ONNX holds ops TensorRT lacks;
     returns those plugin ops (none: nothing written, and a stale flavour is dropped)."""
     flavour = to_trt_flavour(onnx.load(model_dir.path("onnx")))
@@ -115,7 +119,7 @@ def export_trt_flavour(model_dir: ModelDir, log=print) -> list[str]:
     model_dir.add_file(TRT_ONNX_KEY, path, role=f"TensorRT-flavoured ONNX, plugin ops {', '.join(ops)}")
     model_dir.record("export", onnx=TRT_ONNX_FILE, plugin_ops=ops)
     model_dir.save()
-    log(f"wrote {path} (TensorRT lacks ops of the portable ONNX; plugin nodes: {', '.join(ops)})")
+    log.info("wrote %s (TensorRT lacks ops of the portable ONNX; plugin nodes: %s)", path, ", ".join(ops))
     return ops
 
 
@@ -130,21 +134,21 @@ def trt_flavour_runner(model_dir: ModelDir, scratch: Path) -> OnnxRuntimeRunner:
     return runner
 
 
-def export_and_verify(model_dir: ModelDir, data_dir: str | Path | None = None, samples: int | None = None,
-                      log=print) -> ParityReport:
+def export_and_verify(model_dir: ModelDir, data_dir: str | Path | None = None,
+                      samples: int | None = None) -> ParityReport:
     """Export ONNX and check it in onnxruntime (CPU) against PyTorch, and its TensorRT flavour where
     one is needed; returns the portable ONNX's parity report, or the flavour's where that one fails."""
-    export_onnx(model_dir, log=log)
+    export_onnx(model_dir)
     data_dir = data_dir or model_dir.manifest.model["dataset"]
     with contextlib.ExitStack() as stack:
         candidates = [stack.enter_context(OnnxRuntimeRunner(model_dir.path("onnx")))]
-        if export_trt_flavour(model_dir, log):
+        if export_trt_flavour(model_dir):
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             try:
                 candidates.append(stack.enter_context(trt_flavour_runner(model_dir, scratch)))
             except BackendUnavailable as err:
-                log(f"TensorRT flavour not checked: {err}")
+                log.warning("TensorRT flavour not checked: %s", err)
         reports = verify(model_dir, candidates, data_dir, samples)
     for report in reports:
-        log(report.summary())
+        log.info("%s", report.summary())
     return next((r for r in reports[1:] if not r.passed), reports[0])

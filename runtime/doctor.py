@@ -47,13 +47,12 @@ def diagnose() -> dict[str, Any]:
 def task_support(plugin_verdicts: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per task and architecture: the plugin ops its engine needs and, where it needs any,
     whether each TensorRT flavour can take them (``plugin_verdicts`` from :func:`plugin_status`)."""
-    from .tasks import TASKS, task_module
+    from .tasks import TASKS, architectures
 
-    support = {}
-    for task in TASKS:
-        support[task] = {arch: {"plugins": list(ops), "engine": "any TensorRT" if not ops else plugin_verdicts}
-                         for arch, ops in task_module(task).MODELS.items()}
-    return support
+    return {task: {name: {"plugins": list(a.plugin_ops), "default": a.default,
+                          "engine": "any TensorRT" if not a.plugin_ops else plugin_verdicts}
+                   for name, a in architectures(task).items()}
+            for task in TASKS}
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -5,6 +5,10 @@ manifest that says what they are: task, classes, input spec and normalisation, o
 post-processing parameters, every file with its sha256, metrics, parity results, engine
 build facts and benchmark results. Every stage reads the manifest, adds its part, and
 writes it back atomically.
+
+Format version 2 (version 1 manifests are migrated on load, :func:`migrate_v1`): the primary
+metric's name is ``primary_metric`` (v1: ``metrics["metric"]``) and the engine's default
+optimisation profile is ``build_profile`` (v1: ``postprocess["build"]``).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from .errors import ArtifactError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "visionrt-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -38,7 +42,8 @@ class InputSpec:
     color: str = "RGB"
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
-    resize: str = "bilinear"
+    resize: str = "bilinear"      # stretch with this interpolation, or "letterbox" (see visionrt.runtime.preprocess)
+    pad_value: int = 114          # letterbox only: the grey level (0..255) of the padding
     dtype: str = "float32"
 
     @property
@@ -74,11 +79,20 @@ class Manifest:
     input: InputSpec
     outputs: list[OutputSpec]
     postprocess: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Name of the task's primary metric (a key of each backend's ``metrics[backend]["test"]``).
+    primary_metric: str = ""
+    #: The engine's default optimisation profile: ``min_batch``/``opt_batch``/``max_batch`` and
+    #: ``height``/``width`` as ``[min, opt, max]`` (empty: the builder's defaults).
+    build_profile: dict[str, Any] = dataclasses.field(default_factory=dict)
     files: dict[str, FileEntry] = dataclasses.field(default_factory=dict)
+    #: Task metrics per backend (``"pytorch"``, ``"onnxruntime-cpu"``, ...): ``{"test": {...}, ...}``.
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     parity: dict[str, Any] = dataclasses.field(default_factory=dict)
     engines: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     benchmarks: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Reduced-precision variants (``export/precision.py``): calibration record, per precision
+    #: its files, ops kept in float and accuracy against PyTorch fp32 with the verdict.
+    precisions: dict[str, Any] = dataclasses.field(default_factory=dict)
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -96,6 +110,8 @@ class Manifest:
                 f"up to {FORMAT_VERSION}",
                 fix="upgrade visionrt",
             )
+        if data.get("format_version", 0) < 2:
+            data = migrate_v1(data)
         try:
             fields = {f.name for f in dataclasses.fields(cls)}
             body = {k: v for k, v in data.items() if k in fields}
@@ -106,6 +122,21 @@ class Manifest:
             return cls(**body)
         except (KeyError, TypeError) as err:
             raise ArtifactError(f"{source} is incomplete or malformed: {err}") from err
+
+
+def migrate_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A format-version-1 manifest dict as version 2: ``metrics["metric"]`` becomes ``primary_metric``,
+    ``postprocess["build"]`` becomes ``build_profile``, and the PyTorch backend, ``"torch-eager"``
+    in benchmark keys, is named ``"pytorch"``. The input is not changed."""
+    metrics = {k: v for k, v in data.get("metrics", {}).items() if k != "metric"}
+    postprocess = {k: v for k, v in data.get("postprocess", {}).items() if k != "build"}
+    benchmarks = dict(data.get("benchmarks", {}))
+    if "median_ms" in benchmarks:
+        benchmarks["median_ms"] = {"/".join("pytorch" if part == "torch-eager" else part for part in key.split("/")): ms
+                                   for key, ms in benchmarks["median_ms"].items()}
+    return {**data, "format_version": 2, "primary_metric": data.get("metrics", {}).get("metric", ""),
+            "metrics": metrics, "postprocess": postprocess, "benchmarks": benchmarks,
+            "build_profile": data.get("postprocess", {}).get("build", {})}
 
 
 class ModelDir:

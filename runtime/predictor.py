@@ -16,27 +16,28 @@ from .errors import InputError
 from .images import ImageSource, load_image
 from .manifest import ModelDir
 from .preprocess import model_input
-from .tasks import task_module
+from .tasks import runtime_task
 
 
 class Predictor:
     """``Predictor("runs/classify").predict("cat.png")`` -> list of per-image results.
 
-    The runner comes from ``backend``/``provider``/``engine_key``, or is given ready-made
-    (``runner=``, e.g. the PyTorch reference for an end-to-end baseline).
+    The runner comes from ``backend``/``provider``/``engine_key`` and ``precision`` (``fp32``,
+    ``fp16``, ``int8``: which exported file or engine runs; OpenVINO also ``bf16``), or is given
+    ready-made (``runner=``, e.g. the PyTorch reference for an end-to-end baseline).
     """
 
     def __init__(self, model_dir: str | os.PathLike | ModelDir, backend: str = "onnxruntime",
                  provider: str = "cpu", threads: int = 0, engine_key: str | None = None,
-                 runner: Runner | None = None):
+                 runner: Runner | None = None, precision: str = "fp32"):
         self.model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
         self.manifest = self.model_dir.manifest
-        self.task = task_module(self.manifest.task)
+        self.task = runtime_task(self.manifest.task)
         #: Post-processing options ``predict`` takes: the task's ``postprocess`` keywords.
         self.options = [name for name in inspect.signature(self.task.postprocess).parameters
                         if name not in ("outputs", "manifest", "image_sizes")]
         self.runner = (runner or open_runner(self.model_dir, backend, provider=provider, threads=threads,
-                                             engine_key=engine_key)).activate()
+                                             engine_key=engine_key, precision=precision)).activate()
 
     @property
     def backend(self) -> str:

@@ -1,6 +1,8 @@
 """Preprocessing driven by the manifest's input spec: the same arithmetic as training."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from PIL import Image
 
@@ -8,13 +10,86 @@ from .errors import InputError
 from .manifest import InputSpec, Manifest
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+#: ``InputSpec.resize``: stretch to the input with one of these interpolations, or letterbox
+#: (keep the aspect ratio, resize bilinearly, centre on ``InputSpec.pad_value`` padding).
+RESIZE_POLICIES = (*_RESAMPLE, "letterbox")
 
 
 def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear") -> np.ndarray:
-    """RGB uint8 ``[h, w, 3]`` -> ``[height, width, 3]`` (no-op when already that size)."""
+    """RGB uint8 ``[h, w, 3]`` (or a map ``[h, w]``) -> ``[height, width, ...]`` (no-op when already that size)."""
     if image.shape[:2] == (height, width):
         return image
     return np.asarray(Image.fromarray(image).resize((width, height), _RESAMPLE[method]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """Where an original image lands in the model input: input pixel = original pixel × ``scale`` +
+    ``pad`` (per axis, x then y); the image covers ``size`` = (height, width) input pixels."""
+
+    scale: tuple[float, float]
+    pad: tuple[int, int]
+    size: tuple[int, int]
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """Points ``[..., 2]`` (or boxes ``[..., 4]``, x1 y1 x2 y2) in original pixels -> input pixels."""
+        xy = np.asarray(xy, np.float64)
+        reps = xy.shape[-1] // 2
+        return xy * np.tile(self.scale, reps) + np.tile(self.pad, reps)
+
+    def to_original(self, xy: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`to_input`."""
+        xy = np.asarray(xy, np.float64)
+        reps = xy.shape[-1] // 2
+        return (xy - np.tile(self.pad, reps)) / np.tile(self.scale, reps)
+
+
+def fit(height: int, width: int, spec: InputSpec) -> Fit:
+    """How an image of ``height × width`` px fits ``spec``'s fixed input (see :data:`RESIZE_POLICIES`)."""
+    if spec.height is None:  # a model for any size: the image as it is
+        return Fit((1.0, 1.0), (0, 0), (height, width))
+    if spec.resize not in RESIZE_POLICIES:
+        raise InputError(f"unknown resize policy {spec.resize!r} in the manifest",
+                         fix=f"use one of {', '.join(RESIZE_POLICIES)}")
+    if spec.resize != "letterbox":
+        return Fit((spec.width / width, spec.height / height), (0, 0), (spec.height, spec.width))
+    s = min(spec.height / height, spec.width / width)
+    h, w = max(1, min(spec.height, round(height * s))), max(1, min(spec.width, round(width * s)))
+    return Fit((w / width, h / height), ((spec.width - w) // 2, (spec.height - h) // 2), (h, w))
+
+
+def fit_image(image: np.ndarray, spec: InputSpec, pad_value: int | None = None, method: str | None = None) -> np.ndarray:
+    """An RGB uint8 ``[h, w, 3]`` image (or a class map ``[h, w]``, with ``method="nearest"``) fitted to
+    ``spec``'s input by its resize policy: the one resize of training, runtime and server alike.
+    ``pad_value`` (default ``spec.pad_value``) fills a letterbox's border."""
+    geometry = fit(*image.shape[:2], spec)
+    method = method or ("bilinear" if spec.resize == "letterbox" else spec.resize)
+    resized = resize(image, *geometry.size, method)
+    if geometry.size == (spec.height, spec.width):
+        return resized
+    out = np.full((spec.height, spec.width, *image.shape[2:]), spec.pad_value if pad_value is None else pad_value,
+                  image.dtype)
+    (x, y), (h, w) = geometry.pad, geometry.size
+    out[y:y + h, x:x + w] = resized
+    return out
+
+
+def to_original_normalised(xy: np.ndarray, spec: InputSpec, height: int, width: int) -> np.ndarray:
+    """Points ``[..., 2]`` or boxes ``[..., 4]`` normalised by the model input's width and height ->
+    normalised by the original ``height × width`` image's (undoing the resize policy; for a
+    stretch, the same numbers)."""
+    xy = np.asarray(xy, np.float64)
+    reps = xy.shape[-1] // 2
+    size_in = np.tile((spec.width or width, spec.height or height), reps)
+    return fit(height, width, spec).to_original(xy * size_in) / np.tile((width, height), reps)
+
+
+def map_to_original(class_map: np.ndarray, spec: InputSpec, height: int, width: int) -> np.ndarray:
+    """A map at the input size ``[H, W]`` (e.g. classes) -> ``[height, width]`` of the original image:
+    the letterbox border cropped, then scaled back (nearest)."""
+    geometry = fit(height, width, spec)
+    (x, y), (h, w) = geometry.pad, geometry.size
+    return resize(np.ascontiguousarray(class_map[y:y + h, x:x + w]), height, width, "nearest")
 
 
 def normalise(images: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -32,19 +107,16 @@ def preprocess(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
         if len(sizes) > 1:
             raise ValueError("images of different sizes cannot share a batch for a model without a fixed size")
         return normalise(np.stack(images), spec)
-    return normalise(np.stack([resize(im, spec.height, spec.width, spec.resize) for im in images]), spec)
+    return normalise(np.stack([fit_image(im, spec) for im in images]), spec)
 
 
 def model_input(images: list[np.ndarray], manifest: Manifest) -> np.ndarray:
     """Decoded RGB images -> the model's input batch: the task's own ``prepare(image, manifest)``
-    first where its runtime module has one (e.g. super-resolution's bicubic upscale), then
-    :func:`preprocess`."""
-    from .tasks import task_module
+    first (e.g. super-resolution's bicubic upscale), then :func:`preprocess`."""
+    from .tasks import runtime_task
 
-    prepare = getattr(task_module(manifest.task), "prepare", None)
-    if prepare is not None:
-        images = [prepare(image, manifest) for image in images]
-    return preprocess(images, manifest.input)
+    task = runtime_task(manifest.task)
+    return preprocess([task.prepare(image, manifest) for image in images], manifest.input)
 
 
 def require_detail(image: np.ndarray, spec: InputSpec, fraction: float = 0.5) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import logging
 from types import ModuleType
 from typing import Any
@@ -116,7 +117,7 @@ def make_logger(trt: ModuleType, keep: str = "INFO") -> Any:
     """
     threshold = trt.ILogger.Severity.__members__[keep]
     levels = {"INTERNAL_ERROR": logging.ERROR, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
-              "INFO": logging.INFO, "VERBOSE": logging.DEBUG}
+              "INFO": logging.DEBUG, "VERBOSE": logging.DEBUG}  # TensorRT's INFO is build chatter
 
     class KeepingLogger(trt.ILogger):
         def __init__(self) -> None:
@@ -161,7 +162,15 @@ def find_gpus() -> tuple[list[Gpu], str | None]:
     err, count = cudart.cudaGetDeviceCount()
     if err != cudart.cudaError_t.cudaSuccess:
         _, driver = cudart.cudaDriverGetVersion()
-        return [], "no NVIDIA driver" if not driver else cuda_error_text(cudart, err)
+        if not driver:
+            return [], "no NVIDIA driver"
+        reason = cuda_error_text(cudart, err)
+        cuda = cuda_bindings_major()
+        if err == cudart.cudaError_t.cudaErrorInsufficientDriver and cuda:
+            reason += (f" (this driver runs CUDA {driver // 1000}.{driver % 1000 // 10}; the CUDA {cuda} packages need "
+                       f"{_DRIVER_FOR_CUDA.get(cuda, f'a CUDA {cuda} driver')}: update the driver, or install "
+                       "the extras of an older CUDA, e.g. visionrt[trt] for CUDA 12)")
+        return [], reason
     gpus = []
     for index in range(count):
         err, props = cudart.cudaGetDeviceProperties(index)
@@ -169,6 +178,43 @@ def find_gpus() -> tuple[list[Gpu], str | None]:
             gpus.append(Gpu(index, props.name.decode(errors="replace").rstrip("\x00"),
                             f"{props.major}.{props.minor}", props.totalGlobalMem >> 20))
     return gpus, None if gpus else "no CUDA device"
+
+
+#: The oldest driver branch each CUDA major runs on.
+_DRIVER_FOR_CUDA = {12: "an R525+ driver", 13: "an R580+ driver"}
+
+
+def cuda_bindings_major() -> int | None:
+    """The CUDA major of the installed cuda-bindings (cuda-python), or None without them."""
+    for distribution in ("cuda-bindings", "cuda-python"):
+        try:
+            return int(importlib.metadata.version(distribution).split(".")[0])
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            continue
+    return None
+
+
+def built_for_cuda(name: str) -> int | None:
+    """The CUDA major the installed wheels of flavour ``name`` were built for, read from their
+    distribution names (``tensorrt-cu12``, ``tensorrt-rtx-cu13-libs``, ...); None when that
+    cannot be told (e.g. a TensorRT installed from NVIDIA's tar or deb packages)."""
+    prefix = "tensorrt-rtx-cu" if name == "tensorrt_rtx" else "tensorrt-cu"
+    for distribution in importlib.metadata.distributions():
+        dist_name = (distribution.metadata["Name"] or "").lower().replace("_", "-")
+        major = dist_name[len(prefix):].split("-")[0]
+        if dist_name.startswith(prefix) and major.isdigit():
+            return int(major)
+    return None
+
+
+def check_cuda_packages(name: str) -> None:
+    """:class:`BackendUnavailable` when cuda-bindings are for another CUDA major than the
+    TensorRT wheels of flavour ``name`` (two CUDA runtimes in one process; the newer one may
+    also need a newer driver)."""
+    wanted, have = built_for_cuda(name), cuda_bindings_major()
+    if wanted and have and wanted != have:
+        raise BackendUnavailable(f"{FLAVOURS[name].title} is built for CUDA {wanted}, the installed cuda-bindings "
+                                 f"for CUDA {have}", fix=f"pip install 'cuda-bindings>={wanted},<{wanted + 1}'")
 
 
 def cuda_error_text(cudart: ModuleType, err: Any) -> str:

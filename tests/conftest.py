@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny dataset and model (seconds), and one real quick pipeline run (minutes).
 
 Tests that need a GPU or full TensorRT are marked ``gpu`` / ``trt`` and skipped with the
-reason when those are absent.
+reason when those are absent. Tests that train or build are marked ``slow``; the fast tier
+(``pytest -m "not slow"``, ``make test-fast``) fails when an unmarked test takes longer than
+:data:`FAST_TEST_LIMIT_S` (set-up of the fixtures it needs included), naming it.
 """
 from __future__ import annotations
 
@@ -28,6 +30,36 @@ def has_gpu() -> tuple[bool, str]:
 
 def has_full_tensorrt() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
+
+
+#: Longest an unmarked test may take (seconds): beyond it, it must be marked ``slow``.
+FAST_TEST_LIMIT_S = 10.0
+_unmarked_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "slow" not in report.keywords:
+        _unmarked_seconds[report.nodeid] = _unmarked_seconds.get(report.nodeid, 0.0) + report.duration
+
+
+def _too_slow(config) -> dict[str, float]:
+    """Unmarked tests over the limit, when running the fast tier (a ``-m`` expression excluding slow)."""
+    if "not slow" not in (config.option.markexpr or ""):
+        return {}
+    return {node: s for node, s in _unmarked_seconds.items() if s > FAST_TEST_LIMIT_S}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _too_slow(session.config) and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    offenders = _too_slow(config)
+    if offenders:
+        terminalreporter.section("tests too slow for the fast tier", red=True)
+        for node, seconds in sorted(offenders.items(), key=lambda kv: -kv[1]):
+            terminalreporter.line(f"{seconds:6.1f}s  {node}  (over {FAST_TEST_LIMIT_S:.0f}s: mark it slow)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,13 +118,25 @@ def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
     from visionrt.train.loop import fit
 
     out = tmp_path_factory.mktemp("models") / "tiny"
-    model_dir = fit(TrainConfig(epochs=1, model_kwargs={"widths": [8, 16, 16], "blocks": 1}), tiny_data, out,
-                    log=lambda m: None)
-    export_and_verify(model_dir, tiny_data, log=lambda m: None)
+    model_dir = fit(TrainConfig(epochs=1, model_kwargs={"widths": [8, 16, 16], "blocks": 1}), tiny_data, out)
+    export_and_verify(model_dir, tiny_data)
     return out
 
 
 @pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory) -> dict:
+def quick_run(tmp_path_factory):
+    """``quick_run(task)``: :func:`quick_pipeline` of ``task``, run once per test session whichever
+    test files ask for it (the trained model, its ONNX, engine and reports are shared)."""
+    runs: dict[str, dict] = {}
+
+    def get(task: str) -> dict:
+        if task not in runs:
+            runs[task] = quick_pipeline(task, tmp_path_factory.mktemp(f"{task}-pipeline"))
+        return runs[task]
+    return get
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(quick_run) -> dict:
     """The quick classification pipeline, run once through the CLI exactly as the README says."""
-    return quick_pipeline("classify", tmp_path_factory.mktemp("pipeline"))
+    return quick_run("classify")

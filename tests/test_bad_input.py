@@ -178,7 +178,7 @@ def test_failed_export_keeps_earlier_artifacts(tiny_model_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(onnx_export.onnx.checker, "check_model", broken_checker)
     with pytest.raises(ArtifactError, match="simulated"):
-        onnx_export.export_onnx(model, log=lambda m: None)
+        onnx_export.export_onnx(model)
     after = {p.name: p.read_bytes() for p in model.root.iterdir() if p.is_file()}
     assert after == before
 

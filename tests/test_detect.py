@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import quick_pipeline, run_cli
+from conftest import run_cli
 from visionrt.runtime import tensorrt_env
 from visionrt.runtime.errors import InputError, PluginError
 from visionrt.runtime.manifest import ModelDir
 from visionrt.runtime.predictor import Predictor
+from visionrt.runtime.datasets import uncompressed_rle
+from visionrt.runtime.tasks import architectures
 from visionrt.runtime.tasks import detect as runtime_detect
+from visionrt.runtime.tasks.scores import box_iou
 
 needs_rtx = pytest.mark.skipif(tensorrt_env.installed("tensorrt_rtx") is None,
                                reason="TensorRT-RTX is not installed (pip install 'visionrt[rtx]')")
@@ -40,8 +43,8 @@ def train_tiny(task: str, arch: str, data: Path, out: Path) -> ModelDir:
     from visionrt.train.loop import fit
 
     model_dir = fit(TrainConfig(task=task, model=arch, epochs=1, batch_size=16, optimizer="adam", lr=1e-3),
-                    data, out, log=lambda m: None)
-    export_and_verify(model_dir, data, log=lambda m: None)
+                    data, out)
+    export_and_verify(model_dir, data)
     return ModelDir.open(out)
 
 
@@ -56,9 +59,9 @@ def tiny_fasterrcnn(tiny_detect_data, tmp_path_factory) -> ModelDir:
 
 
 @pytest.fixture(scope="session")
-def detect_pipeline(tmp_path_factory) -> dict:
+def detect_pipeline(quick_run) -> dict:
     """The quick detection pipeline (YOLO), run once through the CLI as the README says."""
-    return quick_pipeline("detect", tmp_path_factory.mktemp("detect-pipeline"))
+    return quick_run("detect")
 
 
 def heldout_images(data: Path, count: int) -> tuple[list[Path], list[dict]]:
@@ -101,7 +104,7 @@ def test_pipeline_records_the_engine_or_why_not(detect_pipeline):
         assert report["engine"].startswith("skipped:") and "EfficientNms" in report["engine"]
     bench = json.loads((detect_pipeline["model_dir"] / "bench" / "bench.json").read_text())
     measured = {(r["backend"], r["mode"]) for r in bench["results"] if r["median_ms"] is not None}
-    assert {("onnxruntime-cpu", "model"), ("onnxruntime-cpu", "end-to-end"), ("torch-eager", "model")} <= measured
+    assert {("onnxruntime-cpu", "model"), ("onnxruntime-cpu", "end-to-end"), ("pytorch", "model")} <= measured
     assert "map" in (detect_pipeline["model_dir"] / "bench" / "bench.md").read_text()
 
 
@@ -118,7 +121,7 @@ def test_predict_cli_finds_the_digits_and_draws_them(detect_pipeline, tmp_path):
         boxes = [d["box"] for d in row["detections"]]
         for a in objects:
             x, y, w, h = a["bbox"]
-            overlap = runtime_detect.box_iou([[x, y, x + w, y + h]], boxes)[0] if boxes else np.zeros(0)
+            overlap = box_iou([[x, y, x + w, y + h]], boxes)[0] if boxes else np.zeros(0)
             labels = [d["label"] for d in row["detections"]]
             found += any(o >= 0.5 and labels[k] == str(a["category_id"] - 1) for k, o in enumerate(overlap))
             expected += 1
@@ -151,6 +154,7 @@ def test_out_of_range_threshold_is_a_clear_cli_error(detect_pipeline):
 
 
 # the other variants: tiny exports ------------------------------------------------------------------
+@pytest.mark.slow
 def test_yolo_raw_exports_candidates_and_runs_nms_in_the_runtime(tiny_yolo_raw):
     m = tiny_yolo_raw.manifest
     assert m.postprocess["nms"] == "runtime"
@@ -168,12 +172,13 @@ def test_yolo_raw_exports_candidates_and_runs_nms_in_the_runtime(tiny_yolo_raw):
         tight = predictor.predict(image, score_threshold=0.0, iou_threshold=0.1, max_detections=50)[0]
     def worst_overlap(result):
         boxes, classes = np.array([d.box for d in result]), np.array([d.index for d in result])
-        overlap = runtime_detect.box_iou(boxes, boxes) * (classes[:, None] == classes[None, :])
+        overlap = box_iou(boxes, boxes) * (classes[:, None] == classes[None, :])
         return (overlap - np.eye(len(boxes))).max()
 
     assert len(loose) == 50 and worst_overlap(loose) > 0.1 >= worst_overlap(tight)
 
 
+@pytest.mark.slow
 @needs_rtx
 def test_yolo_raw_builds_on_tensorrt_rtx(tiny_yolo_raw):
     from visionrt.export.build import build
@@ -183,6 +188,7 @@ def test_yolo_raw_builds_on_tensorrt_rtx(tiny_yolo_raw):
     assert result.path.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_fasterrcnn_exports_roi_pooling_and_nms_as_standard_ops(tiny_fasterrcnn):
     onnx = pytest.importorskip("onnx")
     model = onnx.load(str(tiny_fasterrcnn.path("onnx")))
@@ -194,6 +200,7 @@ def test_fasterrcnn_exports_roi_pooling_and_nms_as_standard_ops(tiny_fasterrcnn)
     assert parity["passed"] and parity["postprocessed"]["passed"]
 
 
+@pytest.mark.slow
 def test_fasterrcnn_trt_flavour_runs_in_onnxruntime_like_pytorch(tiny_fasterrcnn):
     """The export stage wrote the TensorRT flavour (plugin nodes) and checked it in onnxruntime."""
     pytest.importorskip("onnxruntime_extensions")
@@ -201,12 +208,13 @@ def test_fasterrcnn_trt_flavour_runs_in_onnxruntime_like_pytorch(tiny_fasterrcnn
     from visionrt.export.verify import TRT_FLAVOUR_RUNNER
 
     onnx = pytest.importorskip("onnx")
-    assert plugin_ops(onnx.load(str(tiny_fasterrcnn.path("onnx_trt")))) == list(runtime_detect.MODELS["fasterrcnn"])
+    assert plugin_ops(onnx.load(str(tiny_fasterrcnn.path("onnx_trt")))) == list(architectures("detect")["fasterrcnn"].plugin_ops)
     parity = tiny_fasterrcnn.manifest.parity[TRT_FLAVOUR_RUNNER]
     assert parity["passed"] and parity["postprocessed"]["passed"]
     assert parity["postprocessed"]["reference"] == parity["postprocessed"]["matched"]
 
 
+@pytest.mark.slow
 @needs_rtx
 def test_fasterrcnn_on_tensorrt_rtx_stops_naming_the_plugins(tiny_fasterrcnn):
     from visionrt.export.build import build
@@ -216,13 +224,14 @@ def test_fasterrcnn_on_tensorrt_rtx_stops_naming_the_plugins(tiny_fasterrcnn):
     assert "EfficientNms" in str(err.value) and "RoiPool2d" in str(err.value)
 
 
+@pytest.mark.slow
 def test_more_nms_candidates_than_the_plugin_takes_is_an_export_error(tiny_fasterrcnn):
     from visionrt.export.onnx_export import export_onnx
 
     model_dir = ModelDir.open(tiny_fasterrcnn.root)
     model_dir.manifest.postprocess["pre_nms_top_k"] = 5000
     with pytest.raises(PluginError, match="pre_nms_top_k = 5000 is outside the plugin's limit"):
-        export_onnx(model_dir, log=lambda m: None)
+        export_onnx(model_dir)
 
 
 # post-processing contract --------------------------------------------------------------------------
@@ -310,7 +319,7 @@ def test_mask_rle_reads_back_in_pycocotools():
 
     mask = np.zeros((7, 5), bool)
     mask[0, 0] = mask[2:5, 1:4] = mask[6, 4] = True
-    rle = coco_mask.frPyObjects(runtime_detect.rle_encode(mask), 7, 5)
+    rle = coco_mask.frPyObjects(uncompressed_rle(mask), 7, 5)
     np.testing.assert_array_equal(coco_mask.decode(rle).astype(bool), mask)
 
 

@@ -42,6 +42,7 @@ def test_cases_are_valid_and_named_once(quick):
 
 def test_the_script_launches_exactly_as_the_plugins(trtp):  # noqa: F811
     """The launch of every case equals what the plugin's aot_impl hands TensorRT."""
+    pytest.importorskip("cuda.bindings.nvrtc", reason="aot_impl compiles with NVRTC: pip install 'visionrt[cuda]'")
     for case in gpu_plugins.cases(quick=True):
         kernel, launch, defines = gpu_plugins.plan(case.plugin, case.dtype, [a.shape for a in case.inputs],
                                                    case.attributes)
@@ -51,6 +52,21 @@ def test_the_script_launches_exactly_as_the_plugins(trtp):  # noqa: F811
         assert kernel == tensorrt_registration.op_module(case.plugin).KERNEL
         assert (launch.kernel, tuple(launch.grid), launch.block, launch.shared_mem, list(launch.args)) == (
             theirs["kernel"], theirs["grid"], theirs["block"], theirs["shared_mem"], theirs["args"]), case.name
+
+
+def test_torchvision_runs_on_the_chosen_device():
+    """``--device`` reaches torch too (not only the driver API): inputs go to ``cuda:<ordinal>``."""
+    placed = []
+
+    class Tensor:
+        def to(self, device):
+            placed.append(device)
+            return self
+
+    torch = type("torch", (), {"from_numpy": staticmethod(lambda array: Tensor())})
+    case = next(c for c in gpu_plugins.cases(quick=True) if c.torchvision == "roi_pool")
+    gpu_plugins.torchvision_op(case, torch, torchvision=type("torchvision", (), {"ops": None}), ordinal=1)
+    assert placed == ["cuda:1"] * len(case.inputs)
 
 
 def test_compare():
@@ -76,7 +92,7 @@ def test_report(tmp_path):
            "reference": {"ok": False, "max_rel_diff": 1.0}, "kernel": {"median_ms": 0.1, "p90_ms": 0.2}}
     report = {"device": {"name": "NVIDIA H100", "arch": 90, "peak_gb_s": 3352.0}, "nvrtc": "13.5", "runs": 200,
               "warmup": 20, "torchvision": True, "machine": {}, "rows": [row, nms]}
-    json_path, md_path = gpu_plugins.write_report(report, tmp_path / "out")
+    json_path, md_path = gpu_plugins.write_gpu_plugin_report(report, tmp_path / "out")
     assert json.loads(json_path.read_text()) == report
     text = md_path.read_text()
     assert "NVIDIA H100 (sm_90, peak 3352 GB/s)" in text

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import quick_pipeline, run_cli
+from conftest import run_cli
 from visionrt.runtime import tensorrt_env
 from visionrt.runtime.manifest import InputSpec, Manifest, ModelDir
 from visionrt.runtime.predictor import Predictor
@@ -18,9 +18,9 @@ from visionrt.runtime.tasks import instance as runtime_instance
 
 
 @pytest.fixture(scope="session")
-def instance_pipeline(tmp_path_factory) -> dict:
+def instance_pipeline(quick_run) -> dict:
     """The quick instance segmentation pipeline (Mask R-CNN), run once through the CLI."""
-    return quick_pipeline("instance", tmp_path_factory.mktemp("instance-pipeline"))
+    return quick_run("instance")
 
 
 # the quick pipeline (slow) -------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_mask_map_of_the_truth_is_one(tmp_path):
 
 def test_mask_rcnn_trains_through_roi_align_and_exports_masks_with_a_dynamic_batch():
     from visionrt.train.models.detection import MaskRCNN, MaskRCNNConfig, NmsSettings
-    from visionrt.train.ops import export_onnx
+    from visionrt.train.ops import export_with_ops
 
     torch.manual_seed(0)
     model = MaskRCNN(3, MaskRCNNConfig(widths=(8, 16, 16), hidden=32, mask_width=8), NmsSettings(max_detections=5))
@@ -158,7 +158,7 @@ def test_mask_rcnn_trains_through_roi_align_and_exports_masks_with_a_dynamic_bat
     sum(losses.values()).backward()
     assert model.mask_branch.head[0].weight.grad.abs().sum() > 0
     model.eval()
-    proto = export_onnx(model, (images,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},),
+    proto = export_with_ops(model, (images,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},),
                         opset_version=20, output_names=[*runtime_detect.DETECTION_OUTPUTS, "masks"])
     assert {"RoiAlign", "EfficientNms", "ConvTranspose"} <= {n.op_type for n in proto.graph.node}
     import onnxruntime as ort

@@ -3,15 +3,18 @@ and both element types (no GPU needed); the compile helper's error paths."""
 from __future__ import annotations
 
 import struct
+import subprocess
 import sys
 import time
 
 import pytest
 
-from visionrt.runtime.errors import PluginError
-from visionrt.runtime.plugins import nvrtc, tensorrt_registration
-from visionrt.runtime.plugins.launch import DTYPE_SUFFIX
-from visionrt.runtime.plugins.roi_align import tensorrt as roi_align
+pytest.importorskip("cuda.bindings.nvrtc", reason="compiling kernels needs NVRTC: pip install 'visionrt[cuda]'")
+
+from visionrt.runtime.errors import PluginError  # noqa: E402 (after the skip)
+from visionrt.runtime.plugins import nvrtc, tensorrt_registration  # noqa: E402
+from visionrt.runtime.plugins.launch import DTYPE_SUFFIX  # noqa: E402
+from visionrt.runtime.plugins.roi_align import tensorrt as roi_align  # noqa: E402
 
 OPS = {module.__name__.split(".")[-2]: module for module in tensorrt_registration.op_modules()}
 
@@ -70,6 +73,21 @@ def test_ptx_for_a_virtual_arch(op):
     ptx = nvrtc.compile_file(module.KERNEL, 75, module.EXAMPLE_DEFINES, output="ptx").code.decode().rstrip("\0")
     assert ".target sm_75" in ptx and ".version" in ptx
     assert all(f".entry {name}(" in ptx for name in entry_points(module))
+
+
+def test_compiling_leaves_python_bytes_objects_intact():
+    """NVRTC writes its log and code into the buffers it is given; they must be the compiler's own
+    (a clean log is 1 byte: ``b" " * 1`` is CPython's shared ``b" "``). Run in a fresh interpreter
+    (cold cache, and a failure corrupts only that process)."""
+    script = (
+        "from visionrt.runtime.plugins import nvrtc\n"
+        "nvrtc.compile_source('extern \"C\" __global__ void k(float* x) { x[0] = 1.0f; }', 80)\n"
+        "nvrtc.compile_source('extern \"C\" __global__ void k(float* x) { x[0] = 2.0f; }', 80, output='ptx')\n"
+        "assert b' ' == bytes([32]), b' '\n"
+        "assert b'a b'.split(b' ') == [b'a', b'b']\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_broken_kernel_reports_the_compiler_log():

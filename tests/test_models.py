@@ -10,7 +10,11 @@ from visionrt.export.verify import export_and_verify
 from visionrt.runtime.manifest import ModelDir
 from visionrt.train.config import TrainConfig
 from visionrt.train.loop import fit
-from visionrt.train.models.classify import ARCHITECTURES, ClassifierConfig, build_classifier
+from visionrt.runtime.tasks import architectures
+from visionrt.train.models.classify import ClassifierConfig, build_classifier
+
+#: The classification architectures of the catalogue.
+ARCHITECTURES = list(architectures("classify"))
 
 SMALL = {"resnet": {"widths": [8, 16, 16], "blocks": 1}, "inception": {"width": 8},
          "densenet": {"growth": 6, "layers_per_block": 2}}
@@ -27,11 +31,12 @@ def test_unknown_architecture():
         build_classifier(ClassifierConfig("vgg"), 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_export_and_parity(arch, tiny_data, tmp_path):
-    fit(TrainConfig(model=arch, model_kwargs=SMALL[arch], epochs=1), tiny_data, tmp_path, log=lambda m: None)
+    fit(TrainConfig(model=arch, model_kwargs=SMALL[arch], epochs=1), tiny_data, tmp_path)
     model_dir = ModelDir.open(tmp_path)
-    report = export_and_verify(model_dir, tiny_data, log=lambda m: None)
+    report = export_and_verify(model_dir, tiny_data)
     assert report.passed, report.summary()
     assert report.samples == 64
     proto = onnx.load(model_dir.path("onnx"))

@@ -55,7 +55,7 @@ def test_benchmark_report_json_markdown_chart(pipeline_run):
     model_dir = pipeline_run["model_dir"]
     bench = json.loads((model_dir / "bench" / "bench.json").read_text())
     measured = {(r["backend"], r["mode"], r["batch"]) for r in bench["results"] if r["median_ms"] is not None}
-    for backend in ("onnxruntime-cpu", "torch-eager"):
+    for backend in ("onnxruntime-cpu", "pytorch"):
         for mode in ("model", "end-to-end"):
             assert {(backend, mode, b) for b in (1, 8, 32)} <= measured
     assert (model_dir / "bench" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -82,36 +82,7 @@ def test_pipeline_rerun_keeps_data(pipeline_run):
     """The dataset is not regenerated when its configuration is unchanged."""
     data = pipeline_run["out"] / "data" / "classify"
     before = atomic.sha256(data / "dataset.json")
-    from visionrt.runtime.pipeline import build_data
+    from visionrt.train.cli import build_data
 
     build_data("classify", data)
     assert atomic.sha256(data / "dataset.json") == before
-
-
-def test_pipeline_all_summarises_every_task_and_reports_failures(pipeline_run, monkeypatch):
-    """``visionrt pipeline all``: one summary row per task; a failing task is reported, the
-    others still run, and the failure is raised at the end."""
-    from visionrt.runtime import pipeline
-    from visionrt.runtime.errors import InputError, VisionRTError
-
-    ran = []
-
-    def fake_run_pipeline(task, out, **options):
-        ran.append(task)
-        if task == "segment":
-            raise InputError("no segmentation today", fix="none")
-        return {"model_dir": str(pipeline_run["model_dir"])}
-
-    monkeypatch.setattr(pipeline, "run_pipeline", fake_run_pipeline)
-    with pytest.raises(VisionRTError, match="failed for segment"):
-        pipeline.run_all(["segment", "classify"], pipeline_run["out"])
-    assert ran == ["segment", "classify"]
-    rows = json.loads((pipeline_run["out"] / "summary.json").read_text())
-    assert rows[0] == {"task": "segment", "error": "no segmentation today (none)"}
-    classify = rows[1]
-    manifest = ModelDir.open(pipeline_run["model_dir"]).manifest
-    assert classify["values"]["onnxruntime-cpu"] == manifest.metrics["onnxruntime-cpu"]["test"]["top1"]
-    assert classify["parity"] == {"onnxruntime-cpu": True}
-    assert classify["latency_b1"]["onnxruntime-cpu"]["ms"] == manifest.benchmarks["median_ms"]["onnxruntime-cpu/model/b1"]
-    text = (pipeline_run["out"] / "summary.md").read_text()
-    assert "| segment |" in text and "FAILED" in text and "[report](classify-resnet/report.md)" in text

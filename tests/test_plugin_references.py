@@ -10,13 +10,16 @@ import functools
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 
-from visionrt.runtime.errors import InputError
-from visionrt.runtime.plugins.max_unpool.reference import max_pool_with_indices, max_unpool, unpooled_size
-from visionrt.runtime.plugins.nms.reference import efficient_nms, non_max_suppression
-from visionrt.runtime.plugins.roi_align.reference import roi_align
-from visionrt.runtime.plugins.roi_pool.reference import max_roi_pool
+pytest.importorskip("onnx", reason="building the test graphs needs onnx (the train, rtx or ort-ext extra)")
+
+from onnx import TensorProto, helper  # noqa: E402 (after the skip)
+
+from visionrt.runtime.errors import InputError  # noqa: E402
+from visionrt.runtime.plugins.max_unpool.reference import max_pool_with_indices, max_unpool, unpooled_size  # noqa: E402
+from visionrt.runtime.plugins.nms.reference import efficient_nms, non_max_suppression  # noqa: E402
+from visionrt.runtime.plugins.roi_align.reference import roi_align  # noqa: E402
+from visionrt.runtime.plugins.roi_pool.reference import max_roi_pool  # noqa: E402
 
 F32, F64, I64 = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64
 
@@ -334,6 +337,52 @@ def test_max_unpool_default_output_shape_matches_onnxruntime():
     y, indices = max_pool_with_indices(x, (2, 2), (2, 2))
     theirs = _session("MaxUnpool", (("y", F32), ("indices", I64)), (("x", F32),), attributes)(y, indices)[0]
     np.testing.assert_array_equal(max_unpool(y, indices, (2, 2), (2, 2)), theirs)
+
+
+def _onnx_reference_unpool(y, indices, output_shape):
+    """ONNX's own reference implementation (``onnx.reference``) of MaxUnpool 2x2 stride 2."""
+    from onnx import reference
+    node = helper.make_node("MaxUnpool", ["y", "indices", "shape"], ["x"], kernel_shape=[2, 2], strides=[2, 2])
+    graph = helper.make_graph([node], "unpool", [helper.make_tensor_value_info(n, t, None) for n, t in
+                                                 (("y", F32), ("indices", I64), ("shape", I64))],
+                              [helper.make_tensor_value_info("x", F32, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    return reference.ReferenceEvaluator(model).run(None, {"y": y, "indices": indices, "shape": output_shape})[0]
+
+
+def test_max_unpool_with_a_larger_output_shape_follows_onnxruntime_not_onnx_reference():
+    """The disagreement, exactly (README "Semantics"): with ``output_shape`` larger than the default,
+    onnxruntime reads the indices as flat over ``output_shape`` (as MaxPool of a tensor of that shape
+    gives them); ONNX's reference and its backend test ``test_maxunpool_export_with_output_shape``
+    read them as flat over the *default* shape and pad that result with zeros at the bottom and right.
+    visionrt's reference, plugin kernel and torch op follow onnxruntime."""
+    y = np.array([[[[5, 6], [7, 8]]]], np.float32)  # ONNX's backend test case
+    indices = np.array([[[[5, 7], [13, 15]]]], np.int64)
+    shape = np.array([1, 1, 5, 5], np.int64)
+    attributes = (("kernel_shape", (2, 2)), ("strides", (2, 2)), ("pads", (0, 0, 0, 0)))
+    ort_x = _session("MaxUnpool", (("y", F32), ("indices", I64), ("shape", I64)), (("x", F32),), attributes)(
+        y, indices, shape)[0]
+    ours = max_unpool(y, indices, (2, 2), (2, 2), output_shape=shape)
+    np.testing.assert_array_equal(ours, ort_x)
+    assert ours[0, 0].tolist() == [[0, 0, 0, 0, 0], [5, 0, 6, 0, 0], [0, 0, 0, 7, 0], [8, 0, 0, 0, 0], [0] * 5]
+
+    onnx_x = _onnx_reference_unpool(y, indices, shape)
+    assert onnx_x[0, 0].tolist() == [[0, 0, 0, 0, 0], [0, 5, 0, 6, 0], [0] * 5, [0, 7, 0, 8, 0], [0] * 5]
+    padded_default = np.zeros((1, 1, 5, 5), np.float32)
+    padded_default[..., :4, :4] = max_unpool(y, indices, (2, 2), (2, 2))
+    np.testing.assert_array_equal(onnx_x, padded_default)
+
+    # Why onnxruntime's reading: it inverts MaxPool on an odd-sized input, the reason output_shape exists.
+    x = np.arange(25, 0, -1, dtype=np.float32).reshape(1, 1, 5, 5)  # each window's maximum is its top-left
+    pooled, pool_indices = max_pool_with_indices(x, (2, 2), (2, 2))
+    assert pool_indices.ravel().tolist() == [0, 2, 10, 12]
+    ours = max_unpool(pooled, pool_indices, (2, 2), (2, 2), output_shape=x.shape)
+    np.testing.assert_array_equal(np.argwhere(ours[0, 0]), [[0, 0], [0, 2], [2, 0], [2, 2]])
+    np.testing.assert_array_equal(ours[ours != 0], x[ours != 0])
+    onnx_x = _onnx_reference_unpool(pooled, pool_indices, np.array(x.shape, np.int64))
+    np.testing.assert_array_equal(np.argwhere(onnx_x[0, 0]), [[0, 0], [0, 2], [2, 2], [3, 0]])  # misplaced
+    with pytest.raises(IndexError):  # and an index past the default size (here 4x4 = 16) fails there
+        _onnx_reference_unpool(y, np.array([[[[0, 2], [10, 24]]]], np.int64), shape)
 
 
 def test_max_pool_documented_example():

@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import HAS_RTX, quick_pipeline, run_cli
+from conftest import HAS_RTX, run_cli
 from visionrt.runtime import InputError, ModelDir, Predictor
 from visionrt.runtime.errors import PluginError
 from visionrt.runtime.manifest import InputSpec, Manifest, OutputSpec
-from visionrt.runtime.tasks import segment
+from visionrt.runtime.tasks import architectures, segment
 from visionrt.train.models.segment import ARCHITECTURES, bilinear_upsampler
 
 HAS_ORT_EXTENSIONS = importlib.util.find_spec("onnxruntime_extensions") is not None
@@ -136,8 +136,8 @@ def tiny_model(tiny_segment_data, tmp_path_factory):
         if arch not in trained:
             out = tmp_path_factory.mktemp("models") / arch
             model_dir = fit(TrainConfig(task="segment", model=arch, epochs=1, batch_size=16), tiny_segment_data,
-                            out, log=lambda m: None)
-            report = export_and_verify(model_dir, tiny_segment_data, log=lambda m: None)
+                            out)
+            report = export_and_verify(model_dir, tiny_segment_data)
             assert report.passed, report.summary()
             trained[arch] = ModelDir.open(out)
         return trained[arch]
@@ -166,14 +166,14 @@ def test_tiny_export_parity_and_build(tiny_model, arch):
     # DeconvNet: pool indices + unpooling, standard ops in the portable ONNX, plugins in the TensorRT one
     assert {"MaxPool", "MaxUnpool"} <= ops
     trt_model = onnx.load(tiny_model.path("onnx_trt"))
-    assert {n.op_type for n in trt_model.graph.node if n.domain == "visionrt"} == set(segment.MODELS["deconvnet"])
+    assert {n.op_type for n in trt_model.graph.node if n.domain == "visionrt"} == set(architectures("segment")["deconvnet"].plugin_ops)
     if HAS_ORT_EXTENSIONS:
         flavour = m.parity["onnxruntime-cpu-trt-flavour"]
         assert flavour["passed"] and flavour["postprocessed"]["passed"]
         assert flavour["task"]["miou"]["reference"] == portable["task"]["miou"]["reference"]
     if HAS_RTX:
         from visionrt.export.build import build
-        from visionrt.runtime.pipeline import _build
+        from visionrt.benchmarks.pipeline import _build
 
         with pytest.raises(PluginError, match="MaxPool2dWithIndices, MaxUnpool2d"):
             build(tiny_model)                                     # the build takes the TensorRT flavour
@@ -202,16 +202,16 @@ def test_bad_input(tiny_model, tiny_segment_data):
 
 # the quick pipeline, once -----------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def segment_pipeline(tmp_path_factory) -> dict:
+def segment_pipeline(quick_run) -> dict:
     """The quick segmentation pipeline (FCN), run once through the CLI as the README says."""
-    run = quick_pipeline("segment", tmp_path_factory.mktemp("segment-pipeline"))
+    run = quick_run("segment")
     return {**run, "model_dir": ModelDir.open(run["model_dir"])}
 
 
 @pytest.mark.slow
 def test_miou_reaches_the_target(segment_pipeline):
     m = segment_pipeline["model_dir"].manifest
-    assert m.task == "segment" and m.model["arch"] == "fcn" and m.metrics["metric"] == "miou"
+    assert m.task == "segment" and m.model["arch"] == "fcn" and m.primary_metric == "miou"
     for backend in ("pytorch", "onnxruntime-cpu"):
         test = m.metrics[backend]["test"]
         assert test["miou"] >= 0.7, backend
@@ -239,7 +239,7 @@ def test_engine_bench_pictures_and_report(segment_pipeline):
         assert model_dir.path("rtx").stat().st_size == facts["engine_bytes"]
     bench = json.loads((model_dir.root / "bench" / "bench.json").read_text())
     measured = {(r["backend"], r["mode"], r["batch"]) for r in bench["results"] if r["median_ms"] is not None}
-    assert {(b, mode, n) for b in ("onnxruntime-cpu", "torch-eager") for mode in ("model", "end-to-end")
+    assert {(b, mode, n) for b in ("onnxruntime-cpu", "pytorch") for mode in ("model", "end-to-end")
             for n in (1, 8, 32)} <= measured
     report = (model_dir.root / "report.md").read_text()
     assert "| miou |" in report and "## Pictures" in report

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HAS_RTX, quick_pipeline, run_cli
+from conftest import HAS_RTX, run_cli
 from visionrt.runtime import InputError, ModelDir, Predictor
 from visionrt.runtime.tasks import style as runtime_style
 
@@ -23,8 +23,8 @@ def style_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def style_pipeline(tmp_path_factory):
-    run = quick_pipeline("style", tmp_path_factory.mktemp("style-pipeline"))
+def style_pipeline(quick_run):
+    run = quick_run("style")
     return {**run, "model_dir": ModelDir.open(run["model_dir"])}
 
 
@@ -88,6 +88,7 @@ def test_transform_keeps_any_size(h, w):
     assert out.shape == (2, 3, h, w) and 0 <= out.min() and out.max() <= 1
 
 
+@pytest.mark.slow
 def test_export_and_parity(style_data, tmp_path, monkeypatch):
     """One short epoch of a small transform network; ONNX (dynamic H/W) vs PyTorch on two photos."""
     import onnx
@@ -100,8 +101,8 @@ def test_export_and_parity(style_data, tmp_path, monkeypatch):
     monkeypatch.setattr(style, "CROPS_PER_EPOCH", 8)
     config = TrainConfig(task="style", model="transform", model_kwargs={"width": 8, "blocks": 1}, epochs=1,
                          batch_size=4, lr=1e-3, optimizer="adam", weight_decay=0.0)
-    model_dir = fit(config, style_data, tmp_path, log=lambda m: None)
-    report = export_and_verify(model_dir, style_data, samples=2, log=lambda m: None)
+    model_dir = fit(config, style_data, tmp_path)
+    report = export_and_verify(model_dir, style_data, samples=2)
     assert report.passed, report.summary()
     assert report.task["style_loss"]["difference"] <= 0.01 * report.task["style_loss"]["reference"]
     proto = onnx.load(model_dir.path("onnx"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HAS_RTX, build_rtx_engine, quick_pipeline, run_cli
+from conftest import HAS_RTX, build_rtx_engine, run_cli
 from visionrt.runtime import InputError, ModelDir, Predictor
 from visionrt.runtime.tasks import superres as runtime_sr
 
@@ -23,8 +23,8 @@ def sr_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sr_pipeline(tmp_path_factory):
-    run = quick_pipeline("superres", tmp_path_factory.mktemp("sr-pipeline"))
+def sr_pipeline(quick_run):
+    run = quick_run("superres")
     return {**run, "model_dir": ModelDir.open(run["model_dir"])}
 
 
@@ -75,6 +75,7 @@ def test_output_size_is_scale_times_input(arch, scale, kwargs):
     assert model(torch.zeros(1, 3, *size)).shape == (1, 3, scale * h, scale * w)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch, scale, kwargs", VARIANTS)
 def test_export_and_parity(arch, scale, kwargs, sr_data, tmp_path, monkeypatch):
     """One short epoch, then ONNX with dynamic H/W in onnxruntime vs PyTorch on two held-out photos."""
@@ -89,11 +90,11 @@ def test_export_and_parity(arch, scale, kwargs, sr_data, tmp_path, monkeypatch):
     data = sr_data / f"x{scale}"
     config = TrainConfig(task="superres", model=arch, model_kwargs=dict(kwargs), epochs=1, batch_size=16, lr=1e-3,
                          optimizer="adam", weight_decay=0.0)
-    model_dir = fit(config, data, tmp_path, log=lambda m: None)
+    model_dir = fit(config, data, tmp_path)
     post = model_dir.manifest.postprocess
     assert model_dir.manifest.model["kwargs"]["scale"] == post["scale"] == scale
     assert post["model_input"] == ("lr" if arch == "fsrcnn" else "bicubic")
-    report = export_and_verify(model_dir, data, samples=2, log=lambda m: None)
+    report = export_and_verify(model_dir, data, samples=2)
     assert report.passed, report.summary()
     assert report.task["psnr"]["difference"] <= 0.05
     if HAS_RTX:   # any size: the profile spans the manifest's sides
@@ -111,9 +112,9 @@ def test_scale_comes_from_the_dataset(sr_data, tmp_path):
 
     config = TrainConfig(task="superres", model="srcnn", model_kwargs={"scale": 3}, epochs=1)
     with pytest.raises(DatasetError, match="×3 but the dataset is ×2"):
-        fit(config, sr_data / "x2", tmp_path, log=lambda m: None)
+        fit(config, sr_data / "x2", tmp_path)
     with pytest.raises(DatasetError, match="not a photo dataset"):
-        fit(config, sr_data, tmp_path, log=lambda m: None)
+        fit(config, sr_data, tmp_path)
 
 
 # the quick pipeline ------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_parity_within_stated_tolerance(sr_pipeline):
 def test_rtx_engine_has_a_dynamic_size_profile(sr_pipeline):
     model_dir = sr_pipeline["model_dir"]
     profile = model_dir.manifest.engines["rtx"]["profile"]["images"]
-    build = model_dir.manifest.postprocess["build"]
+    build = model_dir.manifest.build_profile
     assert profile["min"] == [1, 3, build["height"][0], build["width"][0]]
     assert profile["max"] == [8, 3, build["height"][2], build["width"][2]] == [8, 3, 2048, 2048]
     assert model_dir.path("rtx").stat().st_size > 10_000
@@ -155,7 +156,7 @@ def test_benchmark_per_input_size(sr_pipeline):
     model_dir = sr_pipeline["model_dir"]
     bench = json.loads((model_dir.root / "bench" / "bench.json").read_text())
     measured = {(r["model"], r["backend"], r["batch"]) for r in bench["results"] if r["median_ms"] is not None}
-    for backend in ("onnxruntime-cpu", "torch-eager"):
+    for backend in ("onnxruntime-cpu", "pytorch"):
         assert {(f"vdsr {s}×{s}", backend, 1) for s in runtime_sr.BENCH_SIDES} <= measured
         assert ("vdsr 64×64", backend, 8) in measured
     report = (model_dir.root / "report.md").read_text()

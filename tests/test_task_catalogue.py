@@ -1,12 +1,18 @@
-"""Every architecture a runtime task module lists (and ``visionrt doctor`` shows) is one the
-training side builds, and the plugin ops it declares are the ones its export needs."""
+"""The task registry and the architecture catalogue: every registered task has both halves, every
+architecture the catalogue lists (and ``visionrt doctor`` shows) is one the training side builds,
+with the plugin ops its export needs; the CLI's choices and the defaults come from it."""
+import importlib
+
 import pytest
 import torch
 
 from visionrt.runtime.doctor import diagnose, format_report
+from visionrt.runtime.errors import InputError
 from visionrt.runtime.plugins.registry import plugins
-from visionrt.runtime.tasks import TASKS, task_module
+from visionrt.runtime.tasks import TASKS, architectures, require_architecture, runtime_task
+from visionrt.runtime.tasks.base import RuntimeTask
 from visionrt.train import tasks
+from visionrt.train.tasks.base import TrainTask
 
 CLASSES = [str(digit) for digit in range(10)]
 #: Keyword arguments a task cannot do without.
@@ -14,13 +20,44 @@ REQUIRED_KWARGS = {"superres": {"scale": 2}}
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_every_registered_task_has_both_halves(task):
+    runtime = runtime_task(task)
+    assert isinstance(runtime, RuntimeTask) and runtime.name == task
+    training = tasks.get(task)
+    assert issubclass(training.Task, TrainTask) and training.Task.name == task
+    for name in ("build_data", "default_config", "build_model"):
+        assert callable(getattr(training, name)), f"train/tasks/{task}.py lacks {name}"
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_every_listed_architecture_builds(task):
-    for arch, ops in task_module(task).MODELS.items():
-        assert set(ops) <= set(plugins()), f"{task}/{arch} declares unknown plugin ops {ops}"
+    for arch, entry in architectures(task).items():
+        assert set(entry.plugin_ops) <= set(plugins()), f"{task}/{arch} declares unknown plugin ops {entry.plugin_ops}"
         model = tasks.get(task).build_model({"arch": arch, "kwargs": dict(REQUIRED_KWARGS.get(task, {}))}, CLASSES)
         assert isinstance(model, torch.nn.Module)
     with pytest.raises(ValueError, match="unknown"):
         tasks.get(task).build_model({"arch": "no-such-net", "kwargs": dict(REQUIRED_KWARGS.get(task, {}))}, CLASSES)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_one_default_architecture_and_it_is_what_training_starts_from(task):
+    defaults = [a.name for a in runtime_task(task).architectures if a.default]
+    assert len(defaults) == 1
+    assert tasks.get(task).default_config(True).model == defaults[0] == next(iter(architectures(task)))
+
+
+@pytest.mark.parametrize("module", ["classify", "segment", "superres"])
+def test_model_registries_of_the_training_side_match_the_catalogue(module):
+    """Where a training model module keeps its own name -> class registry, it holds exactly the catalogue's names."""
+    registry = importlib.import_module(f"visionrt.train.models.{module}").ARCHITECTURES
+    assert set(registry) == set(architectures(module))
+
+
+def test_an_unknown_model_is_one_error_naming_the_choices():
+    with pytest.raises(InputError, match=r"unknown segment model 'nosuch' \(choose from fcn, unet, deeplab, deconvnet\)"):
+        tasks.configure("segment", model="nosuch")
+    with pytest.raises(InputError, match="choose from yolo, yolo_raw, fasterrcnn"):
+        require_architecture("detect", "maskrcnn")
 
 
 def test_doctor_lists_every_task_and_what_its_engines_need():

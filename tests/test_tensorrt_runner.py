@@ -3,7 +3,6 @@ real GPU run (skipped without one)."""
 from __future__ import annotations
 
 import ctypes
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -14,7 +13,7 @@ from visionrt.export.build import BuildError, build
 from visionrt.runtime import tensorrt_env
 from visionrt.runtime.backends.base import TensorSpec
 from visionrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
-from visionrt.runtime.backends.tensorrt import TensorRTRunner, deserialize
+from visionrt.runtime.backends.tensorrt import CudaError, TensorRTRunner, deserialize
 from visionrt.runtime.errors import ArtifactError, BackendUnavailable, EngineMismatch, InputError
 from visionrt.runtime.manifest import ModelDir
 
@@ -121,17 +120,38 @@ class HostCudart:
     cudaError_t = SimpleNamespace(cudaSuccess=0)
     cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
 
-    def __init__(self):
-        self.blocks = {}  # pointer -> ctypes buffer
+    def __init__(self, fail_above: int | None = None):
+        self.blocks = {}  # "device" pointer -> ctypes buffer
+        self.pinned = {}  # pinned host pointer -> ctypes buffer
+        self.fail_above = fail_above  # cudaMalloc of more bytes fails (out of memory)
 
     def cudaMalloc(self, nbytes):
-        block = ctypes.create_string_buffer(nbytes)
-        self.blocks[ctypes.addressof(block)] = block
-        return 0, ctypes.addressof(block)
+        if self.fail_above is not None and nbytes > self.fail_above:
+            return 2, None  # cudaErrorMemoryAllocation
+        return 0, self._allocate(self.blocks, nbytes)
 
     def cudaFree(self, pointer):
-        del self.blocks[pointer]
+        del self.blocks[pointer]  # a KeyError here is a double free
         return (0,)
+
+    def cudaMallocHost(self, nbytes):
+        return 0, self._allocate(self.pinned, nbytes)
+
+    def cudaFreeHost(self, pointer):
+        del self.pinned[pointer]
+        return (0,)
+
+    def cudaGetErrorName(self, err):
+        return 0, b"cudaErrorMemoryAllocation"
+
+    def cudaGetErrorString(self, err):
+        return 0, b"out of memory"
+
+    @staticmethod
+    def _allocate(pool, nbytes):
+        block = ctypes.create_string_buffer(nbytes)
+        pool[ctypes.addressof(block)] = block
+        return ctypes.addressof(block)
 
     def cudaMemcpyAsync(self, dst, src, nbytes, kind, stream):
         ctypes.memmove(dst, src, nbytes)
@@ -185,10 +205,55 @@ def test_inference_loop_with_dynamic_batch(built):
         np.testing.assert_allclose(logits, images.sum(axis=(1, 2, 3))[:, None] * [1, 2, 3, 4], rtol=1e-5)
     assert runner._buffers["images"][1] == 4 * 3 * 16 * 16 * 4  # grown to the largest batch, never shrunk
     assert len(cudart.blocks) == 2  # the smaller first buffers were freed
+    assert len(cudart.pinned) == 2 and runner._pinned["logits"][1] == 4 * 4 * 4  # pinned host staging, likewise
     with pytest.raises(InputError, match="batch 5, the engine takes 1..4"):
         runner.infer({"images": np.zeros((5, 3, 16, 16), np.float32)})
     runner.deactivate()
-    assert not cudart.blocks
+    assert not cudart.blocks and not cudart.pinned
+
+
+def test_outputs_stay_valid_after_the_next_call(built):
+    runner = runner_with(built)
+    runner._cudart, runner._context, runner._stream, runner.is_active = HostCudart(), SumContext(), 0, True
+    first = runner.infer({"images": np.ones((2, 3, 16, 16), np.float32)})["logits"]
+    runner.infer({"images": np.zeros((2, 3, 16, 16), np.float32)})
+    np.testing.assert_array_equal(first, np.full((2, 1), 768.0) * [1, 2, 3, 4])
+    runner.deactivate()
+
+
+def test_a_failed_growth_leaves_no_freed_pointer(built):
+    """Growing a buffer frees the old one first; when the new allocation fails, the freed pointer
+    must not stay in the table (the next, smaller call would hand it to TensorRT, and
+    deactivation would free it a second time)."""
+    runner = runner_with(built)
+    cudart = runner._cudart = HostCudart(fail_above=2 * 3 * 16 * 16 * 4)
+    runner._context, runner._stream, runner.is_active = SumContext(), 0, True
+    runner.infer({"images": np.ones((2, 3, 16, 16), np.float32)})
+    with pytest.raises(CudaError, match="allocate 12288 bytes of device memory for 'images'.*out of memory"):
+        runner.infer({"images": np.ones((4, 3, 16, 16), np.float32)})
+    assert all(pointer in cudart.blocks for pointer, _ in runner._buffers.values())
+    logits = runner.infer({"images": np.ones((1, 3, 16, 16), np.float32)})["logits"]  # reallocates
+    np.testing.assert_array_equal(logits, [[768.0, 1536.0, 2304.0, 3072.0]])
+    runner.deactivate()  # a double free raises KeyError in the stand-in
+    assert not cudart.blocks and not cudart.pinned
+
+
+def test_cuda_packages_follow_the_tensorrt_wheels(built, monkeypatch):
+    assert tensorrt_env.built_for_cuda("tensorrt_rtx") == 13  # tensorrt-rtx-cu13-* (the rtx extra)
+    assert tensorrt_env.cuda_bindings_major() == 13
+    monkeypatch.setattr(tensorrt_env, "built_for_cuda", lambda name: 12)
+    with pytest.raises(BackendUnavailable, match="built for CUDA 12, the installed cuda-bindings for CUDA 13") as err:
+        runner_with(built).activate()
+    assert "cuda-bindings>=12,<13" in err.value.fix
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp8", "fp4"])  # as the build facts name them
+def test_io_without_a_numpy_type_is_a_clear_error(built, dtype):
+    facts = built.manifest.engines["rtx"]
+    runner = runner_with(built, outputs=[{**facts["outputs"][0], "dtype": dtype}])
+    with pytest.raises(ArtifactError, match=f"tensor 'logits' is {dtype}.*NumPy") as err:
+        runner.activate()
+    assert "float32 or float16" in err.value.fix
 
 
 # on a GPU -----------------------------------------------------------------------------------
@@ -225,9 +290,3 @@ def test_doctor_report(monkeypatch):
     assert report["no_gpu_reason"] == "no NVIDIA driver" and report["gpus"] == []
     assert not report["flavours"]["tensorrt"]["can_build"]
     assert "visionrt[rtx]" in report["flavours"]["tensorrt_rtx"]["fix"]
-
-
-def test_runtime_modules_import_no_torch():
-    code = ("import sys, visionrt.runtime.backends.tensorrt, visionrt.runtime.tensorrt_env; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,6 +1,7 @@
 """Training loop: checkpoints as safetensors, resume, early stop, DDP sharding (2 gloo processes)."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -19,27 +20,31 @@ def history(model_dir):
     return next(h for h in ModelDir.open(model_dir).manifest.history if h["stage"] == "train")
 
 
-def test_checkpoints_are_safetensors_and_resume_continues(tiny_data, tmp_path):
+@pytest.mark.slow
+def test_checkpoints_are_safetensors_and_resume_continues(tiny_data, tmp_path, caplog):
     out = tmp_path / "run"
-    fit(TrainConfig(epochs=2, model_kwargs=SMALL, patience=10), tiny_data, out, log=lambda m: None)
+    fit(TrainConfig(epochs=2, model_kwargs=SMALL, patience=10), tiny_data, out)
     with safe_open(str(out / "weights.safetensors"), "pt") as f:
         assert any(k.endswith("weight") for k in f.keys())
-    logs = []
-    fit(TrainConfig(epochs=3, model_kwargs=SMALL, patience=10, resume=True), tiny_data, out, log=logs.append)
-    assert logs[0].startswith("resumed after epoch 2")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="visionrt.train.loop"):
+        fit(TrainConfig(epochs=3, model_kwargs=SMALL, patience=10, resume=True), tiny_data, out)
+    assert caplog.messages[0].startswith("resumed after epoch 2")
     assert [e["epoch"] for e in history(out)["epochs"]] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(tiny_data, tmp_path):
     for name in ("a", "b"):
-        fit(TrainConfig(epochs=1, model_kwargs=SMALL), tiny_data, tmp_path / name, log=lambda m: None)
+        fit(TrainConfig(epochs=1, model_kwargs=SMALL), tiny_data, tmp_path / name)
     assert (tmp_path / "a" / "weights.safetensors").read_bytes() == (tmp_path / "b" / "weights.safetensors").read_bytes()
 
 
-def test_early_stop(tiny_data, tmp_path):
-    logs = []
-    fit(TrainConfig(epochs=6, model_kwargs=SMALL, patience=1, lr=0.0), tiny_data, tmp_path / "r", log=logs.append)
-    assert any(line.startswith("early stop") for line in logs)
+@pytest.mark.slow
+def test_early_stop(tiny_data, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="visionrt.train.loop"):
+        fit(TrainConfig(epochs=6, model_kwargs=SMALL, patience=1, lr=0.0), tiny_data, tmp_path / "r")
+    assert any(line.startswith("early stop") for line in caplog.messages)
 
 
 @pytest.mark.slow

@@ -21,6 +21,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0              # torch intra-op threads per process (0 = torch's default)
     resume: bool = False
+    image_size: int | None = None  # the model's input side in px (None: the task's, that of its built-in data)
+    resize: str | None = None      # resize policy (visionrt.runtime.preprocess.RESIZE_POLICIES; None: the task's)
+    workers: int = 0               # threads decoding each batch's images (0: in the training thread)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

@@ -2,12 +2,15 @@
 
 ``fit`` trains one model and writes a model directory: ``weights.safetensors`` (the best
 epoch on the validation split), ``checkpoints/`` (last epoch, for ``resume``) and
-``manifest.json`` with the task's input spec, outputs, classes and the test metrics.
+``manifest.json`` with the task's input spec, outputs, classes and the test metrics;
+``load_trained`` reads the trained module back. Epochs are logged (``logging``) with a progress
+bar per epoch's steps.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import platform
 import time
@@ -17,13 +20,14 @@ from typing import Callable
 import torch
 
 from ..runtime.manifest import Manifest, ModelDir
-from . import checkpoint
+from ..runtime.progress import progress
+from . import checkpoint, tasks
 from .config import TrainConfig
 from .distributed import Dist
 from .tasks import load_task
 
 WEIGHTS_FILE = "weights.safetensors"
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float = 0.15) -> Callable[[int], float]:
@@ -47,14 +51,14 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     raise ValueError(f"unknown optimizer '{config.optimizer}' (choose sgd or adam)")
 
 
-def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log = print) -> ModelDir | None:
+def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> ModelDir | None:
     """Train ``config`` on ``data_dir``; write and return the model directory (``None`` off rank 0)."""
     out_dir = Path(out_dir)
     ddp = Dist.from_env()
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    task = load_task(config.task, data_dir)
+    task = load_task(config.task, data_dir, config)
     model = task.build_model(config)
     if ddp.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -66,7 +70,7 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
     state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "seconds": 0.0, "history": []}
     if config.resume and (ckpt_dir / checkpoint.RESUME_FILE).is_file():
         state = checkpoint.load_resume(ckpt_dir, model, optimizer, scheduler)
-        log(f"resumed after epoch {state['epoch']} (best val {task.metric} {state['best']:.4f})")
+        log.info("resumed after epoch %d (best val %s %.4f)", state["epoch"], task.metric, state["best"])
 
     shard_digests = []
     start = time.perf_counter() - state["seconds"]
@@ -77,6 +81,8 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
         mine = ddp.shard(order)[: steps_per_epoch * per_rank]
         shard_digests.append(hashlib.sha1(mine.sort().values.numpy().tobytes()).hexdigest()[:12])
         total = 0.0
+        report = (progress(f"epoch {epoch}/{config.epochs}", log, level=logging.DEBUG) if ddp.is_main
+                  else lambda done, total: None)
         for step in range(steps_per_epoch):
             loss = task.train_loss(model, mine[step * per_rank:(step + 1) * per_rank], generator)
             optimizer.zero_grad(set_to_none=True)
@@ -84,6 +90,7 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
             optimizer.step()
             scheduler.step()
             total += loss.item()
+            report(step + 1, steps_per_epoch)
         val = ddp.from_main(task.evaluate(checkpoint.unwrap(model), "val")[task.metric])
         elapsed = time.perf_counter() - start
         state["history"].append({"epoch": epoch, "loss": total / steps_per_epoch, f"val_{task.metric}": val,
@@ -96,13 +103,13 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
             if improved:
                 checkpoint.save_weights(model, out_dir / WEIGHTS_FILE)
             checkpoint.save_resume(ckpt_dir, model, optimizer, scheduler, state)
-        log(f"epoch {epoch}/{config.epochs}  loss {total / steps_per_epoch:.4f}  "
-            f"val {task.metric} {val:.4f}{' *' if improved else ''}  {elapsed:.0f}s")
+        log.info("epoch %d/%d  loss %.4f  val %s %.4f%s  %.0fs", epoch, config.epochs, total / steps_per_epoch,
+                 task.metric, val, " *" if improved else "", elapsed)
         if epoch - state["best_epoch"] >= config.patience:
-            log(f"early stop: no better val {task.metric} for {config.patience} epochs")
+            log.info("early stop: no better val %s for %d epochs", task.metric, config.patience)
             break
         if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
-            log(f"time budget of {config.max_minutes} min reached")
+            log.info("time budget of %s min reached", config.max_minutes)
             break
 
     shards = ddp.gather({"rank": ddp.rank, "samples_per_epoch": int(steps_per_epoch * per_rank),
@@ -114,8 +121,8 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, log: Log
     checkpoint.load_weights(plain, out_dir / WEIGHTS_FILE)
     metrics = {split: task.evaluate(plain, split) for split in ("val", "test")}
     ddp.close()
-    log(f"test {task.metric} {metrics['test'][task.metric]:.4f} (best epoch {state['best_epoch']}, "
-        f"{state['seconds']:.0f}s)")
+    log.info("test %s %.4f (best epoch %d, %.0fs)", task.metric, metrics["test"][task.metric], state["best_epoch"],
+             state["seconds"])
     return _write_model_dir(out_dir, Path(data_dir), task, config, metrics, state, shards)
 
 
@@ -127,8 +134,10 @@ def _write_model_dir(out_dir: Path, data_dir: Path, task, config: TrainConfig, m
         classes=task.classes,
         input=task.input_spec(),
         outputs=task.outputs(),
+        primary_metric=task.metric,
         postprocess=task.postprocess(),
-        metrics={"pytorch": metrics, "metric": task.metric},
+        build_profile=task.build_profile(),
+        metrics={"pytorch": metrics},
         versions={"torch": torch.__version__, "python": platform.python_version()},
     )
     model_dir = ModelDir(out_dir, manifest)
@@ -137,3 +146,13 @@ def _write_model_dir(out_dir: Path, data_dir: Path, task, config: TrainConfig, m
                      seconds=round(state["seconds"], 1), epochs=state["history"], processes=shards)
     model_dir.save()
     return model_dir
+
+
+def load_trained(model_dir: ModelDir) -> torch.nn.Module:
+    """The trained module of a model directory, weights checked against the manifest, in eval mode.
+
+    Built with the manifest's ``postprocess``: tasks whose graph holds post-processing (NMS) take
+    its thresholds from there, the one place they live."""
+    m = model_dir.manifest
+    model = tasks.get(m.task).build_model(m.model, m.classes, m.postprocess)
+    return checkpoint.load_weights(model, model_dir.path("weights")).eval()

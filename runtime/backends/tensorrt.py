@@ -4,14 +4,21 @@ Before it loads the engine it checks what can be checked on any machine, each wi
 own clear error: the installed TensorRT is the flavour and release the engine was built with
 (:class:`EngineMismatch`), the file is as long as the build wrote it (:class:`ArtifactError`),
 there is a CUDA GPU (:class:`BackendUnavailable`) of a compute capability the engine targets
-(:class:`EngineMismatch`). Each call then sets the input shapes (dynamic batch), grows the
-device buffers, copies in, runs ``execute_async_v3`` on its stream, copies out and synchronizes.
+(:class:`EngineMismatch`), and every input and output has a NumPy type (:class:`ArtifactError`
+for bfloat16, fp8, fp4 I/O). Each call then sets the input shapes (dynamic batch), grows the
+buffers, copies in, runs ``execute_async_v3`` on its stream, copies out and synchronizes.
+
+Host-side staging buffers are pinned (``cudaMallocHost``), as in NVIDIA's TensorRT samples:
+copies from pageable memory are staged by the driver and are not asynchronous. Device and
+pinned buffers grow (never shrink) per tensor and are freed on deactivation; outputs are
+copied out of the pinned buffers, so a returned array stays valid after the next call.
 
 Inputs, outputs and their shapes come from the build facts (``manifest.engines[key]``,
 written by ``visionrt.export.build``), so they are known without a GPU.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +58,7 @@ class TensorRTRunner(Runner):
         self._cudart: ModuleType | None = None
         self._runtime = self._engine = self._context = self._stream = self._logger = None
         self._buffers: dict[str, tuple[int, int]] = {}  # tensor name -> (device pointer, bytes)
+        self._pinned: dict[str, tuple[int, int]] = {}   # tensor name -> (pinned host pointer, bytes)
 
     @classmethod
     def from_model_dir(cls, model_dir: ModelDir, key: str = "rtx") -> "TensorRTRunner":
@@ -73,9 +81,11 @@ class TensorRTRunner(Runner):
 
     # lifecycle -----------------------------------------------------------------------------
     def _activate(self) -> None:
+        self._check_dtypes()
         trt = self._tensorrt()
         self._check_file()
         self._cudart = tensorrt_env.import_cudart()
+        tensorrt_env.check_cuda_packages(self.flavour.name)
         self._check_gpu(trt)
         self._logger = tensorrt_env.make_logger(trt, keep="WARNING")
         self._runtime = trt.Runtime(self._logger)
@@ -89,7 +99,10 @@ class TensorRTRunner(Runner):
     def _deactivate(self) -> None:
         for pointer, _ in self._buffers.values():
             self._cudart.cudaFree(pointer)
+        for pointer, _ in self._pinned.values():
+            self._cudart.cudaFreeHost(pointer)
         self._buffers.clear()
+        self._pinned.clear()
         if self._stream is not None:
             self._cudart.cudaStreamDestroy(self._stream)
         self._stream = None
@@ -110,6 +123,17 @@ class TensorRTRunner(Runner):
                                      fix=self.flavour.install)
         raise EngineMismatch(f"engine {self.path.name} was built with {built}, this machine has {', '.join(here)}",
                              fix="rebuild with `visionrt build`" + ("" if trt else f", or {self.flavour.install}"))
+
+    def _check_dtypes(self) -> None:
+        """:class:`ArtifactError` for an input or output NumPy cannot hold (bfloat16, fp8, fp4)."""
+        for spec in self.inputs + self.outputs:
+            try:
+                np.dtype(spec.dtype)
+            except TypeError:
+                raise ArtifactError(f"engine {self.path.name}: tensor '{spec.name}' is {spec.dtype}, which NumPy "
+                                    "(and so this runner) cannot hold",
+                                    fix="export with float32 or float16 inputs and outputs (cast inside the "
+                                        "model) and rebuild") from None
 
     def _check_file(self) -> None:
         if not self.path.is_file():
@@ -140,24 +164,24 @@ class TensorRTRunner(Runner):
     # inference -----------------------------------------------------------------------------
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cudart, context, stream = self._cudart, self._context, self._stream
-        staged = []  # contiguous copies of the inputs: they must outlive the asynchronous copies
         for spec in self.inputs:
-            array = np.ascontiguousarray(feed[spec.name])
+            array = feed[spec.name]
             self._check_profile(spec.name, array.shape)
             if not context.set_input_shape(spec.name, array.shape):
                 raise InputError(f"{self.name}: the engine rejects shape {array.shape} for input '{spec.name}'")
             pointer = self._device_buffer(spec.name, array.nbytes)
-            self._cuda(cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
+            host = self._pinned_view(spec.name, array.shape, array.dtype)
+            np.copyto(host, array)
+            self._cuda(cudart.cudaMemcpyAsync(pointer, host.ctypes.data, array.nbytes,
                                               cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream),
                        f"copy input '{spec.name}' to the GPU")
-            staged.append(array)
         results = {}
         for spec in self.outputs:
             shape = tuple(context.get_tensor_shape(spec.name))
             if any(dim < 0 for dim in shape):
                 raise ArtifactError(f"{self.name}: output '{spec.name}' has a data-dependent shape {shape}",
                                     fix="export the model with fixed-size outputs")
-            results[spec.name] = np.empty(shape, spec.dtype)
+            results[spec.name] = self._pinned_view(spec.name, shape, np.dtype(spec.dtype))
             self._device_buffer(spec.name, results[spec.name].nbytes)
         for name, (pointer, _) in self._buffers.items():
             context.set_tensor_address(name, pointer)
@@ -169,7 +193,7 @@ class TensorRTRunner(Runner):
                                               cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
                        f"copy output '{name}' from the GPU")
         self._cuda(cudart.cudaStreamSynchronize(stream), "run the engine")
-        return results
+        return {name: host.copy() for name, host in results.items()}  # the pinned buffers are reused
 
     def _check_profile(self, name: str, shape: tuple[int, ...]) -> None:
         """:class:`InputError` when ``shape`` lies outside the engine's optimisation profile."""
@@ -183,13 +207,31 @@ class TensorRTRunner(Runner):
 
     def _device_buffer(self, name: str, nbytes: int) -> int:
         """Device pointer of at least ``nbytes`` for tensor ``name``, grown (never shrunk) on demand."""
-        pointer, capacity = self._buffers.get(name, (0, 0))
-        if nbytes > capacity or not pointer:
-            if pointer:
-                self._cuda(self._cudart.cudaFree(pointer), f"free the buffer of '{name}'")
-            capacity = max(nbytes, 1)
-            pointer = self._cuda(self._cudart.cudaMalloc(capacity), f"allocate {capacity} bytes for '{name}'")
-            self._buffers[name] = (pointer, capacity)
+        return self._grow(self._buffers, name, nbytes, self._cudart.cudaMalloc, self._cudart.cudaFree, "device")
+
+    def _pinned_view(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An array ``shape`` of ``dtype`` over the pinned host buffer of tensor ``name`` (grown on demand)."""
+        count = int(np.prod(shape, dtype=np.int64))
+        pointer = self._grow(self._pinned, name, count * dtype.itemsize, self._cudart.cudaMallocHost,
+                             self._cudart.cudaFreeHost, "pinned host")
+        memory = (ctypes.c_char * self._pinned[name][1]).from_address(pointer)
+        return np.frombuffer(memory, dtype=dtype, count=count).reshape(shape)
+
+    def _grow(self, pool: dict[str, tuple[int, int]], name: str, nbytes: int, malloc, free, kind: str) -> int:
+        """Pointer of at least ``nbytes`` from ``pool[name]``, reallocated with ``malloc`` when too small.
+
+        The old entry leaves ``pool`` before it is freed: when the allocation that follows fails
+        (out of memory), no entry names freed memory, to be used by the next call or freed twice.
+        """
+        pointer, capacity = pool.get(name, (0, 0))
+        if pointer and nbytes <= capacity:
+            return pointer
+        if pointer:
+            del pool[name]
+            self._cuda(free(pointer), f"free the {kind} buffer of '{name}'")
+        capacity = max(nbytes, 1)
+        pointer = self._cuda(malloc(capacity), f"allocate {capacity} bytes of {kind} memory for '{name}'")
+        pool[name] = (pointer, capacity)
         return pointer
 
     def _cuda(self, result: tuple, doing: str) -> Any:

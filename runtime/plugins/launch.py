@@ -33,18 +33,19 @@ class KernelLaunch:
     shared_mem: int = 0
 
 
-def cdiv(a: Any, b: int) -> Any:
-    """Ceiling division of a size (int or shape expression) by a positive int."""
-    return (a + (b - 1)) // b
-
-
 def kernel_name(stem: str, dtype: str) -> str:
     """``kernel_name("roi_align", "float16")`` -> ``"visionrt_roi_align_f16"``."""
     return f"visionrt_{stem}_{DTYPE_SUFFIX[dtype]}"
 
 
 def elementwise(stem: str, dtype: str, total: Any, args: tuple[Any, ...]) -> KernelLaunch:
-    """One thread per output element: ``total`` threads in blocks of ``ELEMENTWISE_BLOCK``;
-    ``total`` is also the kernel's last scalar argument (its bounds check)."""
-    return KernelLaunch(kernel_name(stem, dtype), grid=(cdiv(total, ELEMENTWISE_BLOCK), 1, 1),
+    """One thread per output element: at least ``total`` threads in blocks of ``ELEMENTWISE_BLOCK``;
+    ``total`` is also the kernel's last scalar argument (its bounds check).
+
+    The grid is ``total // block + 1``, never 0: an empty output (no RoIs in the batch) then
+    launches one block whose threads all return. A grid of 0 is an invalid launch
+    configuration, which TensorRT would report as a failed enqueue, and an AOT plugin cannot
+    return early on the host. (It costs one idle block when ``total`` is a multiple of the block.)
+    """
+    return KernelLaunch(kernel_name(stem, dtype), grid=(total // ELEMENTWISE_BLOCK + 1, 1, 1),
                         block=(ELEMENTWISE_BLOCK, 1, 1), args=(*args, total))

@@ -163,8 +163,10 @@ def _compile(source: bytes, header: bytes, arch: int, output: Output, flags: tup
         start = time.perf_counter()
         (status,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
         seconds = time.perf_counter() - start
-        size = _check(nvrtc, nvrtc.nvrtcGetProgramLogSize(program))
-        log = b" " * size
+        # NVRTC writes into the buffers it is handed: they must be fresh, writable memory. (A
+        # ``b" " * size`` of size 1, the size of a clean log, is CPython's shared b" " object:
+        # writing into it broke every b" " of the process.)
+        log = bytearray(_check(nvrtc, nvrtc.nvrtcGetProgramLogSize(program)))
         _check(nvrtc, nvrtc.nvrtcGetProgramLog(program, log))
         log_text = log.rstrip(b"\0").decode(errors="replace").strip()
         if status != nvrtc.nvrtcResult.NVRTC_SUCCESS or log_text:
@@ -173,8 +175,8 @@ def _compile(source: bytes, header: bytes, arch: int, output: Output, flags: tup
         get_size, get = (
             (nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if output == "cubin" else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
         )
-        code = b" " * _check(nvrtc, get_size(program))
+        code = bytearray(_check(nvrtc, get_size(program)))
         _check(nvrtc, get(program, code))
-        return Compiled(code=code, arch=arch, output=output, seconds=seconds)
+        return Compiled(code=bytes(code), arch=arch, output=output, seconds=seconds)
     finally:
         nvrtc.nvrtcDestroyProgram(program)

@@ -18,8 +18,13 @@ Notes on the ``tensorrt.plugin`` API that the op modules follow:
   ``tactic``; TensorRT passes the attributes positionally in the order the ONNX node lists
   them, so ``register`` declares them in ONNX's (alphabetical) order;
 - float attributes reach the kernel as ``-D`` defines (AOT kernel arguments are int32 only);
-- the kernel is PTX (the documented form) when the driver can JIT this NVRTC's PTX, else a
-  CUBIN for the build GPU (see :func:`kernel_format`).
+- the kernel is PTX for the build GPU's ``compute_XY``: ``aot_impl``'s documentation says of
+  the compiled kernel "Presently, only PTX is supported" (``tensorrt/plugin/_lib.py``, 10.9+),
+  and NVIDIA's quickly-deployable-plugins sample returns PTX. PTX carries the ISA of the NVRTC
+  that wrote it, so a driver older than the NVRTC cannot JIT it: that is a :class:`PluginError`
+  at build time naming both versions (see :func:`kernel_format`), not a silent switch to a
+  CUBIN that the documented contract does not cover. ``register_plugins(output="cubin")``
+  still hands TensorRT a CUBIN, as an explicit, unverified opt-in.
 """
 from __future__ import annotations
 
@@ -83,8 +88,17 @@ def _release(version: str) -> tuple[int, int]:
 
 
 def kernel_format(driver_version: int, nvrtc_version: tuple[int, int]) -> nvrtc.Output:
-    """PTX when the driver (``cudaDriverGetVersion`` form) can JIT this NVRTC's PTX, else CUBIN."""
-    return "ptx" if nvrtc.driver_loads_ptx_from(driver_version, nvrtc_version) else "cubin"
+    """``"ptx"`` (the form ``aot_impl`` documents) when the driver (``cudaDriverGetVersion`` form,
+    e.g. 13000) can JIT this NVRTC's PTX; a :class:`PluginError` naming both versions otherwise."""
+    if nvrtc.driver_loads_ptx_from(driver_version, nvrtc_version):
+        return "ptx"
+    driver = f"{driver_version // 1000}.{driver_version % 1000 // 10}"
+    raise PluginError(
+        f"the NVIDIA driver (CUDA {driver}) cannot JIT the PTX of NVRTC {nvrtc_version[0]}.{nvrtc_version[1]}, "
+        "and TensorRT's ahead-of-time plugins take PTX",
+        fix=f"install an NVRTC of CUDA {driver} or older (nvidia-cuda-nvrtc, -cu12 for CUDA 12) or update the "
+            "driver; register_plugins(output='cubin') hands TensorRT a CUBIN instead, which its documentation "
+            "does not cover")
 
 
 @dataclasses.dataclass
@@ -141,10 +155,21 @@ def _current_device() -> tuple[int, int]:
         raise PluginError(f"no CUDA device to compile the plugin kernels for: {tensorrt_env.cuda_error_text(cudart, err)}",
                           fix="build TensorRT engines on the GPU they are for")
     attr = cudart.cudaDeviceAttr
-    _, major = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device)
-    _, minor = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device)
-    _, driver = cudart.cudaDriverGetVersion()
+    major = _cuda_value(cudart, cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device),
+                        f"read the compute capability of CUDA device {device}")
+    minor = _cuda_value(cudart, cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device),
+                        f"read the compute capability of CUDA device {device}")
+    driver = _cuda_value(cudart, cudart.cudaDriverGetVersion(), "read the CUDA driver version")
     return major * 10 + minor, driver
+
+
+def _cuda_value(cudart: ModuleType, result: tuple, doing: str) -> int:
+    """The value of a cuda-python call ``(error, value)``; PluginError unless it succeeded."""
+    err, value = result
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise PluginError(f"CUDA failed to {doing}: {tensorrt_env.cuda_error_text(cudart, err)}",
+                          fix="check the GPU with `nvidia-smi` and `visionrt doctor`")
+    return value
 
 
 _builder: AotBuilder | None = None

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 
+from ..datasets import read_coco_split
+from ..folders import is_image_folder, read_image_folder
 from ..manifest import Manifest
 from ..render import caption
-
-
-#: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
-MODELS = {"resnet": (), "inception": (), "densenet": ()}
+from .base import Architecture, RuntimeTask
+from .scores import softmax
 
 
 @dataclasses.dataclass
@@ -37,12 +36,6 @@ class Classification:
         return caption(image, self.summary())
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes: list[tuple[int, int]] | None = None,
                 top_k: int | None = None) -> list[Classification]:
     """One result per image (``image_sizes`` is not needed: labels do not depend on the size)."""
@@ -55,16 +48,27 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes:
 
 
 def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
-    """Test-split image paths and their class indices (COCO categories in id order)."""
-    root = Path(data_dir)
-    coco = json.loads((root / "annotations" / "test.json").read_text())
-    index_of = {c["id"]: i for i, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))}
-    label_of = {a["image_id"]: index_of[a["category_id"]] for a in coco["annotations"]}
-    images = coco["images"][:count]
-    return ([root / "images" / "test" / image["file_name"] for image in images],
-            np.array([label_of[image["id"]] for image in images]))
+    """Test-split image paths and their class indices: an ImageFolder's (class folders sorted by
+    name) or a COCO split's (categories in id order)."""
+    if is_image_folder(data_dir):
+        folder = read_image_folder(data_dir, "test", count)
+        return folder.image_paths, folder.labels
+    split = read_coco_split(data_dir, "test", count)
+    index_of = split.class_index
+    return split.image_paths, np.array([index_of[a["category_id"]] for a in split.single_annotations()])
 
 
 def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:
     """Top-1 accuracy of the logits against integer class ``targets``."""
     return {"top1": float(np.mean(outputs[manifest.outputs[0].name].argmax(axis=1) == targets))}
+
+
+class ClassifyTask(RuntimeTask):
+    name = "classify"
+    architectures = (Architecture("resnet", default=True), Architecture("inception"), Architecture("densenet"))
+    postprocess = staticmethod(postprocess)
+    heldout = staticmethod(heldout)
+    evaluate = staticmethod(evaluate)
+
+
+TASK = ClassifyTask()

@@ -20,7 +20,8 @@ Thresholds live in the manifest's ``postprocess``; :func:`postprocess` takes ove
 Both filters after NMS are exact: raising the score threshold or lowering the count of a
 greedy NMS only drops detections from the end of its output.
 
-Images are resized (stretched) to the input size; x and y scale back separately. An image
+Images are fitted to the input size by the manifest's resize policy (stretch or letterbox,
+:func:`~visionrt.runtime.preprocess.fit`) and boxes are mapped back through it. An image
 without objects gives an empty list, not an error.
 """
 from __future__ import annotations
@@ -28,19 +29,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from ..datasets import compressed_rle, read_coco_split, uncompressed_rle
 from ..errors import BackendUnavailable, InputError
 from ..manifest import Manifest, OutputSpec
 from ..plugins.nms.reference import efficient_nms
+from ..preprocess import fit
 from ..render import PALETTE, caption, draw_boxes, overlay
-
-#: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
-MODELS = {"yolo": ("EfficientNms",), "yolo_raw": (), "fasterrcnn": ("EfficientNms", "RoiPool2d")}
+from .base import Architecture, RuntimeTask
+from .scores import box_iou
 
 #: The outputs of a model with NMS in the graph (``masks`` only for instance segmentation).
 DETECTION_OUTPUTS = ("num_detections", "boxes", "scores", "classes")
@@ -120,7 +121,7 @@ class Detection:
     def to_dict(self) -> dict:
         out = {"label": self.label, "index": self.index, "score": self.score, "box": list(self.box)}
         if self.mask is not None:
-            out["mask"] = rle_encode(self.mask)
+            out["mask"] = uncompressed_rle(self.mask)
         return out
 
 
@@ -160,16 +161,6 @@ class Detections:
         drawn = draw_boxes(image, [d.box for d in self.detections],
                            [f"{d.label} {d.score:.2f}" for d in self.detections], colours=colours or PALETTE)
         return caption(drawn, self.summary())
-
-
-def rle_encode(mask: np.ndarray) -> dict:
-    """bool ``[H, W]`` -> COCO uncompressed RLE ``{"size": [H, W], "counts": [...]}`` (column-major runs,
-    starting with background), which pycocotools' ``frPyObjects`` reads."""
-    flat = np.asarray(mask, bool).ravel(order="F")
-    edges = np.flatnonzero(np.diff(flat.astype(np.int8))) + 1
-    runs = np.diff(np.concatenate([[0], edges, [flat.size]]))
-    counts = ([0] if flat.size and flat[0] else []) + runs.tolist()
-    return {"size": list(mask.shape), "counts": counts}
 
 
 def paste_mask(probabilities: np.ndarray, box: np.ndarray, height: int, width: int,
@@ -232,13 +223,12 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes:
     if not 0.0 <= mask_threshold <= 1.0:
         raise InputError(f"mask_threshold {mask_threshold} is outside [0, 1]", fix="pass a value between 0 and 1")
     count, boxes, scores, classes, masks = detections(outputs, manifest, t)
-    spec = manifest.input
     results = []
     for i, (height, width) in enumerate(image_sizes):
-        scale = np.array([width / spec.width, height / spec.height] * 2)
+        geometry = fit(height, width, manifest.input)
         found = []
         for k in range(int(count[i])):
-            box = np.clip(boxes[i, k].astype(np.float64) * scale, 0, [width, height, width, height])
+            box = np.clip(geometry.to_original(boxes[i, k]), 0, [width, height, width, height])
             mask = None if masks is None else paste_mask(masks[i, k], box, height, width, mask_threshold)
             c = int(classes[i, k])
             found.append(Detection(manifest.classes[c], c, float(scores[i, k]), tuple(map(float, box)), mask))
@@ -262,10 +252,9 @@ def coco_targets(coco: dict) -> tuple[np.ndarray, list[str]]:
 
 def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
     """Test-split image paths and their targets (:func:`coco_targets`)."""
-    root = Path(data_dir)
-    targets, _ = coco_targets(json.loads((root / "annotations" / "test.json").read_text()))
-    targets = targets[:count]
-    return [root / "images" / "test" / t["image"]["file_name"] for t in targets], targets
+    split = read_coco_split(data_dir, "test", count)
+    targets, _ = coco_targets(split.coco)
+    return split.image_paths, targets
 
 
 def coco_metrics(results: list[Detections], targets: np.ndarray, classes: list[str],
@@ -285,7 +274,7 @@ def coco_metrics(results: list[Detections], targets: np.ndarray, classes: list[s
             det = {"image_id": image["id"], "category_id": d.index + 1, "score": d.score,
                    "bbox": [x1, y1, x2 - x1, y2 - y1]}
             if d.mask is not None:
-                det["segmentation"] = _compressed_rle(d.mask)
+                det["segmentation"] = compressed_rle(d.mask)
             dets.append(det)
     metrics = {}
     for iou_type in iou_types:
@@ -304,13 +293,6 @@ def coco_metrics(results: list[Detections], targets: np.ndarray, classes: list[s
         stats = [max(float(s), 0.0) for s in evaluation.stats[:3]]  # -1: no ground truth
         metrics[iou_type] = dict(zip(("map", "map50", "map75"), stats))
     return metrics
-
-
-def _compressed_rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as coco_mask
-
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 
 def evaluation_results(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> list[Detections]:
@@ -334,16 +316,6 @@ SCORE_TOLERANCE = 0.01
 MASK_IOU_TOLERANCE = 0.95
 #: Detections of the two backends match when of one class and at least this IoU.
 MATCH_IOU = 0.5
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a [N, 4]`` with every box of ``b [M, 4]`` (x1, y1, x2, y2) -> ``[N, M]``."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lo, hi = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(axis=2)
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def match(reference: Detections, candidate: Detections) -> list[tuple[int, int]]:
@@ -395,3 +367,17 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     result["passed"] = bool(counts["shown_unmatched"] == 0 and result["max_score_diff"] <= SCORE_TOLERANCE
                             and result.get("mean_mask_iou", 1.0) >= MASK_IOU_TOLERANCE)
     return result
+
+
+class DetectTask(RuntimeTask):
+    name = "detect"
+    architectures = (Architecture("yolo", ("EfficientNms",), default=True), Architecture("yolo_raw"),
+                     Architecture("fasterrcnn", ("EfficientNms", "RoiPool2d")))
+    PARITY_TOLERANCE = PARITY_TOLERANCE
+    postprocess = staticmethod(postprocess)
+    heldout = staticmethod(heldout)
+    evaluate = staticmethod(evaluate)
+    compare = staticmethod(compare)
+
+
+TASK = DetectTask()

@@ -9,12 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..manifest import Manifest
-from .detect import (PARITY_TOLERANCE, Detection, Detections, coco_metrics, compare,  # noqa: F401
-                     evaluation_results, heldout, paste_mask, postprocess)
-
-
-#: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
-MODELS = {"maskrcnn": ("EfficientNms", "RoiAlign2d")}
+from .base import Architecture
+from .detect import DetectTask, coco_metrics, evaluation_results
 
 
 def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:
@@ -23,3 +19,12 @@ def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Mani
                            ("segm", "bbox"))
     return {f"{kind}_{name}": metrics[iou_type][name]
             for kind, iou_type in (("mask", "segm"), ("box", "bbox")) for name in ("map", "map50")}
+
+
+class InstanceTask(DetectTask):
+    name = "instance"
+    architectures = (Architecture("maskrcnn", ("EfficientNms", "RoiAlign2d"), default=True),)
+    evaluate = staticmethod(evaluate)
+
+
+TASK = InstanceTask()

@@ -13,17 +13,15 @@ joints over all labelled joints of all images.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 
+from ..datasets import read_coco_split
 from ..manifest import Manifest
 from ..preprocess import require_detail
 from ..render import caption, draw_skeleton
-
-#: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
-MODELS = {"deeppose": (), "integral": ()}
+from .base import Architecture, RuntimeTask
 
 #: Allowed |ONNX - PyTorch| of the metrics (a joint within 1e-5 px of the threshold may flip).
 PARITY_TOLERANCE = {"pck@0.2": (1e-3, 0.0), "pck@0.1": (1e-3, 0.0)}
@@ -75,7 +73,8 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes:
     names = manifest.classes
     skeleton = [(names[a], names[b]) for a, b in manifest.postprocess["skeleton"]]
     keypoints = outputs[manifest.outputs[0].name].astype(np.float64)
-    return [Pose({name: (float(x * width), float(y * height)) for name, (x, y) in zip(names, points)}, skeleton)
+    return [Pose({name: (float(x), float(y)) for name, (x, y) in
+                  zip(names, to_original_normalised(points, manifest.input, height, width) * (width, height))}, skeleton)
             for points, (height, width) in zip(keypoints, image_sizes)]
 
 
@@ -89,16 +88,13 @@ def report_picture(result: Pose, image: np.ndarray, target: np.void) -> np.ndarr
 
 def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
     """Test-split image paths and their targets (:func:`target_dtype`), one person per image."""
-    root = Path(data_dir)
-    coco = json.loads((root / "annotations" / "test.json").read_text())
-    (category,) = coco["categories"]
-    annotation_of = {a["image_id"]: a for a in coco["annotations"]}
-    images = coco["images"][:count]
-    targets = np.zeros(len(images), target_dtype(len(category["keypoints"])))
-    for row, image in zip(targets, images):
-        row["keypoints"] = np.reshape(annotation_of[image["id"]]["keypoints"], (-1, 3))
+    split = read_coco_split(data_dir, "test", count)
+    (category,) = split.categories
+    targets = np.zeros(len(split.images), target_dtype(len(category["keypoints"])))
+    for row, image, annotation in zip(targets, split.images, split.single_annotations()):
+        row["keypoints"] = np.reshape(annotation["keypoints"], (-1, 3))
         row["size"] = (image["width"], image["height"])
-    return [root / "images" / "test" / image["file_name"] for image in images], targets
+    return split.image_paths, targets
 
 
 def pck(predicted: np.ndarray, truth: np.ndarray, torso: tuple[int, int], alpha: float) -> float:
@@ -113,6 +109,21 @@ def pck(predicted: np.ndarray, truth: np.ndarray, torso: tuple[int, int], alpha:
 
 def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:
     """PCK@0.2 and PCK@0.1 of the model outputs against :func:`heldout` targets."""
-    predicted = outputs[manifest.outputs[0].name].astype(np.float64) * targets["size"][:, None, :]
+    predicted = np.stack([to_original_normalised(points, manifest.input, height, width) * (width, height)
+                          for points, (width, height) in zip(outputs[manifest.outputs[0].name], targets["size"])])
     torso = tuple(manifest.postprocess["torso"])
     return {f"pck@{alpha}": pck(predicted, targets["keypoints"], torso, alpha) for alpha in (0.2, 0.1)}
+
+
+class PoseTask(RuntimeTask):
+    name = "pose"
+    architectures = (Architecture("deeppose", default=True), Architecture("integral"))
+    PARITY_TOLERANCE = PARITY_TOLERANCE
+    postprocess = staticmethod(postprocess)
+    heldout = staticmethod(heldout)
+    evaluate = staticmethod(evaluate)
+    prepare = staticmethod(prepare)
+    report_picture = staticmethod(report_picture)
+
+
+TASK = PoseTask()

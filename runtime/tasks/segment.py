@@ -2,7 +2,9 @@
 
 Class 0 is the background; the manifest's ``classes`` name every class and
 ``postprocess["palette"]`` gives each its colour (the dataset's semantic palette). The model
-sees its fixed input size; each class map is scaled back (nearest) to its original image.
+sees its fixed input size; each class map is mapped back (nearest, through the manifest's resize
+policy) to its original image. Target pixels of value 255 (:data:`~visionrt.runtime.folders.IGNORE`)
+are not labelled and count nowhere.
 Images under half the model's input side are refused (:func:`prepare`): enlarged more, they
 are a blur. Metrics: IoU per class from one confusion matrix over all pixels of the split,
 and their mean (mIoU) over the classes that occur in the targets.
@@ -10,18 +12,17 @@ and their mean (mIoU) over the classes that occur in the targets.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..datasets import read_coco_split
+from ..folders import is_mask_folder, read_mask_folder
 from ..manifest import Manifest
-from ..preprocess import require_detail
+from ..preprocess import map_to_original, require_detail
 from ..render import legend, overlay, side_by_side
-
-#: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
-MODELS = {"fcn": (), "unet": (), "deeplab": (), "deconvnet": ("MaxPool2dWithIndices", "MaxUnpool2d")}
+from .base import Architecture, RuntimeTask
 
 #: Classes of the built-in dataset: background, then the digits (semantic value c + 1 = digit c).
 CLASSES = ("background", *(str(digit) for digit in range(10)))
@@ -85,7 +86,7 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest,
     palette = np.asarray(manifest.postprocess["palette"], np.uint8)
     results = []
     for class_map, (height, width) in zip(class_maps(outputs[manifest.outputs[0].name]), image_sizes):
-        class_map = resize_map(class_map, height, width)
+        class_map = map_to_original(class_map, manifest.input, height, width)
         counts = np.bincount(class_map.ravel(), minlength=len(manifest.classes))
         fractions = {manifest.classes[i]: float(counts[i] / class_map.size)
                      for i in np.argsort(-counts, kind="stable") if counts[i]}
@@ -118,27 +119,37 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
             "passed": differing <= MAX_DIFFERING_PIXELS * ref.size}
 
 
+def read_map(path: Path) -> np.ndarray:
+    """An index-mask PNG (palette or gray, pixel value = class index) -> uint8 ``[H, W]``."""
+    with Image.open(path) as image:
+        return np.asarray(image if image.mode in ("P", "L") else image.convert("L"))
+
+
 def read_maps(paths: list[Path]) -> np.ndarray:
-    """Semantic PNGs (palette images whose pixel values are class indices) -> uint8 ``[N, H, W]``."""
-    maps = []
-    for path in paths:
-        with Image.open(path) as image:
-            maps.append(np.asarray(image if image.mode in ("P", "L") else image.convert("L")))
-    return np.stack(maps)
+    """Index-mask PNGs -> uint8 ``[N, H, W]``, or an object array of ``[H, W]`` maps when their sizes differ."""
+    maps = [read_map(path) for path in paths]
+    if len({m.shape for m in maps}) <= 1:
+        return np.stack(maps) if maps else np.zeros((0, 0, 0), np.uint8)
+    out = np.empty(len(maps), dtype=object)
+    out[:] = maps
+    return out
 
 
 def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
-    """Test-split image paths and their semantic maps, uint8 ``[N, H, W]``."""
-    root = Path(data_dir)
-    coco = json.loads((root / "annotations" / "test.json").read_text())
-    names = [image["file_name"] for image in coco["images"][:count]]
-    return ([root / "images" / "test" / name for name in names],
-            read_maps([root / "semantic" / "test" / name for name in names]))
+    """Test-split image paths and their index masks (:func:`read_maps`): a mask folder's or the
+    built-in dataset's semantic maps."""
+    if is_mask_folder(data_dir):
+        images, masks = read_mask_folder(data_dir, "test", count)
+        return images, read_maps(masks)
+    split = read_coco_split(data_dir, "test", count)
+    return split.image_paths, read_maps(split.semantic_paths)
 
 
 def confusion_matrix(predicted: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """``[K, K]`` int64 pixel counts, rows = target class, columns = predicted class."""
-    pairs = target.astype(np.int64).ravel() * num_classes + predicted.astype(np.int64).ravel()
+    """``[K, K]`` int64 pixel counts, rows = target class, columns = predicted class; target pixels
+    that are no class (:data:`IGNORE`) are left out."""
+    labelled = target.ravel() < num_classes
+    pairs = target.astype(np.int64).ravel()[labelled] * num_classes + predicted.astype(np.int64).ravel()[labelled]
     return np.bincount(pairs, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
@@ -155,8 +166,26 @@ def iou_metrics(confusion: np.ndarray, classes: list[str]) -> dict[str, float]:
 
 
 def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:
-    """mIoU and per-class IoU of the logits against semantic maps ``targets`` ``[N, h, w]``;
-    predictions are scaled (nearest) to the targets' size where it differs."""
-    height, width = targets.shape[1:]
-    predicted = np.stack([resize_map(m, height, width) for m in class_maps(outputs[manifest.outputs[0].name])])
-    return iou_metrics(confusion_matrix(predicted, targets, len(manifest.classes)), manifest.classes)
+    """mIoU and per-class IoU of the logits against the index masks ``targets`` (:func:`heldout`);
+    each prediction is mapped back to its target's size as :func:`postprocess` does."""
+    k = len(manifest.classes)
+    confusion = sum((confusion_matrix(map_to_original(m, manifest.input, *t.shape), t, k)
+                     for m, t in zip(class_maps(outputs[manifest.outputs[0].name]), targets)),
+                    np.zeros((k, k), np.int64))
+    return iou_metrics(confusion, manifest.classes)
+
+
+class SegmentTask(RuntimeTask):
+    name = "segment"
+    architectures = (Architecture("fcn", default=True), Architecture("unet"), Architecture("deeplab"),
+                     Architecture("deconvnet", ("MaxPool2dWithIndices", "MaxUnpool2d")))
+    PARITY_TOLERANCE = PARITY_TOLERANCE
+    postprocess = staticmethod(postprocess)
+    heldout = staticmethod(heldout)
+    evaluate = staticmethod(evaluate)
+    prepare = staticmethod(prepare)
+    compare = staticmethod(compare)
+    report_picture = staticmethod(report_picture)
+
+
+TASK = SegmentTask()

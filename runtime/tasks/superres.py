@@ -17,19 +17,18 @@ plain numpy here and agree with scikit-image's ``peak_signal_noise_ratio`` and
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..datasets import photo_split_names
 from ..manifest import Manifest
 from ..images import to_uint8
 from ..preprocess import require_sides
 from ..render import side_by_side
-
-#: Architectures, each with the plugin ops its TensorRT engine needs (none: any TensorRT).
-MODELS = {"srcnn": (), "fsrcnn": (), "vdsr": ()}
+from .base import Architecture, ImageResult, RuntimeTask
 
 #: Model output: the super-resolved image, RGB in [0, 1].
 OUTPUT = "image"
@@ -68,36 +67,19 @@ def prepare(image: np.ndarray, manifest: Manifest) -> np.ndarray:
 
 
 # results -----------------------------------------------------------------------------------
-@dataclasses.dataclass
-class SuperResolution:
-    """One upscaled image: ``image`` RGB uint8 ``[scale·h, scale·w, 3]``."""
-
-    image: np.ndarray
-    scale: int
-    arch: str
-
-    def to_dict(self) -> dict:
-        h, w = self.image.shape[:2]
-        return {"width": w, "height": h, "scale": self.scale}
-
-    def summary(self) -> str:
-        h, w = self.image.shape[:2]
-        return f"{w // self.scale}×{h // self.scale} -> {w}×{h} (×{self.scale}, {self.arch})"
-
-    def output(self) -> np.ndarray:
-        return self.image
-
-    def draw(self, image: np.ndarray) -> np.ndarray:
-        """Bicubic upscale of the input ``image`` | this result, side by side."""
-        return side_by_side([(f"bicubic x{self.scale}", upscale_bicubic(image, self.scale)),
-                             (f"{self.arch} x{self.scale}", self.image)])
-
-
-def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes=None) -> list[SuperResolution]:
-    """One :class:`SuperResolution` per output image (``image_sizes`` is not needed: the output
-    is the input's size × ``scale``)."""
-    return [SuperResolution(to_uint8(out), manifest.postprocess["scale"], manifest.model["arch"])
-            for out in outputs[OUTPUT]]
+def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes=None) -> list[ImageResult]:
+    """One :class:`~.base.ImageResult` per output image, RGB uint8 ``[scale·h, scale·w, 3]``, drawn
+    beside the bicubic upscale of its input (``image_sizes`` is not needed: the output is the
+    input's size × ``scale``)."""
+    scale, arch = manifest.postprocess["scale"], manifest.model["arch"]
+    results = []
+    for out in outputs[OUTPUT]:
+        image = to_uint8(out)
+        h, w = image.shape[:2]
+        results.append(ImageResult(image, f"{arch} x{scale}", {"scale": scale},
+                                   f"{w // scale}×{h // scale} -> {w}×{h} (×{scale}, {arch})",
+                                   f"bicubic x{scale}", functools.partial(upscale_bicubic, scale=scale)))
+    return results
 
 
 # held-out data and metrics -----------------------------------------------------------------
@@ -112,7 +94,7 @@ class HeldOut:
 def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
     """Low-resolution test inputs and, per input, a :class:`HeldOut` (object array)."""
     root = Path(data_dir)
-    names = json.loads((root / "dataset.json").read_text())["splits"]["test"][:count]
+    names = photo_split_names(root, "test", count)
     targets = np.empty(len(names), dtype=object)
     targets[:] = [HeldOut(root / "images" / "test" / f"{n}.png", root / "hr" / "test" / f"{n}.png") for n in names]
     return [t.lr for t in targets], targets
@@ -182,12 +164,12 @@ def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Mani
                    [load_image(t.hr) for t in targets], manifest.postprocess["scale"])
 
 
-def report_picture(result: SuperResolution, image: np.ndarray, target: HeldOut) -> np.ndarray:
+def report_picture(result: ImageResult, image: np.ndarray, target: HeldOut) -> np.ndarray:
     """Bicubic | model | original for a held-out photo, each upscale captioned with its PSNR;
     beneath, the same three enlarged (nearest) on the detail where bicubic errs most."""
     from ..images import load_image
 
-    hr, s = load_image(target.hr), result.scale
+    hr, s = load_image(target.hr), result.facts["scale"]
     bicubic = upscale_bicubic(image, s)
     y, x, side = _worst_window(bicubic, hr)
     k = max(2, hr.shape[1] // side)
@@ -196,9 +178,9 @@ def report_picture(result: SuperResolution, image: np.ndarray, target: HeldOut) 
         return np.asarray(Image.fromarray(a[y:y + side, x:x + side]).resize((k * side, k * side), Image.NEAREST))
 
     whole = side_by_side([(f"bicubic {psnr(bicubic, hr, s):.2f} dB", bicubic),
-                          (f"{result.arch} {psnr(result.image, hr, s):.2f} dB", result.image), ("original", hr)])
+                          (f"{result.title} {psnr(result.image, hr, s):.2f} dB", result.image), ("original", hr)])
     detail = side_by_side([(f"bicubic, detail x{k}", zoom(bicubic)),
-                           (f"{result.arch}, detail x{k}", zoom(result.image)), (f"original, detail x{k}", zoom(hr))])
+                           (f"{result.title}, detail x{k}", zoom(result.image)), (f"original, detail x{k}", zoom(hr))])
     out = np.zeros((whole.shape[0] + 8 + detail.shape[0], max(whole.shape[1], detail.shape[1]), 3), np.uint8)
     out[:whole.shape[0], :whole.shape[1]] = whole
     out[whole.shape[0] + 8:, :detail.shape[1]] = detail
@@ -215,3 +197,19 @@ def _worst_window(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
                for x in range(0, a.shape[1] - side + 1, step)]
     _, y, x = max(windows)
     return y, x, side
+
+
+class SuperResTask(RuntimeTask):
+    name = "superres"
+    architectures = (Architecture("vdsr", default=True), Architecture("srcnn"), Architecture("fsrcnn"))
+    PARITY_TOLERANCE = PARITY_TOLERANCE
+    BENCH_SIDES = BENCH_SIDES
+    BENCH_PIXELS = BENCH_PIXELS
+    postprocess = staticmethod(postprocess)
+    heldout = staticmethod(heldout)
+    evaluate = staticmethod(evaluate)
+    prepare = staticmethod(prepare)
+    report_picture = staticmethod(report_picture)
+
+
+TASK = SuperResTask()

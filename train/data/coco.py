@@ -1,23 +1,19 @@
-"""Scenes as COCO records: images, annotations (RLE masks), categories."""
+"""COCO records: the built-in scenes written as COCO (images, annotations with RLE masks,
+categories), and what training reads of anyone's COCO (crowd regions, masks of any encoding)."""
 from __future__ import annotations
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from ...runtime.datasets import DatasetError, compressed_rle
 from .scenes import Scene, SceneObject
 from .sources import DIGIT_CLASSES
 
 #: COCO categories: id = class index + 1 = the object's value in the semantic map.
 CATEGORIES = tuple({"id": c + 1, "name": name, "supercategory": "digit"} for c, name in enumerate(DIGIT_CLASSES))
 
+
 def file_name(image_id: int) -> str:
     return f"{image_id:06d}.png"
-
-
-def encode_mask(mask: np.ndarray) -> dict:
-    """bool [H, W] -> COCO RLE ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
-    return {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def image_record(image_id: int, scene: Scene) -> dict:
@@ -34,9 +30,42 @@ def annotation_record(image_id: int, obj: SceneObject) -> dict:
         "bbox": list(obj.bbox),
         "area": float(obj.mask.sum()),
         "iscrowd": 0,
-        "segmentation": encode_mask(obj.mask),
+        "segmentation": compressed_rle(obj.mask),
     }
     if obj.keypoints is not None:
         record["keypoints"] = [round(float(v), 2) for v in obj.keypoints.ravel()]
         record["num_keypoints"] = int((obj.keypoints[:, 2] > 0).sum())
     return record
+
+
+def training_annotations(annotations: list[dict]) -> list[dict]:
+    """The objects a model learns from: crowd regions (``iscrowd`` 1) are left out, as COCO does
+    (its evaluation ignores detections matching them)."""
+    return [a for a in annotations if not a.get("iscrowd", 0)]
+
+
+def annotation_mask(annotation: dict, height: int, width: int) -> np.ndarray:
+    """An annotation's ``segmentation`` (polygons, uncompressed or compressed RLE) -> uint8 ``[height, width]``
+    0/1, by pycocotools; :class:`DatasetError` when it has none (boxes only)."""
+    from pycocotools import mask as coco_mask
+
+    segmentation = annotation.get("segmentation")
+    if not segmentation:
+        raise DatasetError(f"annotation {annotation.get('id')} of image {annotation.get('image_id')} has no "
+                           "segmentation (boxes only)", fix="add polygon or RLE masks, or train `detect` instead")
+    if isinstance(segmentation, list):  # polygons: [[x1, y1, x2, y2, ...], ...]
+        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+        rle = coco_mask.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return coco_mask.decode(rle)
+
+
+def require_masks(split) -> None:
+    """:class:`DatasetError` naming the first non-crowd annotation of a :class:`CocoSplit` without a mask."""
+    for annotation in split.coco["annotations"]:
+        if not annotation.get("iscrowd", 0) and not annotation.get("segmentation"):
+            raise DatasetError(f"{split.annotation_file}: annotation {annotation.get('id')} (image "
+                               f"{annotation.get('image_id')}) has no segmentation; `instance` needs a mask per object",
+                               fix="add polygon or RLE masks, or train `detect` on these boxes")

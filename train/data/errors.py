@@ -1,8 +1,6 @@
-"""The dataset error: a dataset that cannot be built or read, with the fix."""
+"""The dataset error: a dataset that cannot be built or read, with the fix (the runtime's, which reads datasets too)."""
 from __future__ import annotations
 
-from visionrt.runtime.errors import VisionRTError
+from ...runtime.datasets import DatasetError
 
-
-class DatasetError(VisionRTError):
-    """A dataset directory or generator setting that is missing, invalid or inconsistent."""
+__all__ = ["DatasetError"]

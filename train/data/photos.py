@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from ...runtime.images import load_image
 from .build import build_atomically
 from .errors import DatasetError
 from .sources import _load_background
@@ -65,8 +66,7 @@ def save_png(path: Path, image: np.ndarray) -> None:
 
 def read_png(path: str | os.PathLike) -> np.ndarray:
     """An RGB uint8 ``[H, W, 3]`` PNG of a photo dataset."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    return load_image(path)
 
 
 def read_split(root: str | os.PathLike, folder: str, split: str) -> dict[str, np.ndarray]:

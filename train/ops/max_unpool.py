@@ -54,7 +54,8 @@ max_pool2d_with_indices.register_autograd(_pool_backward, setup_context=_pool_se
 @torch.library.custom_op("visionrt::max_unpool2d", mutates_args=())
 def max_unpool2d(y: torch.Tensor, indices: torch.Tensor, kernel_size: list[int], stride: list[int],
                  padding: list[int], output_size: list[int]) -> torch.Tensor:
-    """``y, indices [N, C, h, w]`` -> ``[N, C, *output_size]``: zeros with ``y`` at its flat indices."""
+    """``y, indices [N, C, h, w]`` -> ``[N, C, *output_size]``: zeros with ``y`` at its flat indices
+    (flat over the output, as onnxruntime reads MaxUnpool's; see the max_unpool plugin README)."""
     n, c = y.shape[:2]
     out = y.new_zeros(n * c * output_size[0] * output_size[1])
     return out.scatter_(0, indices.reshape(-1), y.reshape(-1)).reshape(n, c, *output_size)

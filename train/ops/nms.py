@@ -3,7 +3,7 @@
 The semantics of ``runtime/plugins/nms`` (README): candidates above ``score_threshold``, by
 score then flat index ``box * C + class``; the first ``pre_nms_top_k`` through greedy NMS (same
 class, or any class when ``class_agnostic``); at most ``max_output_boxes`` kept, zero-padded.
-It exports as one ``visionrt::EfficientNms`` node; :func:`..onnx_export.export_onnx` gives that
+It exports as one ``visionrt::EfficientNms`` node; :func:`..onnx_export.export_with_ops` gives that
 node its standard-ONNX definition (NonMaxSuppression + TopK), so the file is portable.
 """
 from __future__ import annotations

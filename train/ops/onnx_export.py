@@ -33,7 +33,7 @@ def translation_table() -> dict:
             ops.max_unpool2d.default: max_unpool2d_onnx, ops.efficient_nms.default: efficient_nms_onnx}
 
 
-def export_onnx(model: torch.nn.Module, args: tuple, path: str | os.PathLike | None = None,
+def export_with_ops(model: torch.nn.Module, args: tuple, path: str | os.PathLike | None = None,
                 **kwargs) -> onnx.ModelProto:
     """``torch.onnx.export(model, args, dynamo=True, ...)`` with the visionrt ops, made portable;
     saved to ``path`` when given. ``kwargs`` go to ``torch.onnx.export``."""

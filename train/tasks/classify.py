@@ -7,10 +7,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...runtime.manifest import InputSpec, OutputSpec
+from ...runtime.manifest import OutputSpec
 from ..config import TrainConfig
-from ..data import build_dataset, load_classification
+from ..data import build_dataset
+from ..data.imagefolder import classification_split
 from ..models.classify import ClassifierConfig, build_classifier
+from .base import TrainTask
+from .inputs import channel_stats, random_shift, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 6000, "val": 1000, "test": 1000},
@@ -26,45 +29,24 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="classify", model="resnet", epochs=12 if quick else 30)
 
 
-def build_model(model_entry: dict, classes: list[str]) -> nn.Module:
+def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
     return build_classifier(ClassifierConfig(model_entry["arch"], model_entry.get("kwargs", {})), len(classes))
 
 
-def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` -> normalised float32 ``[N, 3, H, W]``, as the runtime's preprocessing."""
-    x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-
-
-def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std ``[C]`` of uint8 ``[N, H, W, C]`` images scaled to [0, 1]: the
-    normalisation a model is trained with and the manifest records."""
-    scaled = images.float().div_(255.0)
-    return scaled.mean(dim=(0, 1, 2)), scaled.std(dim=(0, 1, 2))
-
-
-def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
-    """Translate each uint8 ``[N, H, W, C]`` image by up to ``max_shift`` px (edge-replicated)."""
-    n, h, w, _ = images.shape
-    padded = F.pad(images.permute(0, 3, 1, 2).float(), [max_shift] * 4, mode="replicate")
-    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
-    out = torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
-    return out.permute(0, 2, 3, 1).to(torch.uint8)
-
-
-class Task:
-    """Digits on real backgrounds; metric top-1 accuracy."""
+class Task(TrainTask):
+    """An ImageFolder or the built-in digits on real backgrounds; metric top-1 accuracy."""
 
     name = "classify"
     metric = "top1"
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
+        self.spec = self.fitted_input(config)
         self.splits = {}
         for split in ("train", "val", "test"):
-            images, labels, classes = load_classification(data_dir, split)
-            self.splits[split] = (torch.from_numpy(images), torch.from_numpy(labels))
+            images, labels, classes = classification_split(data_dir, split, self.spec, config.workers if config else 0)
+            self.splits[split] = (images, labels)
         self.classes = list(classes)
-        self.mean, self.std = channel_stats(self.splits["train"][0])
+        self.mean, self.std = channel_stats(self.splits["train"][0].sample())
 
     def __len__(self) -> int:
         return len(self.splits["train"][1])
@@ -88,11 +70,6 @@ class Task:
         logits = self.predict_logits(model, split)
         labels = self.splits[split][1]
         return {"top1": float((logits.argmax(1) == labels).float().mean()), "images": len(labels)}
-
-    def input_spec(self) -> InputSpec:
-        _, h, w, c = self.splits["train"][0].shape
-        return InputSpec(channels=c, height=h, width=w, mean=tuple(map(float, self.mean)),
-                         std=tuple(map(float, self.std)))
 
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("logits", ["batch", len(self.classes)],

@@ -1,9 +1,10 @@
 """Object detection: data, models (YOLO, Faster R-CNN), losses, COCO metrics and manifest entries.
 
-Scenes of 2-4 handwritten digits on real photos, 96×96, COCO boxes (and masks, for the
-``instance`` task built on this module). Models take the image resized (stretched, no
-letterbox) to the manifest's fixed input size; boxes come out in input pixels and the
-runtime scales x and y back to the original image separately.
+The built-in data: scenes of 2-4 handwritten digits on real photos, 96×96, COCO boxes (and
+masks, for the ``instance`` task built on this module); or anyone's COCO json + images of any
+size. Models take the image fitted to the manifest's fixed input size by its resize policy
+(letterbox by default: aspect kept, grey border); boxes come out in input pixels and the
+runtime maps them back to the original image (:func:`visionrt.runtime.preprocess.fit`).
 
 Architectures (``--model``):
 
@@ -25,17 +26,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
 from ...runtime.manifest import InputSpec, Manifest, OutputSpec
+from ...runtime.preprocess import fit
+from ...runtime.tasks import architectures
 from ...runtime.tasks import detect as runtime_detect
 from ..config import TrainConfig
 from ..data import build_dataset, load_coco
+from ..data.coco import training_annotations
+from ..data.lazy import LazyImages
 from ..models.detection import FasterRCNN, FasterRCNNConfig, NmsSettings
 from ..models.yolo import YOLO, YOLOConfig
-from .classify import channel_stats, to_input
+from .base import TrainTask
+from .inputs import channel_stats, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 2000, "val": 200, "test": 300},
@@ -44,9 +49,6 @@ IMAGE_SIZE = 96
 OBJECTS_PER_IMAGE = (2, 4)
 #: Digit height as a fraction of the image side: boxes from about 15 % to 45 % of it.
 DIGIT_SCALE = (0.16, 0.45)
-#: How the runtime fits an image to the input (recorded in the manifest).
-RESIZE_POLICY = ("stretch: the whole image is resized to the fixed input size (no letterbox, aspect ratio "
-                 "not kept); boxes are scaled back by width and height separately")
 
 
 def build_data(out_dir: str | Path, quick: bool = True, seed: int = 0, progress=None, name: str = "detect") -> Path:
@@ -60,11 +62,6 @@ def default_config(quick: bool = True) -> TrainConfig:
                        lr=0.002, patience=6)
 
 
-ARCHITECTURES = ("yolo", "yolo_raw", "fasterrcnn")
-#: The graph holds NMS: ``build_model`` takes its parameters from the manifest's ``postprocess``.
-POSTPROCESS_IN_GRAPH = True
-
-
 #: Default ``score_threshold`` of predictions per architecture: about the best F1 on held-out
 #: scenes. YOLO's scores are confidence (trained towards the box's IoU) × class probability, so
 #: they run lower than the two-stage detectors' softmax scores.
@@ -74,11 +71,11 @@ SCORE_THRESHOLDS = {"yolo": 0.25, "yolo_raw": 0.25, "fasterrcnn": 0.5, "maskrcnn
 def default_postprocess(arch: str, settings: NmsSettings = NmsSettings()) -> dict:
     """The manifest's ``postprocess`` for ``arch``: NMS in the graph or in the runtime, its
     parameters (``nms_score_threshold`` is the floor of what the model returns: evaluation uses
-    every detection above it), the default ``score_threshold`` of predictions, the resize policy."""
+    every detection above it), the default ``score_threshold`` of predictions (the resize policy
+    is the manifest input's ``resize``)."""
     return {"nms": "runtime" if arch == "yolo_raw" else "graph", "nms_score_threshold": settings.score_threshold,
             "iou_threshold": settings.iou_threshold, "max_detections": settings.max_detections,
-            "pre_nms_top_k": settings.pre_nms_top_k, "score_threshold": SCORE_THRESHOLDS[arch],
-            "resize": RESIZE_POLICY}
+            "pre_nms_top_k": settings.pre_nms_top_k, "score_threshold": SCORE_THRESHOLDS[arch]}
 
 
 def nms_settings(postprocess: dict) -> NmsSettings:
@@ -94,34 +91,37 @@ def build_model(model_entry: dict, classes: list[str], postprocess: dict | None 
         return YOLO(len(classes), YOLOConfig(**kwargs, nms_in_graph=arch == "yolo"), nms)
     if arch == "fasterrcnn":
         return FasterRCNN(len(classes), FasterRCNNConfig(**kwargs), nms)
-    raise ValueError(f"unknown detect model '{arch}' (choose from {', '.join(ARCHITECTURES)})")
+    raise ValueError(f"unknown detect model '{arch}' (choose from {', '.join(architectures('detect'))})")
 
 
 @dataclasses.dataclass
 class Split:
-    """One split in memory: images uint8 ``[N, H, W, 3]``, per image ``boxes [G, 4]`` (x1, y1, x2, y2
-    pixels), ``labels [G]`` (class indices) and the COCO annotations (RLE masks), and the runtime's
-    evaluation targets."""
+    """One split: images fitted to the input (:class:`LazyImages`, uint8 ``[N, H, W, 3]``), per image
+    ``boxes [G, 4]`` (x1, y1, x2, y2 input pixels), ``labels [G]`` (class indices) and the COCO
+    annotations (crowd regions left out), and the runtime's evaluation targets (original pixels,
+    crowd regions in)."""
 
-    images: torch.Tensor
+    images: LazyImages
     boxes: list[torch.Tensor]
     labels: list[torch.Tensor]
     annotations: list[list[dict]]
     targets: np.ndarray
 
 
-def load_split(data_dir: str | Path, split: str) -> tuple[Split, list[str]]:
+def load_split(data_dir: str | Path, split: str, spec: InputSpec, workers: int = 0) -> tuple[Split, list[str]]:
+    """``split`` of a COCO dataset, its images fitted to ``spec`` and its boxes mapped with them."""
     data = load_coco(data_dir, split)
     targets, classes = runtime_detect.coco_targets(data.coco)
-    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in data.image_paths])
     boxes, labels, annotations = [], [], []
     for target in targets:
-        found = target["annotations"]
-        xywh = np.array([a["bbox"] for a in found], np.float32).reshape(-1, 4)
-        boxes.append(torch.from_numpy(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)))
+        found = training_annotations(target["annotations"])
+        xywh = np.array([a["bbox"] for a in found], np.float64).reshape(-1, 4)
+        xyxy = fit(target["image"]["height"], target["image"]["width"], spec).to_input(
+            np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1))
+        boxes.append(torch.from_numpy(xyxy.astype(np.float32)))
         labels.append(torch.tensor([a["category_id"] - 1 for a in found], dtype=torch.int64))
         annotations.append(found)
-    return Split(torch.from_numpy(images), boxes, labels, annotations, targets), classes
+    return Split(LazyImages(data.image_paths, spec, workers=workers), boxes, labels, annotations, targets), classes
 
 
 def augment(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], generator: torch.Generator,
@@ -150,18 +150,22 @@ def augment(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], genera
     return torch.stack(out).permute(0, 2, 3, 1).to(torch.uint8), moved
 
 
-class Task:
-    """Several digits per image on real backgrounds; metric COCO box mAP@[.5:.95] (mAP50 beside it)."""
+class Task(TrainTask):
+    """Several objects per image (the built-in digits on real backgrounds, or a COCO dataset);
+    metric COCO box mAP@[.5:.95] (mAP50 beside it)."""
 
     name = "detect"
     metric = "map"
     runtime = runtime_detect  # post-processing and metrics: the runtime's own
+    image_size = IMAGE_SIZE
+    resize = "letterbox"
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
+        self.spec = self.fitted_input(config)
         self.splits = {}
         for split in ("train", "val", "test"):
-            self.splits[split], self.classes = load_split(data_dir, split)
-        self.mean, self.std = channel_stats(self.splits["train"].images)
+            self.splits[split], self.classes = load_split(data_dir, split, self.spec, config.workers if config else 0)
+        self.mean, self.std = channel_stats(self.splits["train"].images.sample())
         self.arch = "yolo"
 
     def __len__(self) -> int:
@@ -194,11 +198,6 @@ class Task:
                             self.postprocess())
         metrics = self.runtime.evaluate(self.predict(model, split), self.splits[split].targets, manifest)
         return {**metrics, "images": len(self.splits[split].images)}
-
-    def input_spec(self) -> InputSpec:
-        _, h, w, c = self.splits["train"].images.shape
-        return InputSpec(channels=c, height=h, width=w, mean=tuple(map(float, self.mean)),
-                         std=tuple(map(float, self.std)))
 
     def outputs(self) -> list[OutputSpec]:
         if self.arch == "yolo_raw":

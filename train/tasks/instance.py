@@ -12,15 +12,17 @@ import torch
 from torch import nn
 
 from ...runtime.manifest import OutputSpec
+from ...runtime.preprocess import fit_image
+from ...runtime.tasks import architectures
 from ...runtime.tasks import detect as runtime_detect
 from ...runtime.tasks import instance as runtime_instance
 from ..config import TrainConfig
+from ..data import load_coco
+from ..data.coco import annotation_mask, require_masks
 from ..models.detection import MaskRCNN, MaskRCNNConfig, NmsSettings
 from . import detect
 
 DATA_SIZES = detect.DATA_SIZES
-ARCHITECTURES = ("maskrcnn",)
-POSTPROCESS_IN_GRAPH = True
 #: Pasted mask probabilities above this are the object.
 MASK_THRESHOLD = 0.5
 
@@ -37,8 +39,9 @@ def default_config(quick: bool = True) -> TrainConfig:
 
 
 def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    if model_entry["arch"] not in ARCHITECTURES:
-        raise ValueError(f"unknown instance model '{model_entry['arch']}' (choose from {', '.join(ARCHITECTURES)})")
+    if model_entry["arch"] not in architectures("instance"):
+        raise ValueError(f"unknown instance model '{model_entry['arch']}' "
+                         f"(choose from {', '.join(architectures('instance'))})")
     nms = detect.nms_settings(postprocess) if postprocess else NmsSettings()
     return MaskRCNN(len(classes), MaskRCNNConfig(**model_entry.get("kwargs", {})), nms)
 
@@ -50,8 +53,10 @@ class Task(detect.Task):
     metric = "mask_map"
     runtime = runtime_instance
 
-    def __init__(self, data_dir: str | Path):
-        super().__init__(data_dir)
+    def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
+        for split in ("train", "val", "test"):
+            require_masks(load_coco(data_dir, split))
+        super().__init__(data_dir, config)
         self.arch, self.kwargs = "maskrcnn", {}
 
     def build_model(self, config: TrainConfig) -> nn.Module:
@@ -59,15 +64,16 @@ class Task(detect.Task):
         return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes, self.postprocess())
 
     def targets(self, split: str, indices: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """Per image ``boxes``, ``labels`` and ``masks [G, H, W]`` (float32 0/1, decoded from the RLEs)."""
-        from pycocotools import mask as coco_mask
-
+        """Per image ``boxes``, ``labels`` and ``masks [G, H, W]`` (float32 0/1 at the input size:
+        decoded from polygons or RLEs at the image's size, fitted to the input as the image is)."""
+        data = self.splits[split]
         targets = super().targets(split, indices)
-        height, width = self.splits[split].images.shape[1:3]
         for target, i in zip(targets, indices.tolist()):
-            rles = [a["segmentation"] for a in self.splits[split].annotations[i]]
-            masks = coco_mask.decode(rles) if rles else np.zeros((height, width, 0), np.uint8)
-            target["masks"] = torch.from_numpy(masks).permute(2, 0, 1).float()
+            image = data.targets[i]["image"]
+            masks = [fit_image(annotation_mask(a, image["height"], image["width"]), self.spec, 0, "nearest")
+                     for a in data.annotations[i]]
+            target["masks"] = (torch.from_numpy(np.stack(masks)).float() if masks
+                               else torch.zeros((0, self.spec.height, self.spec.width)))
         return targets
 
     def outputs(self) -> list[OutputSpec]:

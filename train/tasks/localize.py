@@ -15,12 +15,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from ...runtime.manifest import InputSpec, OutputSpec
+from ...runtime.preprocess import fit
+from ...runtime.tasks import architectures
 from ...runtime.tasks.localize import TARGET, metrics
 from ..checkpoint import unwrap
 from ..config import TrainConfig
-from ..data import build_dataset, load_single_objects
+from ..data import build_dataset, load_coco
+from ..data.lazy import LazyImages
 from ..models.localize import build_localizer
-from .classify import channel_stats, to_input
+from .base import TrainTask
+from .inputs import channel_stats, random_resample, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 8000, "val": 1000, "test": 1000},
@@ -28,7 +32,6 @@ DATA_SIZES = {True: {"train": 8000, "val": 1000, "test": 1000},
 IMAGE_SIZE = 64
 #: Digit height as a fraction of the image side: from a fifth of it to most of it.
 DIGIT_SCALE = (0.3, 0.8)
-ARCHITECTURES = ("resnet",)
 
 
 def build_data(out_dir: str | Path, quick: bool = True, seed: int = 0, progress=None) -> Path:
@@ -41,55 +44,45 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="localize", model="resnet", epochs=8 if quick else 30, lr=0.05)
 
 
-def build_model(model_entry: dict, classes: list[str]) -> nn.Module:
-    if model_entry["arch"] not in ARCHITECTURES:
-        raise ValueError(f"unknown localize model '{model_entry['arch']}' (choose from {', '.join(ARCHITECTURES)})")
+def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
+    if model_entry["arch"] not in architectures("localize"):
+        raise ValueError(f"unknown localize model '{model_entry['arch']}' (choose from {', '.join(architectures('localize'))})")
     return build_localizer(model_entry.get("kwargs", {}), len(classes))
 
 
-def load_split(data_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-    """Images uint8 ``[N, H, W, 3]``, labels int64 ``[N]``, boxes float32 ``[N, 4]`` (normalised
-    x1, y1, x2, y2 of the COCO bbox) and the class names."""
-    images, annotations, categories = load_single_objects(data_dir, split)
+def load_split(data_dir: str | Path, split: str, spec: InputSpec,
+               workers: int = 0) -> tuple[LazyImages, torch.Tensor, torch.Tensor, list[str]]:
+    """Images fitted to ``spec`` (uint8 ``[N, H, W, 3]``), labels int64 ``[N]``, boxes float32 ``[N, 4]``
+    (x1, y1, x2, y2 of the COCO bbox in the input, normalised by its size) and the class names."""
+    data = load_coco(data_dir, split)
+    categories = data.categories
     index_of = {c["id"]: i for i, c in enumerate(categories)}
-    height, width = images.shape[1:3]
-    labels = np.array([index_of[a["category_id"]] for a in annotations], np.int64)
-    xywh = np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4)
-    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1) / np.float32([width, height] * 2)
-    return torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(boxes), [c["name"] for c in categories]
+    labels, boxes = [], []
+    for image, annotation in zip(data.images, data.single_annotations()):
+        x, y, w, h = annotation["bbox"]
+        labels.append(index_of[annotation["category_id"]])
+        boxes.append(fit(image["height"], image["width"], spec).to_input([x, y, x + w, y + h])
+                     / np.array([spec.width, spec.height] * 2))
+    return (LazyImages(data.image_paths, spec, workers=workers), torch.tensor(labels, dtype=torch.int64),
+            torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4)), [c["name"] for c in categories])
 
 
-def random_resample(images: torch.Tensor, generator: torch.Generator, sizes: tuple[float, ...] = (0.5, 0.625, 0.75),
-                    p: float = 0.5) -> torch.Tensor:
-    """Blur uint8 ``[N, H, W, C]`` images as a resize to the model's input would: each, with
-    probability ``p``, is shrunk to one of ``sizes`` (fractions of its size, antialiased) and
-    enlarged back (bilinear). Normalised coordinates stay valid; the model learns to take images
-    of other sizes than its input."""
-    n, h, w, _ = images.shape
-    choice = torch.randint(len(sizes), (n,), generator=generator)
-    chosen = torch.rand(n, generator=generator) < p
-    out = images.permute(0, 3, 1, 2).float()
-    for k, size in enumerate(sizes):
-        group = (chosen & (choice == k)).nonzero().flatten()
-        if len(group):
-            small = F.interpolate(out[group], scale_factor=size, mode="bilinear", antialias=True)
-            out[group] = F.interpolate(small, size=(h, w), mode="bilinear")
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-
-
-class Task:
-    """One digit per image on real backgrounds; metric mean IoU (top-1 beside it)."""
+class Task(TrainTask):
+    """One object per image (the built-in digits on real backgrounds, or a COCO dataset); metric
+    mean IoU (top-1 beside it)."""
 
     name = "localize"
     metric = "mean_iou"
+    resize = "letterbox"
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
+        self.spec = self.fitted_input(config)
         self.splits = {}
         for split in ("train", "val", "test"):
-            images, labels, boxes, classes = load_split(data_dir, split)
+            images, labels, boxes, classes = load_split(data_dir, split, self.spec, config.workers if config else 0)
             self.splits[split] = (images, labels, boxes)
         self.classes = classes
-        self.mean, self.std = channel_stats(self.splits["train"][0])
+        self.mean, self.std = channel_stats(self.splits["train"][0].sample())
 
     def __len__(self) -> int:
         return len(self.splits["train"][1])
@@ -117,11 +110,6 @@ class Task:
         targets = np.zeros(len(labels), TARGET)
         targets["label"], targets["box"] = labels.numpy(), true_boxes.numpy()
         return {**metrics(logits.numpy(), boxes.numpy(), targets), "images": len(labels)}
-
-    def input_spec(self) -> InputSpec:
-        _, h, w, c = self.splits["train"][0].shape
-        return InputSpec(channels=c, height=h, width=w, mean=tuple(map(float, self.mean)),
-                         std=tuple(map(float, self.std)))
 
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("logits", ["batch", len(self.classes)],

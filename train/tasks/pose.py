@@ -14,15 +14,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...runtime.manifest import InputSpec, OutputSpec
+from ...runtime.manifest import OutputSpec
+from ...runtime.preprocess import fit
 from ...runtime.tasks.pose import pck
 from ..checkpoint import unwrap
 from ..config import TrainConfig
-from ..data import build_dataset, load_single_objects
+from ..data import build_dataset, load_coco
+from ..data.lazy import LazyImages
 from ..data.figures import TORSO, FigureConfig
 from ..models.pose import HEADS, build_pose_regressor
-from .classify import channel_stats, to_input
-from .localize import random_resample
+from .base import TrainTask
+from .inputs import channel_stats, random_resample, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 8000, "val": 1000, "test": 1000},
@@ -40,7 +42,7 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="pose", model="deeppose", epochs=10 if quick else 40, lr=0.1)
 
 
-def build_model(model_entry: dict, classes: list[str]) -> nn.Module:
+def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
     """The architecture is the head (``deeppose`` or ``integral``) on a ResNet backbone;
     ``classes`` are the joint names: what the output's joint axis indexes."""
     if model_entry["arch"] not in HEADS:
@@ -55,31 +57,40 @@ def flip_permutation(joints: list[str]) -> list[int]:
     return [joints.index(swap(name)) for name in joints]
 
 
-class Task:
-    """One figure per image on real backgrounds; metric PCK@0.2."""
+class Task(TrainTask):
+    """One person per image (the built-in figures on real backgrounds, or a COCO keypoints
+    dataset: the category's ``keypoints`` names and ``skeleton``); metric PCK@0.2."""
 
     name = "pose"
     metric = "pck@0.2"
+    resize = "letterbox"
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
+        self.spec = self.fitted_input(config)
         self.splits = {}
         for split in ("train", "val", "test"):
-            images, annotations, (category,) = load_single_objects(data_dir, split)
-            keypoints = np.array([a["keypoints"] for a in annotations], np.float32).reshape(len(images), -1, 3)
-            self.splits[split] = (torch.from_numpy(images), torch.from_numpy(keypoints))
+            data = load_coco(data_dir, split)
+            (category,) = data.categories
+            keypoints = []
+            for image, annotation in zip(data.images, data.single_annotations()):
+                points = np.reshape(annotation["keypoints"], (-1, 3)).astype(np.float64)
+                points[:, :2] = fit(image["height"], image["width"], self.spec).to_input(points[:, :2])
+                keypoints.append(points)
+            keypoints = torch.from_numpy(np.array(keypoints, np.float32).reshape(len(data.images), -1, 3))
+            self.splits[split] = (LazyImages(data.image_paths, self.spec, workers=config.workers if config else 0),
+                                  keypoints)
         self.joints = list(category["keypoints"])
         self.skeleton = [[a - 1, b - 1] for a, b in category["skeleton"]]
         self.flip = flip_permutation(self.joints)
         self.classes = self.joints   # the manifest's classes: what the output's joint axis indexes
-        self.mean, self.std = channel_stats(self.splits["train"][0])
+        self.mean, self.std = channel_stats(self.splits["train"][0].sample())
 
     def __len__(self) -> int:
         return len(self.splits["train"][1])
 
     def size(self) -> torch.Tensor:
-        """(width, height) of the images in pixels."""
-        _, h, w, _ = self.splits["train"][0].shape
-        return torch.tensor([w, h], dtype=torch.float32)
+        """(width, height) of the model input in pixels."""
+        return torch.tensor([self.spec.width, self.spec.height], dtype=torch.float32)
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
@@ -108,11 +119,6 @@ class Task:
         truth = self.splits[split][1].double().numpy()
         torso = tuple(self.joints.index(name) for name in TORSO)
         return {**{f"pck@{a}": pck(predicted, truth, torso, a) for a in (0.2, 0.1)}, "images": len(truth)}
-
-    def input_spec(self) -> InputSpec:
-        _, h, w, c = self.splits["train"][0].shape
-        return InputSpec(channels=c, height=h, width=w, mean=tuple(map(float, self.mean)),
-                         std=tuple(map(float, self.std)))
 
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("keypoints", ["batch", len(self.joints), 2],

@@ -1,8 +1,10 @@
 """Semantic segmentation: data, model, loss, metric and manifest entries for the ``segment`` task.
 
-Scenes of one to three digits on real photos; every pixel is background (class 0) or the
-digit ``c`` (class ``c + 1``), as in the dataset's semantic PNGs. Loss: per-pixel
-cross-entropy; metric: mIoU over the 11 classes (see ``visionrt.runtime.tasks.segment``).
+The built-in data: scenes of one to three digits on real photos; every pixel is background
+(class 0) or the digit ``c`` (class ``c + 1``), as in the dataset's semantic PNGs. Or a mask
+folder (VOC style, classes from ``classes.txt``). Loss: per-pixel cross-entropy without the
+unlabelled pixels (value 255); metric: mIoU over the classes present (see
+``visionrt.runtime.tasks.segment``).
 """
 from __future__ import annotations
 
@@ -10,17 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from ...runtime.manifest import InputSpec, OutputSpec
-from ...runtime.tasks.segment import CLASSES, confusion_matrix, iou_metrics, read_maps
+from ...runtime.manifest import OutputSpec
+from ...runtime.render import PALETTE
+from ...runtime.tasks.segment import confusion_matrix, iou_metrics
 from ..config import TrainConfig
-from ..data import build_dataset, load_coco
+from ..data import build_dataset
 from ..data.build import SEMANTIC_PALETTE
+from ..data.masks import IGNORE, segmentation_classes, segmentation_split
 from ..models.segment import SegmenterConfig, build_segmenter
-from .classify import channel_stats, to_input
+from .base import TrainTask
+from .inputs import channel_stats, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 6000, "val": 300, "test": 500},
@@ -42,28 +46,22 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="segment", model="fcn", epochs=4 if quick else 20, batch_size=32, lr=0.1)
 
 
-def build_model(model_entry: dict, classes: list[str]) -> nn.Module:
+def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
     return build_segmenter(SegmenterConfig(model_entry["arch"], model_entry.get("kwargs", {})), len(classes))
 
 
-def load_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 ``[N, H, W, 3]`` and semantic maps uint8 ``[N, H, W]`` of one split."""
-    files = load_coco(data_dir, split)
-    images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in files.image_paths])
-    return images, read_maps(files.semantic_paths)
-
-
-class Task:
-    """Digits on real backgrounds, labelled per pixel; metric mIoU."""
+class Task(TrainTask):
+    """Images labelled per pixel (the built-in digits on real backgrounds, or a mask folder); metric mIoU."""
 
     name = "segment"
     metric = "miou"
 
-    def __init__(self, data_dir: str | Path):
-        self.splits = {split: tuple(map(torch.from_numpy, load_split(data_dir, split)))
+    def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
+        self.spec = self.fitted_input(config)
+        self.splits = {split: segmentation_split(data_dir, split, self.spec, config.workers if config else 0)
                        for split in ("train", "val", "test")}
-        self.classes = list(CLASSES)
-        self.mean, self.std = channel_stats(self.splits["train"][0])
+        self.classes = segmentation_classes(data_dir)
+        self.mean, self.std = channel_stats(self.splits["train"][0].sample())
 
     def __len__(self) -> int:
         return len(self.splits["train"][0])
@@ -76,7 +74,7 @@ class Task:
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, maps = self.splits["train"]
         x = to_input(images[indices], self.mean, self.std).contiguous(memory_format=torch.channels_last)
-        return F.cross_entropy(model(x), maps[indices].long())
+        return F.cross_entropy(model(x), maps[indices].long(), ignore_index=IGNORE)
 
     @torch.no_grad()
     def predict_maps(self, model: nn.Module, split: str, batch_size: int = 128) -> np.ndarray:
@@ -87,20 +85,16 @@ class Task:
                           for i in range(0, len(images), batch_size)]).numpy()
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        confusion = confusion_matrix(self.predict_maps(model, split), self.splits[split][1].numpy(),
+        confusion = confusion_matrix(self.predict_maps(model, split), self.splits[split][1][:].numpy(),
                                      len(self.classes))
         return {**iou_metrics(confusion, self.classes), "images": len(self.splits[split][0])}
 
-    def input_spec(self) -> InputSpec:
-        _, h, w, c = self.splits["train"][0].shape
-        return InputSpec(channels=c, height=h, width=w, mean=tuple(map(float, self.mean)),
-                         std=tuple(map(float, self.std)))
-
     def outputs(self) -> list[OutputSpec]:
-        _, h, w = self.splits["train"][1].shape
-        return [OutputSpec("logits", ["batch", len(self.classes), h, w],
+        return [OutputSpec("logits", ["batch", len(self.classes), self.spec.height, self.spec.width],
                            "unnormalised per-pixel class scores; argmax over axis 1 is the class map "
-                           "(0 = background, c + 1 = digit c)")]
+                           "(values index `classes`)")]
 
     def postprocess(self) -> dict:
-        return {"palette": SEMANTIC_PALETTE[:len(self.classes)].tolist()}
+        palette = [SEMANTIC_PALETTE[i] if i < len(SEMANTIC_PALETTE) else PALETTE[i % len(PALETTE)]
+                   for i in range(len(self.classes))]
+        return {"palette": np.array(palette, np.uint8).tolist()}

@@ -27,6 +27,7 @@ from ..config import TrainConfig
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_png, read_split, save_png, write_bench_inputs,
                            write_photo_dataset)
 from ..models.style import CONTENT_WEIGHT, STYLE_WEIGHT, GatysLoss, StyleConfig, build_transform
+from .base import TrainTask
 
 #: The style image (a photo name of ``visionrt.train.data.photos``) and its longer side (px).
 STYLE_PHOTO, STYLE_SIDE = "ihc", 256
@@ -67,7 +68,7 @@ def default_config(quick: bool = True) -> TrainConfig:
                        patience=3 if quick else 6)
 
 
-def build_model(model_entry: dict, classes: list[str]) -> nn.Module:
+def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
     return build_transform(StyleConfig(model_entry["arch"], model_entry.get("kwargs", {})))
 
 
@@ -76,13 +77,13 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(to_float(image))[None]
 
 
-class Task:
+class Task(TrainTask):
     """Random crops of the content photos, one fixed style; metric: style loss reduction."""
 
     name = "style"
     metric = "style_reduction"
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
         info = dataset_info(data_dir, "style", fix="build one with `visionrt data --task style --out DIR`")
         self.style_name = info["style"]
         self.classes: list[str] = []
@@ -137,12 +138,15 @@ class Task:
                            f"the input photo in the style of '{self.style_name}', RGB in [0, 1] (x255 for uint8)")]
 
     def postprocess(self) -> dict:
-        """Style name, loss network and weights (for evaluation), accepted sides and the engine profile."""
-        sides = [MIN_SIDE, OPT_SIDE, MAX_SIDE]
+        """Style name, loss network and weights (for evaluation), accepted sides."""
         return {"style": self.style_name, "loss_network": self.network.to_dict(),
                 "loss_weights": {"style": STYLE_WEIGHT, "content": CONTENT_WEIGHT},
-                "min_side": MIN_SIDE, "max_side": MAX_SIDE,
-                "build": {"min_batch": 1, "opt_batch": 1, "max_batch": 8, "height": sides, "width": sides}}
+                "min_side": MIN_SIDE, "max_side": MAX_SIDE}
+
+    def build_profile(self) -> dict:
+        """Batch and H/W of the input that span the accepted sides."""
+        sides = [MIN_SIDE, OPT_SIDE, MAX_SIDE]
+        return {"min_batch": 1, "opt_batch": 1, "max_batch": 8, "height": sides, "width": sides}
 
 
 def _at_least(image: np.ndarray, side: int) -> np.ndarray:

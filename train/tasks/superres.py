@@ -29,6 +29,7 @@ from ..data.errors import DatasetError
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_split, save_png, write_bench_inputs,
                            write_photo_dataset)
 from ..models.superres import SuperResConfig, build_superres
+from .base import TrainTask
 
 #: Datasets written by :func:`build_data`, one per scale.
 SCALES = (2, 3)
@@ -78,7 +79,7 @@ def default_config(quick: bool = True) -> TrainConfig:
                        patience=3 if quick else 8)
 
 
-def build_model(model_entry: dict, classes: list[str]) -> nn.Module:
+def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
     kwargs = dict(model_entry.get("kwargs", {}))
     return build_superres(SuperResConfig(model_entry["arch"], kwargs.pop("scale"), kwargs))
 
@@ -90,13 +91,13 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div_(255.0)
 
 
-class Task:
+class Task(TrainTask):
     """Random patches of the training photos; metric: PSNR gain over bicubic (dB) on whole photos."""
 
     name = "superres"
     metric = "psnr_gain"
 
-    def __init__(self, data_dir: str | Path):
+    def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
         info = dataset_info(data_dir, "superres", fix="build one with `visionrt data --task superres --out DIR` "
                                                       "and pass DIR/x2 or DIR/x3")
         self.scale = int(info["scale"])
@@ -178,10 +179,12 @@ class Task:
                            "low-resolution input's height and width")]
 
     def postprocess(self) -> dict:
-        """Scale, what the network takes, accepted low-resolution sides and the engine profile
-        (batch and H/W of the network's input) that spans them."""
-        max_side = MAX_OUTPUT_SIDE // self.scale
+        """Scale, what the network takes and the accepted low-resolution sides."""
+        return {"scale": self.scale, "model_input": self.model_input, "min_side": MIN_SIDE,
+                "max_side": MAX_OUTPUT_SIDE // self.scale}
+
+    def build_profile(self) -> dict:
+        """Batch and H/W of the network's input that span the accepted sides."""
         f = 1 if self.model_input == "lr" else self.scale
-        sides = [MIN_SIDE * f, OPT_SIDE * f, max_side * f]
-        return {"scale": self.scale, "model_input": self.model_input, "min_side": MIN_SIDE, "max_side": max_side,
-                "build": {"min_batch": 1, "opt_batch": 1, "max_batch": 8, "height": sides, "width": sides}}
+        sides = [MIN_SIDE * f, OPT_SIDE * f, MAX_OUTPUT_SIDE // self.scale * f]
+        return {"min_batch": 1, "opt_batch": 1, "max_batch": 8, "height": sides, "width": sides}

@@ -3,7 +3,9 @@
 Indices are flat over the whole ``N*C*H*W`` input (``storage_order`` 0): the index of
 ``x[n, c, h, w]`` is ``((n * C + c) * H + h) * W + w``. A window's first maximum in row-major
 order wins; padding never does. MaxUnpool writes each value at its index in a zero tensor of
-the output shape (a repeated index keeps the last value written).
+the output shape (a repeated index keeps the last value written). With an explicit
+``output_shape`` the indices are flat over it, as onnxruntime reads them (ONNX's
+``onnx.reference`` reads them over the default shape instead: see the README).
 """
 from __future__ import annotations
 

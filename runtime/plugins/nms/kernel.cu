@@ -106,7 +106,12 @@ __device__ u64 select_threshold(const T* __restrict__ scores, int total, unsigne
         __syncthreads();
         if (threadIdx.x < 32) {  // warp 0 finds the digit where the running count (from the top) reaches `remaining`
             const int lane = threadIdx.x;
-            const unsigned remaining = st->remaining;  // read by every lane before any writes (the shuffles sync the warp)
+            const unsigned remaining = st->remaining;
+            // Every lane must have read st->remaining before the one lane below rewrites it. The
+            // shuffles make the lanes meet but are no memory barrier: the compiler or the memory
+            // system may still let the load happen after another lane's store. __syncwarp orders
+            // the warp's shared-memory accesses before it against those after it.
+            __syncwarp();
             unsigned counts[8], sum = 0;
 #pragma unroll
             for (int q = 0; q < 8; ++q) {

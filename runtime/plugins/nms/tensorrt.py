@@ -1,13 +1,14 @@
 """EfficientNms as a TensorRT plugin: kernel launch and AOT registration (see README.md).
 
-Plugin ``visionrt::EfficientNms``: ``boxes [B, N, 4]``, ``scores [B, N, C]`` (float32 or
-float16) -> ``num_detections [B, 1]`` int32, ``detection_boxes [B, K, 4]``,
+Plugin ``visionrt::EfficientNms``: ``boxes [B, N, 4]``, ``scores [B, N, C]`` (both float32 or
+both float16: the kernel has one element type) -> ``num_detections [B, 1]`` int32, ``detection_boxes [B, K, 4]``,
 ``detection_scores [B, K]``, ``detection_classes [B, K]`` int32 with ``K = max_output_boxes``.
 The thresholds and the block geometry are baked into the kernel; one block per image.
 """
 from pathlib import Path
 from typing import Any, Sequence, Tuple
 
+from ...errors import PluginError
 from ..launch import KernelLaunch, kernel_name
 from ..nvrtc import float_literal
 from ..registry import MAX_NMS_CANDIDATES
@@ -35,6 +36,15 @@ def launch(dtype: str, scores_shape: Sequence[Any], class_agnostic: int, max_out
                         args=(num_boxes, num_classes, max_output_boxes, pre_nms_top_k, int(bool(class_agnostic))))
 
 
+def element_type(aot, boxes, scores) -> str:
+    """The kernel's element type (numpy name): ``boxes`` and ``scores`` must both have it."""
+    dtype = aot.dtype(scores.dtype)
+    if aot.dtype(boxes.dtype) != dtype:
+        raise PluginError(f"EfficientNms: boxes are {boxes.dtype} and scores {scores.dtype}, but its kernel "
+                          "reads both as one type", fix="cast boxes and scores to the same float type before NMS")
+    return dtype
+
+
 def register(aot) -> None:
     """Register the plugin with ``aot.trtp`` (see ``tensorrt_registration.AotBuilder``)."""
     trtp, trt = aot.trtp, aot.trt
@@ -43,7 +53,7 @@ def register(aot) -> None:
     def describe(boxes: trtp.TensorDesc, scores: trtp.TensorDesc, class_agnostic: int, iou_threshold: float,
                  max_output_boxes: int, pre_nms_top_k: int, score_threshold: float
                  ) -> Tuple[trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc]:
-        aot.dtype(scores.dtype)
+        element_type(aot, boxes, scores)
         batch = scores.shape_expr[0]
         return (trtp.from_shape_expr((batch, 1), dtype=trt.int32),
                 trtp.from_shape_expr((batch, max_output_boxes, 4), dtype=boxes.dtype),
@@ -54,5 +64,5 @@ def register(aot) -> None:
     def kernel(boxes, scores, class_agnostic, iou_threshold, max_output_boxes, pre_nms_top_k, score_threshold,
                outputs, tactic) -> aot.result_type:
         return aot.kernel(KERNEL, defines(iou_threshold, score_threshold),
-                          launch(aot.dtype(scores.dtype), scores.shape_expr, class_agnostic, max_output_boxes,
+                          launch(element_type(aot, boxes, scores), scores.shape_expr, class_agnostic, max_output_boxes,
                                  pre_nms_top_k))

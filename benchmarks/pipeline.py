@@ -7,127 +7,105 @@ says what each wrote where. Needs the ``train`` extra (torch); the engine build 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from PIL import Image
 
-from . import atomic
-from .errors import BackendUnavailable, PluginError, VisionRTError
-from .manifest import ModelDir
+from ..runtime import atomic
+from ..runtime.errors import ArtifactError, BackendUnavailable, PluginError, VisionRTError
+from ..runtime.manifest import ModelDir
+from ..train.cli import build_data
 
-
-def _say(message: str) -> None:
-    """Progress goes to stderr, so stdout carries only the result (JSON with --json)."""
-    print(f"[visionrt] {message}", file=sys.stderr, flush=True)
-
-
-def _progress(label: str):
-    last = [-1]
-
-    def report(done: int, total: int) -> None:
-        percent = 100 * done // max(total, 1)
-        if percent // 10 != last[0] // 10 or done == total:
-            last[0] = percent
-            print(f"\r[visionrt] {label}: {done}/{total} ({percent}%)", end="\n" if done == total else "",
-                  file=sys.stderr, flush=True)
-    return report
-
-
-def build_data(task: str, out: str | os.PathLike, quick: bool = True, seed: int = 0) -> Path:
-    from ..train import tasks
-
-    start = time.perf_counter()
-    path = tasks.get(task).build_data(out, quick=quick, seed=seed, progress=_progress("generating data"))
-    _say(f"data: {path} ({time.perf_counter() - start:.0f}s)")
-    return Path(path)
-
-
-def train_distributed(nproc: int, argv: list[str]) -> int:
-    """Re-run ``visionrt train ARGV`` under torchrun with ``nproc`` processes (DDP)."""
-    argv = [a for i, a in enumerate(argv) if a != "--nproc" and (i == 0 or argv[i - 1] != "--nproc")
-            and not a.startswith("--nproc=")]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "visionrt.runtime.cli", *argv]
-    return subprocess.call(command)
+log = logging.getLogger(__name__)
 
 
 def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: str | None = None,
-                 seed: int = 0, build: bool = True, bench_seconds: float = 1.0) -> dict[str, Any]:
+                 seed: int = 0, build: bool = True, bench_seconds: float = 1.0,
+                 precisions: Sequence[str] = ("fp32", "fp16", "int8")) -> dict[str, Any]:
     """Run every stage; returns the paths written and the headline figures.
+
+    ``precisions``: beside fp32, the reduced precisions exported (``export/precision.py``: files,
+    accuracy vs PyTorch fp32 and verdict in ``manifest.precisions``), built and benchmarked.
 
     ``bench_seconds``: minimum measuring time per benchmark point; warm-up and measuring each
     stop after five times that (slow points, e.g. large images, get fewer runs)."""
-    from ..benchmarks.run import bench_model_dir
     from ..export.verify import export_and_verify
     from ..train import tasks
     from ..train.loop import fit
+    from .run import bench_model_dir
 
     out = Path(out)
     mode = "quick" if quick else "full"
     data_dir = build_data(task, out / "data" / task, quick=quick, seed=seed)
 
     config = tasks.configure(task, quick, model, seed=seed, threads=os.cpu_count() or 1)
-    _say(f"train: {task}/{config.model} ({mode})")
-    model_dir = fit(config, data_dir, out / f"{task}-{config.model}", log=lambda m: _say(f"  {m}"))
-    _say(f"train: wrote {model_dir.path('weights', verify=False)}")
+    log.info("train: %s/%s (%s)", task, config.model, mode)
+    model_dir = fit(config, data_dir, out / f"{task}-{config.model}")
+    log.info("train: wrote %s", model_dir.path("weights", verify=False))
 
-    _say("export: ONNX + parity with PyTorch on held-out images")
-    parity = export_and_verify(model_dir, data_dir, log=lambda m: _say(f"  {m}"))
+    log.info("export: ONNX + parity with PyTorch on held-out images")
+    parity = export_and_verify(model_dir, data_dir)
+    reduced = [p for p in precisions if p != "fp32"]
+    if reduced:
+        from ..export.precision import export_precisions
+
+        log.info("export: %s files, accuracy vs PyTorch fp32", ", ".join(reduced))
+        for precision, record in export_precisions(model_dir, data_dir, reduced).items():
+            if precision in reduced:
+                log.info("  %s: %s", precision, "PASS" if record.get("passed") else "FAIL (outside its tolerance)")
 
     engine_note = "not requested (--no-build)"
     if build:
-        engine_note = _build(model_dir)
+        engine_note = "; ".join(_build(model_dir, precision) for precision in ("fp32", *reduced))
 
-    _say("bench: latency per backend and batch size")
-    bench = bench_model_dir(model_dir, backends=["onnxruntime", "torch", "tensorrt"], batch_sizes=[1, 8, 32],
-                            data_dir=data_dir, out_dir=model_dir.root / "bench", min_seconds=bench_seconds,
-                            max_seconds=5 * bench_seconds)
+    log.info("bench: latency per backend and batch size")
+    bench = bench_model_dir(model_dir, backends=["onnxruntime", "openvino", "torch", "tensorrt"],
+                            batch_sizes=[1, 8, 32], data_dir=data_dir, out_dir=model_dir.root / "bench",
+                            min_seconds=bench_seconds, max_seconds=5 * bench_seconds,
+                            precisions=["fp32", *reduced])
     pictures = write_pictures(model_dir, data_dir)
-    report = write_report(ModelDir.open(model_dir.root), parity.passed, engine_note, bench, pictures)
-    _say(f"report: {report['markdown']}")
+    report = write_pipeline_report(ModelDir.open(model_dir.root), parity.passed, engine_note, bench, pictures)
+    log.info("report: %s", report["markdown"])
     return {"model_dir": str(model_dir.root), "report": str(report["markdown"]),
             **{k: str(v) for k, v in report.items()}}
 
 
-def _build(model_dir: ModelDir) -> str:
-    from ..export.build import build
+def _build(model_dir: ModelDir, precision: str = "fp32") -> str:
+    from ..export.build import BuildError, build
 
-    _say("build: TensorRT engine")
+    log.info("build: TensorRT engine (%s)", precision)
     try:
-        result = build(model_dir)
-    except (BackendUnavailable, PluginError) as err:
-        _say(f"  build skipped: {err}")
+        result = build(model_dir, precision=precision)
+    except (BackendUnavailable, PluginError, BuildError, ArtifactError) as err:
+        log.warning("build skipped: %s", err)
         return f"skipped: {err}"
     f = result.facts
     shapes = " / ".join("×".join(map(str, shape)) for shape in next(iter(f["profile"].values())).values())
     note = (f"{result.path.name}: {f['flavour']} {f['tensorrt_version']}, {f['precision']}, input min / opt / max "
             f"{shapes}, compute capability {', '.join(f['compute_capabilities'])}, "
             f"built in {f['build_seconds']:.1f}s ({f['engine_bytes'] / 1e6:.1f} MB)")
-    _say(f"  {note}")
+    log.info("build: %s", note)
     return note
 
 
 def write_pictures(model_dir: ModelDir, data_dir: str | os.PathLike, count: int = 3) -> list[Path]:
     """``pictures/<name>.png`` for the first ``count`` held-out images: each result drawn on its
-    image (``draw``), or the task's ``report_picture(result, image, target)`` where it has one."""
-    from .images import load_image
-    from .predictor import Predictor
-    from .tasks import task_module
+    image by the task's ``report_picture(result, image, target)``."""
+    from ..runtime.images import load_image
+    from ..runtime.predictor import Predictor
+    from ..runtime.tasks import runtime_task
 
-    task = task_module(model_dir.manifest.task)
+    task = runtime_task(model_dir.manifest.task)
     paths, targets = task.heldout(data_dir, count)
     written = []
     with Predictor(model_dir) as predictor:
         for path, target in zip(paths, targets):
             image = load_image(path)
             result = predictor.predict(image)[0]
-            picture = (task.report_picture(result, image, target) if hasattr(task, "report_picture")
-                       else result.draw(image))
+            picture = task.report_picture(result, image, target)
             out = model_dir.root / "pictures" / f"{Path(path).stem}.png"
             with atomic.atomic_path(out) as tmp:
                 Image.fromarray(picture).save(tmp, format="PNG")
@@ -135,11 +113,11 @@ def write_pictures(model_dir: ModelDir, data_dir: str | os.PathLike, count: int 
     return written
 
 
-def write_report(model_dir: ModelDir, parity_passed: bool, engine_note: str, bench: dict[str, Path],
+def write_pipeline_report(model_dir: ModelDir, parity_passed: bool, engine_note: str, bench: dict[str, Path],
                  pictures: list[Path] = ()) -> dict[str, Path]:
     """``report.md`` + ``report.json`` in the model directory: metrics, parity, engine, latency, pictures."""
     m = model_dir.manifest
-    metric = m.metrics["metric"]
+    metric = m.primary_metric
     test = m.metrics["pytorch"]["test"]
     columns = [metric, *(k for k, v in test.items() if k not in (metric, "images") and isinstance(v, (int, float)))]
     lines = [f"# visionrt report: {m.task} / {m.model['arch']}", ""]
@@ -184,11 +162,11 @@ def run_all(tasks: list[str], out: str | os.PathLike, **options: Any) -> dict[st
     out = Path(out)
     rows, failed = [], []
     for task in tasks:
-        _say(f"=== {task} ===")
+        log.info("=== %s ===", task)
         try:
             result = run_pipeline(task, out, **options)
         except VisionRTError as err:
-            _say(f"{task} failed: {err}")
+            log.error("%s failed: %s", task, err)
             rows.append({"task": task, "error": str(err)})
             failed.append(task)
             continue
@@ -202,7 +180,7 @@ def run_all(tasks: list[str], out: str | os.PathLike, **options: Any) -> dict[st
 def summary_row(model_dir: ModelDir, out: Path) -> dict[str, Any]:
     """One task's headline: metric per backend, parity verdicts, engine, batch-1 latency (model only)."""
     m = model_dir.manifest
-    metric = m.metrics["metric"]
+    metric = m.primary_metric
     latency = {}
     for key, ms in (m.benchmarks or {}).get("median_ms", {}).items():
         *case, backend, mode, batch = key.split("/")
@@ -231,7 +209,7 @@ def write_summary(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
             f"| {row['task']}", row["model"], row["metric"], f"{values.get('pytorch', float('nan')):.4f}",
             f"{values.get('onnxruntime-cpu', float('nan')):.4f}",
             ", ".join(f"{b} {'PASS' if ok else 'FAIL'}" for b, ok in row["parity"].items()),
-            ", ".join(row["engines"]) or "none (see report)", ms.get("onnxruntime-cpu", ""), ms.get("torch-eager", ""),
+            ", ".join(row["engines"]) or "none (see report)", ms.get("onnxruntime-cpu", ""), ms.get("pytorch", ""),
             f"[report]({row['report']}) |"]))
     markdown, data = out / "summary.md", out / "summary.json"
     atomic.write_text(markdown, "\n".join(lines) + "\n")

@@ -1,0 +1,92 @@
+"""The benchmark stage's subcommands: ``visionrt bench`` and ``visionrt pipeline`` (every stage).
+
+Registered by the root CLI (:data:`visionrt.runtime.cli.COMMANDS`); the stages' code is
+imported only when a command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..runtime.cli import Command, emit, int_list
+from ..runtime.errors import InputError
+from ..runtime.tasks import TASKS
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from ..runtime.manifest import ModelDir
+    from ..runtime.precision import check_precision
+    from . import onnx_file
+    from .run import bench_model_dir
+
+    if onnx_file.is_onnx_file(args.model_dir):
+        return onnx_file.cmd_bench_onnx(args)
+
+    precisions = [check_precision(p) for p in args.precision]
+    saved = None
+    if args.compare:
+        from .compare import load
+
+        saved = load(args.compare)  # before measuring: a wrong path fails at once
+    paths = bench_model_dir(ModelDir.open(args.model_dir), backends=args.backends,
+                            batch_sizes=args.batch_sizes or [1, 8, 32],
+                            data_dir=args.data, out_dir=args.out, min_seconds=args.seconds, threads=args.threads,
+                            precisions=precisions)
+    emit(args, {k: str(v) for k, v in paths.items()}, f"benchmark report: {paths['markdown']}")
+    if saved is not None:
+        from .compare import compare, load
+
+        result = compare(saved, load(paths["json"]), max_slowdown=args.max_slowdown, normalise=args.normalise)
+        print("\n".join(result.lines()), file=sys.stderr)
+        if result.failed:
+            raise SystemExit(1)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from .pipeline import run_all, run_pipeline
+
+    options = dict(quick=not args.full, seed=args.seed, build=not args.no_build, bench_seconds=args.bench_seconds)
+    if args.task == "all":
+        if args.model:
+            raise InputError("--model names one task's architecture", fix="leave it out with 'all'")
+        result = run_all(list(TASKS), args.out, **options)
+        emit(args, result, f"pipeline done for every task: summary at {result['markdown']}")
+        return
+    result = run_pipeline(args.task, args.out, model=args.model, **options)
+    emit(args, result, f"pipeline done: report at {result['report']}")
+
+
+def register(command: Command) -> None:
+    from . import onnx_file
+
+    p = command("bench", cmd_bench, "latency and throughput per backend and batch size, of a model "
+                                    "directory or of any ONNX file (then on generated inputs)")
+    p.add_argument("model_dir", type=Path, metavar="MODEL", help="a model directory or an .onnx file")
+    p.add_argument("--backends", default="onnxruntime,torch",
+                   type=lambda s: [b for b in s.split(",") if b],
+                   help="comma-separated: onnxruntime, torch, tensorrt (unavailable ones are skipped)")
+    p.add_argument("--batch-sizes", type=int_list, help="default: 1,8,32")
+    onnx_file.add_arguments(p)
+    p.add_argument("--data", type=Path, help="dataset whose test images feed the end-to-end runs")
+    p.add_argument("--out", type=Path, help="report directory (default: <model_dir>/bench)")
+    p.add_argument("--seconds", type=float, default=1.0, help="minimum measuring time per case")
+    p.add_argument("--threads", type=int, help="intra-op threads for onnxruntime and torch alike "
+                                               "(default: the usable cores)")
+    p.add_argument("--precision", default=["fp32"], type=lambda s: [x for x in s.split(",") if x],
+                   help="comma-separated: fp32, fp16, int8 (the files export wrote)")
+    p.add_argument("--compare", type=Path, help="a saved bench.json: print the change per point, exit 1 when "
+                                                "slower than --max-slowdown or accuracy dropped beyond tolerance")
+    p.add_argument("--max-slowdown", type=float, default=1.15)
+    p.add_argument("--normalise", action="store_true",
+                   help="compare latency / the reference workload timed in each run (CI machines differ)")
+
+    p = command("pipeline", cmd_pipeline, "every stage for a task: data, train, export, build, bench, report")
+    p.add_argument("task", choices=(*TASKS, "all"), help="a task, or all of them one after another "
+                                                         "(then also <out>/summary.md)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--full", action="store_true", help="larger data and longer training")
+    p.add_argument("--model", help="architecture (default: the task's; `visionrt doctor` lists them)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine build")
+    p.add_argument("--bench-seconds", type=float, default=1.0, help="minimum measuring time per benchmark point")

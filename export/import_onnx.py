@@ -1,0 +1,203 @@
+"""``visionrt import``: an ONNX file of one's own -> a model directory every later stage takes.
+
+The manifest is built from the ONNX's own input and outputs plus what the user says (task,
+class names, normalisation, image size, post-processing parameters), checked against the
+task's output contract (:mod:`visionrt.runtime.contracts`), and then proven: one batch runs in
+onnxruntime and its actual output shapes are checked again. The ONNX is copied byte for byte
+(``model.onnx``, with its sha256); the source path and hash are recorded. Without PyTorch
+weights, the torch backend is skipped with that reason wherever a stage would use it.
+
+The describing part (:func:`describe`, :func:`add_description_arguments`) is shared with
+``export_module`` (:mod:`.user_module`), which writes the same manifest for an ``nn.Module``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..runtime import atomic
+from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
+from ..runtime.backends.base import TensorSpec
+from ..runtime.contracts import (CONTRACTS, ContractError, check_input, check_outputs, check_postprocess,
+                                 contract, default_postprocess)
+from ..runtime.errors import ArtifactError, InputError
+from ..runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+#: What the model is called in reports when ``name`` is not given: the file's stem.
+IMPORTED = "imported ONNX"
+
+
+def onnx_io(path: str | os.PathLike) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The inputs and outputs of an ONNX file as onnxruntime loads it (dynamic axes: their name or
+    ``None``); :class:`ArtifactError` if onnxruntime cannot load it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"ONNX file {path} does not exist", fix="pass the path of an .onnx file")
+    with OnnxRuntimeRunner(path) as runner:
+        return runner.inputs, runner.outputs
+
+
+def describe(task: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], source: str, *,
+             classes: Sequence[str] = (), image_size: tuple[int, int] | None = None,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None, resize: str = "bilinear",
+             postprocess: dict[str, Any] | None = None, batch: int | None = None,
+             shape_check: tuple[int, int] | None = None) -> tuple[InputSpec, list[OutputSpec], dict[str, Any]]:
+    """Input spec, output specs and post-processing parameters of a model whose ``inputs`` and
+    ``outputs`` are as found, checked against ``task``'s contract (:class:`ContractError`).
+
+    ``mean``/``std``: per-channel normalisation of pixels scaled to [0, 1] (default: none);
+    ``shape_check``: the (H, W) the found outputs were computed at, when they come from a run
+    of a model of any image size (their sides are checked against it)."""
+    c = contract(task)
+    classes = list(classes)
+    if c.classes and not classes:
+        raise ContractError(f"a {task} model needs its class names ({c.classes})",
+                            fix="pass --classes FILE (one name a line); Python: classes=[...]")
+    name, height, width = check_input(task, inputs, image_size, source)
+    sides = (height, width) if shape_check is None else shape_check
+    variant, output_specs, bound = check_outputs(task, outputs, classes, *sides, source=source, batch=batch)
+    post = {**default_postprocess(task, variant, classes, bound), **(postprocess or {})}
+    check_postprocess(task, variant, post, source)
+    spec = InputSpec(name=name, height=height, width=width, resize=resize,
+                     mean=tuple(float(v) for v in (mean or (0.0, 0.0, 0.0))),
+                     std=tuple(float(v) for v in (std or (1.0, 1.0, 1.0))))
+    if len(spec.mean) != 3 or len(spec.std) != 3 or min(spec.std) <= 0:
+        raise InputError(f"mean {spec.mean} and std {spec.std} must have 3 values each (RGB), std > 0",
+                         fix="e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225")
+    return spec, output_specs, post
+
+
+def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathLike, *,
+                classes: Sequence[str] = (), image_size: tuple[int, int] | None = None,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None, resize: str = "bilinear",
+                postprocess: dict[str, Any] | None = None, name: str | None = None) -> ModelDir:
+    """Make ``out_dir`` a model directory for ``onnx_path`` (see the module doc); returns it.
+
+    Refuses an ``out_dir`` that already holds a manifest (a model directory is never overwritten)."""
+    source = Path(onnx_path)
+    inputs, outputs = onnx_io(source)
+    spec, output_specs, post = describe(task, inputs, outputs, source.name, classes=classes, image_size=image_size,
+                                        mean=mean, std=std, resize=resize, postprocess=postprocess)
+    out = Path(out_dir)
+    if (out / "manifest.json").exists():
+        raise ArtifactError(f"{out} already holds a model directory", fix="choose another --out, or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(out / ONNX_FILE) as tmp:
+        shutil.copyfile(source, tmp)
+    digest = atomic.sha256(out / ONNX_FILE)
+    manifest = Manifest(task=task, model={"arch": name or source.stem, "imported_from": str(source.resolve()),
+                                          "source_sha256": digest},
+                        classes=list(classes), input=spec, outputs=output_specs, postprocess=post)
+    model_dir = ModelDir(out, manifest)
+    model_dir.add_file("onnx", out / ONNX_FILE, role=f"{IMPORTED} (copied from {source.name})")
+    _check_run(model_dir, source.name)
+    model_dir.record("import", source=str(source.resolve()), sha256=digest)
+    model_dir.save()
+    log.info("imported %s as a %s model into %s", source, task, out)
+    return model_dir
+
+
+def _check_run(model_dir: ModelDir, source: str) -> None:
+    """One batch of zeros through onnxruntime (which also proves the copy loads: external weight files
+    are not copied); the actual output shapes against the contract."""
+    spec = model_dir.manifest.input
+    post = model_dir.manifest.postprocess
+    side = post.get("min_side", 64) * (post.get("scale", 1) if post.get("model_input") == "bicubic" else 1)
+    height, width = spec.height or side, spec.width or side
+    with OnnxRuntimeRunner(model_dir.path("onnx")) as runner:
+        batch = runner.inputs[0].shape[0] if isinstance(runner.inputs[0].shape[0], int) else 1
+        values = runner.infer({spec.name: np.zeros((batch, 3, height, width), np.float32)})
+    found = [TensorSpec(name, array.shape, array.dtype.name) for name, array in values.items()]
+    check_outputs(model_dir.manifest.task, found, model_dir.manifest.classes, height, width,
+                  source=f"{source} (run in onnxruntime)", batch=batch)
+
+
+# command line ----------------------------------------------------------------------------
+def read_classes(path: Path) -> list[str]:
+    """Class names from a text file, one a line (blank lines skipped)."""
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as err:
+        raise InputError(f"cannot read class names from {path}: {err.strerror}",
+                         fix="pass a text file with one class name a line") from err
+    if not names:
+        raise InputError(f"{path} holds no class names", fix="write one class name a line")
+    return names
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxW (or one side for a square), got {text!r}")
+    return (sides[0], sides[-1])
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_description_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that describe a model to the manifest (``import``, ``export --module``)."""
+    p.add_argument("--classes", type=Path, help="text file of the class names, one a line (pose: joint names)")
+    p.add_argument("--image-size", type=_image_size, help="input HxW the images are resized to (needed where "
+                                                          "the model's own input size is dynamic)")
+    p.add_argument("--mean", type=_floats, help="per-channel mean of pixels in [0, 1], e.g. 0.485,0.456,0.406 "
+                                                "(default 0,0,0)")
+    p.add_argument("--std", type=_floats, help="per-channel std, e.g. 0.229,0.224,0.225 (default 1,1,1)")
+    p.add_argument("--resize", choices=("bilinear", "bicubic", "nearest"), default="bilinear",
+                   help="interpolation of the resize to the input size")
+    p.add_argument("--postprocess", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="a post-processing parameter (JSON value), repeatable, e.g. score_threshold=0.4")
+    p.add_argument("--name", help="the model's name in reports (default: the file's or factory's name)")
+
+
+def description(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`import_onnx` / ``export_module`` from :func:`add_description_arguments`."""
+    return {"classes": read_classes(args.classes) if args.classes else (), "image_size": args.image_size,
+            "mean": args.mean, "std": args.std, "resize": args.resize, "postprocess": dict(args.postprocess),
+            "name": args.name}
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    model_dir = import_onnx(args.onnx, args.task, args.out, **description(args))
+    m = model_dir.manifest
+    outputs = ", ".join(f"{o.name} {o.shape}" for o in m.outputs)
+    payload = {"model_dir": str(model_dir.root), "task": m.task, "outputs": [o.name for o in m.outputs]}
+    print(json.dumps(payload, indent=2) if args.json else
+          f"model directory written to {model_dir.root} ({m.task}; outputs {outputs})")
+
+
+def register(command) -> None:
+    """Add ``import`` to the root CLI (``command(name, func, help) -> parser``)."""
+    p = command("import", cmd_import, "turn an ONNX file into a model directory (predict, bench, serve, build)")
+    p.add_argument("onnx", type=Path, help="the ONNX file")
+    p.add_argument("--task", required=True, choices=tuple(CONTRACTS))
+    p.add_argument("--out", required=True, type=Path, help="the model directory to write")
+    add_description_arguments(p)

@@ -1,0 +1,98 @@
+"""OpenVINO runner: the same ONNX files (fp32, fp16, the int8 Q/DQ ones) compiled for the CPU plugin.
+
+``precision="bf16"`` asks the CPU plugin to compute in bfloat16
+(``INFERENCE_PRECISION_HINT``), which pays only on CPUs with native bf16 (AVX512-BF16, AMX):
+:func:`cpu_supports_bf16` says whether this one has it. Needs the ``openvino`` extra.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import ArtifactError, BackendUnavailable
+from .base import Runner, TensorSpec
+
+_OV_TYPES = {"f32": "float32", "f16": "float16", "f64": "float64", "i64": "int64", "i32": "int32",
+             "u8": "uint8", "i8": "int8", "boolean": "bool"}
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError as err:
+        raise BackendUnavailable("OpenVINO is not installed", fix="pip install 'visionrt[openvino]'") from err
+    return openvino
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here."""
+    return "BF16" in _openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoRunner(Runner):
+    """Runs an ONNX file in OpenVINO on the CPU; ``threads`` sets ``INFERENCE_NUM_THREADS`` (0: its
+    default); ``compute`` sets the precision hint for the float ops: ``fp32``, ``bf16``, or
+    ``None`` for OpenVINO's own choice (bf16 on CPUs with AMX)."""
+
+    def __init__(self, onnx_path: str | os.PathLike, threads: int = 0, compute: str | None = None):
+        super().__init__()
+        self.path = Path(onnx_path)
+        self.threads = threads
+        if compute not in (None, "bf16", "fp32"):
+            raise BackendUnavailable(f"OpenVINO cannot compute in '{compute}' here", fix="use bf16 or fp32")
+        self.compute = compute
+        self.name = "openvino-cpu" + (f"-{compute}" if compute == "bf16" else "")
+        self.compiled = None
+        self.request = None
+
+    def _activate(self) -> None:
+        ov = _openvino()
+        if not self.path.is_file():
+            raise ArtifactError(f"ONNX file {self.path} does not exist")
+        core = ov.Core()
+        config = {}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        if self.compute == "bf16":
+            if not cpu_supports_bf16():
+                raise BackendUnavailable("this CPU has no native bf16 (OpenVINO would emulate it slowly)",
+                                         fix="use precision fp32 or int8 on this machine")
+            config["INFERENCE_PRECISION_HINT"] = "bf16"
+        elif self.compute == "fp32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        try:
+            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        except RuntimeError as err:
+            raise ArtifactError(f"OpenVINO cannot compile {self.path.name}: {str(err).strip().splitlines()[0]}",
+                                fix="the ONNX holds an op OpenVINO lacks (plugin nodes?): run the portable ONNX") \
+                from err
+        self.request = self.compiled.create_infer_request()
+
+    def _deactivate(self) -> None:
+        self.request = self.compiled = None
+
+    def _ports(self, kind: str):
+        if self.compiled is None:
+            self.activate()
+        return getattr(self.compiled, kind)
+
+    @staticmethod
+    def _spec(port) -> TensorSpec:
+        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        return TensorSpec(port.get_any_name(), shape, _OV_TYPES.get(port.get_element_type().get_type_name(),
+                                                                    port.get_element_type().get_type_name()))
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [self._spec(p) for p in self._ports("inputs")]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [self._spec(p) for p in self._ports("outputs")]
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.request.infer(dict(feed))
+        return {port.get_any_name(): np.array(value, copy=True) for port, value in results.items()}

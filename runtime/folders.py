@@ -1,0 +1,129 @@
+"""Datasets laid out as folders (numpy only): what held-out data, training and ``visionrt data check`` read.
+
+* **ImageFolder** (classify): ``DIR/<split>/<class>/*.jpg`` for the splits ``train``, ``val``,
+  ``test``; or ``DIR/<class>/*.jpg`` (no split folders), split per class by a seeded ratio
+  (:data:`SPLIT_RATIOS`). Classes are the class folders' names, sorted.
+* **Mask folder** (segment, VOC style): ``DIR/images/<split>/<name>.jpg`` with the index mask
+  ``DIR/masks/<split>/<name>.png`` (pixel value = class index, :data:`IGNORE` = not labelled) and
+  the class names in ``DIR/classes.txt`` (one per line, line ``i`` = class ``i``) or
+  ``DIR/classes.json`` (a list).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import DatasetError
+
+SPLITS = ("train", "val", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: Share of each class's images per split when one folder of class folders is split by ratio.
+SPLIT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
+#: Mask value of pixels without a label: excluded from the loss and from mIoU (as in PASCAL VOC).
+IGNORE = 255
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def is_image_folder(data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir`` is an ImageFolder (folders of images, no COCO annotations, no masks)."""
+    data_dir = Path(data_dir)
+    return (data_dir.is_dir() and not (data_dir / "annotations").is_dir() and not (data_dir / "masks").is_dir()
+            and bool(_subfolders(data_dir)))
+
+
+def is_mask_folder(data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir`` is a mask folder (``masks/`` beside ``images/``)."""
+    return (Path(data_dir) / "masks").is_dir()
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSplit:
+    """One split of an ImageFolder: image paths, their class indices int64 ``[N]`` and the class names."""
+
+    image_paths: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+
+
+def has_split_folders(data_dir: Path) -> bool:
+    return any((data_dir / split).is_dir() for split in SPLITS)
+
+
+def read_image_folder(data_dir: str | os.PathLike, split: str, count: int | None = None,
+                      seed: int = 0) -> FolderSplit:
+    """The first ``count`` (or all) images of ``split``; :class:`DatasetError` when it is missing
+    or holds a class the training split lacks."""
+    data_dir = Path(data_dir)
+    if has_split_folders(data_dir):
+        if not (data_dir / "train").is_dir():
+            raise DatasetError(f"{data_dir} has split folders but no train/",
+                               fix=f"put the training images in {data_dir}/train/<class>/")
+        classes = [p.name for p in _subfolders(data_dir / "train")]
+        folder = data_dir / split
+        if not folder.is_dir():
+            raise DatasetError(f"no split {split!r} in {data_dir} ({folder} is missing)",
+                               fix=f"add {folder}/<class>/*.jpg, or put the class folders directly in {data_dir} "
+                                   "to split them by ratio")
+        per_class = {}
+        for sub in _subfolders(folder):
+            if sub.name not in classes:
+                raise DatasetError(f"class folder {sub} is not in {data_dir}/train",
+                                   fix=f"add {data_dir}/train/{sub.name}/ or remove {sub}")
+            per_class[sub.name] = image_files(sub)
+    else:
+        classes = [p.name for p in _subfolders(data_dir)]
+        per_class = {name: ratio_split(image_files(data_dir / name), split, seed) for name in classes}
+    paths = [(path, classes.index(name)) for name, files in per_class.items() for path in files][:count]
+    return FolderSplit([p for p, _ in paths], np.array([c for _, c in paths], np.int64), classes)
+
+
+def ratio_split(files: list[Path], split: str, seed: int = 0) -> list[Path]:
+    """``split``'s share (:data:`SPLIT_RATIOS`) of one class's ``files``, drawn by ``seed``; with 3 or
+    more files, val and test get at least one each."""
+    order = np.random.default_rng(seed).permutation(len(files))
+    n = len(files)
+    held = [max(int(n >= 3), round(SPLIT_RATIOS[s] * n)) for s in ("val", "test")]
+    bounds = {"train": (0, n - sum(held)), "val": (n - sum(held), n - held[1]), "test": (n - held[1], n)}
+    lo, hi = bounds[split]
+    return sorted(files[i] for i in order[lo:hi])
+
+
+def read_class_names(data_dir: str | os.PathLike) -> list[str]:
+    """A mask folder's class names: ``classes.txt`` (one per line) or ``classes.json`` (a list)."""
+    data_dir = Path(data_dir)
+    text, js = data_dir / "classes.txt", data_dir / "classes.json"
+    if text.is_file():
+        names = [line.strip() for line in text.read_text().splitlines() if line.strip()]
+    elif js.is_file():
+        names = json.loads(js.read_text())
+    else:
+        raise DatasetError(f"{data_dir} has masks/ but no classes.txt",
+                           fix=f"write {text} with one class name per line (line 1 = mask value 0, the background)")
+    if not names or len(names) >= IGNORE:
+        raise DatasetError(f"{text if text.is_file() else js} names {len(names)} classes",
+                           fix=f"name between 1 and {IGNORE - 1} classes, mask value i = class i")
+    return list(map(str, names))
+
+
+def read_mask_folder(data_dir: str | os.PathLike, split: str,
+                     count: int | None = None) -> tuple[list[Path], list[Path]]:
+    """The first ``count`` (or all) image paths of ``split`` and their mask paths (same stem, ``.png``)."""
+    data_dir = Path(data_dir)
+    folder = data_dir / "images" / split
+    if not folder.is_dir():
+        raise DatasetError(f"no split {split!r} in {data_dir} ({folder} is missing)",
+                           fix=f"put the {split} images in {folder}/ and their masks in {data_dir}/masks/{split}/")
+    images = image_files(folder)[:count]
+    return images, [data_dir / "masks" / split / f"{p.stem}.png" for p in images]

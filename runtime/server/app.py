@@ -1,0 +1,328 @@
+"""The FastAPI app over a :class:`~.repository.ModelRepository`: routes, batchers, error answers.
+
+Routes: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}`` (metadata),
+``/v2/models/{m}/ready``, ``/v2/models/{m}/config``, ``/v2/models/{m}/stats``, ``POST
+/v2/models/{m}/infer`` (each also under ``/v2/models/{m}/versions/1/...``); ``GET /v1/models``,
+``POST /v1/models/{m}/predict`` (see :mod:`.task_endpoint`); ``GET /metrics``; ``GET /`` (the page).
+
+Errors answer ``{"error": "<cause> (<fix>)"}``: 400 bad input, 404 unknown model, 413 body too
+large, 503 queue full or shutting down (with ``Retry-After``), 504 deadline passed, 500 otherwise.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib.metadata
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any, AsyncIterator, Awaitable
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+
+from ..errors import InputError, VisionRTError
+from . import protocol, task_endpoint
+from .batcher import Batcher, DeadlineExceeded, QueueFull, ShuttingDown
+from .limits import BodyLimit, BodyTooLarge
+from .metrics import ModelMetrics, ServerMetrics
+from .repository import ModelRepository, ServedModel, UnknownModel
+
+log = logging.getLogger(__name__)
+
+try:
+    VERSION = importlib.metadata.version("visionrt")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    VERSION = "unknown"
+#: Seconds a client is told to wait before retrying after a 503.
+RETRY_AFTER_S = 1
+#: How often a waiting request checks whether its client has gone, in seconds.
+DISCONNECT_POLL_S = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """Limits of a server; the batch size per model lives in the repository (``ServedModel``)."""
+
+    max_queue_delay_ms: float = 0.0
+    max_queue: int = 256
+    timeout_s: float = 30.0
+    max_body_mb: float = 32.0
+
+
+# exception -> (HTTP status, failure reason for the metrics); the first matching class wins
+_FAILURES: tuple[tuple[type[BaseException], int, str], ...] = (
+    (BodyTooLarge, 413, "too_large"),
+    (UnknownModel, 404, "bad_input"),
+    (InputError, 400, "bad_input"),
+    (QueueFull, 503, "queue_full"),
+    (ShuttingDown, 503, "queue_full"),
+    (DeadlineExceeded, 504, "timeout"),
+    (ClientDisconnect, 499, "disconnected"),
+)
+
+
+def _failure(err: BaseException) -> tuple[int, str]:
+    for kind, status, reason in _FAILURES:
+        if isinstance(err, kind):
+            return status, reason
+    return 500, "internal"
+
+
+def error_response(err: BaseException) -> JSONResponse:
+    status, _ = _failure(err)
+    message = str(err) if isinstance(err, VisionRTError) else f"internal error: {type(err).__name__}: {err}"
+    if status == 500:
+        log.error("request failed: %s", message, exc_info=not isinstance(err, VisionRTError))
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class Server:
+    """The state behind the routes: models, their batchers and metrics, the pre/post-processing pool."""
+
+    def __init__(self, repository: ModelRepository, settings: ServerSettings):
+        self.repository = repository
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.model_metrics = {model.name: self.metrics.model(model.name) for model in repository}
+        self.batchers: dict[str, Batcher] = {}
+        self.pool: ThreadPoolExecutor | None = None
+        self.ready = False
+
+    async def start(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="visionrt-prepost")
+        for model in self.repository:
+            self.batchers[model.name] = Batcher([p.infer for p in model.predictors], model.max_batch_size,
+                                                self.settings.max_queue_delay_ms / 1e3, self.settings.max_queue,
+                                                self.model_metrics[model.name])
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Finish what is queued, then release the models."""
+        self.ready = False
+        await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
+        self.pool.shutdown(wait=True)
+        self.repository.close()
+
+    def in_pool(self, func, *args) -> Awaitable:
+        return asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
+
+    def deadline(self) -> float:
+        """The ``time.perf_counter()`` instant by which a request starting now must be answered."""
+        return time.perf_counter() + self.settings.timeout_s
+
+    @contextlib.asynccontextmanager
+    async def accounting(self, model: ServedModel) -> AsyncIterator[None]:
+        """Count the request as a success (with its end-to-end time) or a failure by reason."""
+        metrics: ModelMetrics = self.model_metrics[model.name]
+        started = time.perf_counter()
+        try:
+            yield
+        except BaseException as err:
+            metrics.failed("disconnected" if isinstance(err, asyncio.CancelledError) else _failure(err)[1])
+            raise
+        metrics.succeeded(time.perf_counter() - started)
+
+
+async def _unless_disconnected(request: Request, work: Awaitable) -> Any:
+    """``await work``, cancelled (freeing its queue slots) when the client goes away first."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientDisconnect()
+    finally:
+        task.cancel()
+
+
+async def _all_or_none(works: list[Awaitable]) -> list[Any]:
+    """``gather`` that cancels the others as soon as one fails."""
+    tasks = [asyncio.ensure_future(w) for w in works]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _check_infer_inputs(model: ServedModel, request: protocol.InferRequest) -> np.ndarray:
+    """The model input rows from a v2 request (:class:`InputError` naming any mismatch)."""
+    spec = model.input
+    if set(request.inputs) != {spec.name}:
+        raise InputError(f"model '{model.name}' takes one input '{spec.name}', got {sorted(request.inputs)}")
+    array, kind, want_kind = request.inputs[spec.name], request.datatypes[spec.name], protocol.datatype(spec.dtype)
+    if kind != want_kind:
+        raise InputError(f"input '{spec.name}' must be {want_kind}, got {kind}")
+    want = protocol.shape_with_batch(spec)
+    if array.ndim != len(want) or any(w >= 0 and g != w for g, w in zip(array.shape[1:], want[1:])):
+        raise InputError(f"input '{spec.name}' has shape {list(array.shape)}, expected {want} (-1: any)")
+    if not 1 <= array.shape[0] <= model.max_batch_size:
+        raise InputError(f"a batch of {array.shape[0]} is outside [1, {model.max_batch_size}], this model's batch sizes")
+    return np.ascontiguousarray(array)
+
+
+async def _images(request: Request) -> list[bytes]:
+    """The encoded images of a predict request: the raw body, or every file of a multipart form."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        images = [await value.read() for _, value in form.multi_items() if hasattr(value, "read")]
+        if not images:
+            raise InputError("the multipart form holds no file", fix="send images as file fields")
+        return images
+    body = await request.body()
+    if not body:
+        raise InputError("the request body is empty", fix="send an encoded image (PNG, JPEG, ...) as the body")
+    return [body]
+
+
+def create_app(repository: ModelRepository, settings: ServerSettings = ServerSettings()) -> FastAPI:
+    server = Server(repository, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await server.start()
+        yield
+        await server.stop()
+
+    app = FastAPI(title="visionrt", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = server
+
+    @app.exception_handler(Exception)
+    async def _any_error(request: Request, err: Exception) -> JSONResponse:
+        return error_response(err)
+
+    for kind, _, _ in _FAILURES:
+        app.add_exception_handler(kind, _any_error)
+
+    @app.exception_handler(HTTPException)
+    async def _no_route(request: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": f"{err.detail}: {request.method} {request.url.path}"},
+                            status_code=err.status_code, headers=err.headers)
+
+    def model_routes(suffix: str, methods: list[str]):
+        """Register a handler at ``/v2/models/{m}{suffix}`` and its ``/versions/{v}`` twin."""
+        def register(handler):
+            app.add_api_route("/v2/models/{m}" + suffix, handler, methods=methods)
+            app.add_api_route("/v2/models/{m}/versions/{v}" + suffix, handler, methods=methods)
+            return handler
+        return register
+
+    def get_model(m: str, v: str | None = None) -> ServedModel:
+        if v not in (None, "", "1"):
+            raise UnknownModel(f"model '{m}' has no version '{v}'", fix="use version 1 or none")
+        return repository.get(m)
+
+    # health and metadata -----------------------------------------------------------------
+    @app.get("/v2/health/live")
+    async def live() -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready() -> JSONResponse:
+        return JSONResponse({"ready": server.ready}, status_code=200 if server.ready else 503)
+
+    @app.get("/v2")
+    async def server_metadata() -> dict:
+        return {"name": "visionrt", "version": VERSION,
+                "extensions": ["binary_tensor_data", "statistics", "model_configuration"]}
+
+    @model_routes("", ["GET"])
+    async def model_metadata(m: str, v: str | None = None) -> dict:
+        model = get_model(m, v)
+        return {"name": model.name, "versions": ["1"], "platform": model.backend,
+                "inputs": [protocol.tensor_metadata(model.input)],
+                "outputs": [protocol.tensor_metadata(spec) for spec in model.outputs]}
+
+    @model_routes("/ready", ["GET"])
+    async def model_ready(m: str, v: str | None = None) -> JSONResponse:
+        get_model(m, v)
+        return JSONResponse({"ready": server.ready}, status_code=200 if server.ready else 503)
+
+    @model_routes("/config", ["GET"])
+    async def model_config(m: str, v: str | None = None) -> dict:
+        """Triton-shaped configuration (dims without the batch axis)."""
+        model = get_model(m, v)
+
+        def dims(spec):
+            return {"name": spec.name, "data_type": "TYPE_" + protocol.datatype(spec.dtype),
+                    "dims": protocol.shape_with_batch(spec)[1:]}
+        return {"name": model.name, "platform": model.backend, "max_batch_size": model.max_batch_size,
+                "input": [dims(model.input)], "output": [dims(s) for s in model.outputs],
+                "dynamic_batching": {"max_queue_delay_microseconds": int(settings.max_queue_delay_ms * 1e3)},
+                "instance_group": [{"count": len(model.predictors), "kind": "KIND_CPU"}],
+                "parameters": {"task": model.manifest.task}}
+
+    @model_routes("/stats", ["GET"])
+    async def model_stats(m: str, v: str | None = None) -> dict:
+        return server.metrics.stats(get_model(m, v).name)
+
+    # inference --------------------------------------------------------------------------
+    @model_routes("/infer", ["POST"])
+    async def infer(m: str, request: Request, v: str | None = None) -> Response:
+        model = get_model(m, v)
+        async with server.accounting(model):
+            deadline = server.deadline()
+            body = await request.body()
+            parsed = await server.in_pool(protocol.parse_infer_request, body,
+                                          request.headers.get(protocol.HEADER_LENGTH))
+            rows = _check_infer_inputs(model, parsed)
+            outputs, _ = await _unless_disconnected(request, server.batchers[model.name].submit(rows, deadline))
+            content, headers = await server.in_pool(protocol.encode_infer_response, model.name, parsed, outputs)
+        return Response(content, headers=headers)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return {"models": [{"name": model.name, "task": model.manifest.task, "backend": model.backend,
+                            "options": model.options, "classes": len(model.manifest.classes),
+                            "output_image": model.manifest.task in ("superres", "style")} for model in repository]}
+
+    @app.post("/v1/models/{m}/predict")
+    async def predict(m: str, request: Request) -> Response:
+        model = get_model(m)
+        async with server.accounting(model):
+            started = time.perf_counter()
+            deadline = started + settings.timeout_s
+            options, view = task_endpoint.parse_query(request.query_params, model)
+            blobs = await _images(request)
+            begun = time.perf_counter()
+            decoded = await _all_or_none([server.in_pool(task_endpoint.decode, blob, model) for blob in blobs])
+            prepared = time.perf_counter()
+            batcher = server.batchers[model.name]
+            answers = await _unless_disconnected(request, _all_or_none(
+                [batcher.submit(rows, deadline) for _, rows in decoded]))
+            inferred = time.perf_counter()
+            answer = await server.in_pool(task_endpoint.postprocess, model, [a[0] for a in answers],
+                                          [image for image, _ in decoded], options, view)
+            finished = time.perf_counter()
+        if isinstance(answer, bytes):
+            return Response(answer, media_type="image/png")
+        timings = [timing for _, timing in answers]
+        results, summaries = answer
+        return JSONResponse({"model": model.name, "task": model.manifest.task, "results": results,
+                             "summaries": summaries, "timing_ms": {
+            "preprocess": (prepared - begun) * 1e3, "queue": max(t.queue for t in timings) * 1e3,
+            "compute": max(t.compute for t in timings) * 1e3, "postprocess": (finished - inferred) * 1e3,
+            "total": (finished - started) * 1e3, "batch_sizes": [t.batch_size for t in timings]}})
+
+    # metrics and the page -----------------------------------------------------------------
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8"))
+
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 2**20))
+    return app

@@ -1,0 +1,59 @@
+"""The ``serve`` command: ``visionrt serve MODEL_DIR [NAME=MODEL_DIR ...] [options]``."""
+from __future__ import annotations
+
+import argparse
+import signal
+from typing import Callable
+
+
+def register(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``serve`` through ``command(name, func, help) -> parser`` (the root CLI's registry)."""
+    parser = command("serve", serve, "serve models over HTTP: KServe v2, a task endpoint, metrics and a page")
+    add_arguments(parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", metavar="MODEL_DIR",
+                        help="model directories to serve, each DIR or NAME=DIR (name: the directory's name)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--backend", default="onnxruntime", help="backend of every model (default: %(default)s)")
+    parser.add_argument("--precision", default=None,
+                        help="precision variant to run, where the Predictor offers one (default: the model's own)")
+    parser.add_argument("--max-batch-size", type=int, default=32,
+                        help="most images one execution merges (capped at an engine's profile; default: %(default)s)")
+    parser.add_argument("--max-queue-delay-ms", type=float, default=0.0,
+                        help="longest a queued request waits for a fuller batch (default: %(default)s)")
+    parser.add_argument("--max-queue", type=int, default=256,
+                        help="requests queued per model before 503 (default: %(default)s)")
+    parser.add_argument("--instances", type=int, default=1, help="sessions per model side by side (default: 1)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads per session (default: 0, the backend's choice)")
+    parser.add_argument("--timeout-s", type=float, default=30.0,
+                        help="deadline of a request; past it: 504 (default: %(default)s)")
+    parser.add_argument("--max-body-mb", type=float, default=32.0,
+                        help="largest request body; above it: 413 (default: %(default)s)")
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Load the models, then serve until SIGINT/SIGTERM; queued work finishes, exit status 0."""
+    try:
+        import uvicorn
+    except ImportError:
+        from ..errors import BackendUnavailable
+
+        raise BackendUnavailable("serving needs the serve extra", fix="pip install 'visionrt[serve]'") from None
+    from .app import ServerSettings, create_app
+    from .repository import ModelRepository
+
+    repository = ModelRepository.load(args.models, backend=args.backend, precision=args.precision,
+                                      instances=args.instances, threads=args.threads,
+                                      max_batch_size=args.max_batch_size)
+    settings = ServerSettings(max_queue_delay_ms=args.max_queue_delay_ms, max_queue=args.max_queue,
+                              timeout_s=args.timeout_s, max_body_mb=args.max_body_mb)
+    server = uvicorn.Server(uvicorn.Config(create_app(repository, settings), host=args.host, port=args.port,
+                                           log_level="info", timeout_graceful_shutdown=None))
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the previous
+    # handler: make that one a no-op so a requested stop exits 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server.run()

@@ -1,0 +1,195 @@
+"""The Open Inference Protocol (KServe v2) as Triton speaks it, with the binary-data extension.
+
+A request body is a JSON header, optionally followed by raw tensor bytes: the
+``Inference-Header-Content-Length`` HTTP header gives the JSON's length, each input with
+``parameters.binary_data_size`` takes that many bytes from the rest, in input order.
+Responses carry an output as binary when the request asks (``outputs[i].parameters.binary_data``,
+or ``parameters.binary_data_output`` for all). Tensors travel row-major (C order); BYTES
+elements are each a 4-byte little-endian length and the bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+from ..backends import TensorSpec
+from ..errors import InputError
+
+#: v2 datatype -> numpy dtype (BYTES: object arrays of ``bytes``).
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(bool), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def datatype(dtype: str | np.dtype) -> str:
+    """numpy dtype (or its name) -> v2 datatype."""
+    dtype = np.dtype(dtype)
+    for name, candidate in DATATYPES.items():
+        if candidate == dtype:
+            return name
+    if dtype.kind in "SU":
+        return "BYTES"
+    raise InputError(f"numpy dtype {dtype} has no KServe v2 datatype")
+
+
+def shape_with_batch(spec: TensorSpec) -> list[int]:
+    """A runner's tensor shape with every symbolic axis (the batch first) as -1."""
+    return [d if isinstance(d, int) and d >= 0 else -1 for d in spec.shape]
+
+
+def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": datatype(spec.dtype), "shape": shape_with_batch(spec)}
+
+
+@dataclasses.dataclass
+class InferRequest:
+    """A parsed ``/infer`` request: input arrays by name, and which outputs go back in binary."""
+
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    datatypes: dict[str, str]
+    outputs: dict[str, bool] | None  # name -> binary; None: every output
+    binary_by_default: bool
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Decode a request body (:class:`InputError` naming what is wrong)."""
+    if header_length is not None:
+        try:
+            json_size = int(header_length)
+        except ValueError:
+            raise InputError(f"{HEADER_LENGTH} '{header_length}' is not an integer") from None
+        if not 0 < json_size <= len(body):
+            raise InputError(f"{HEADER_LENGTH} {json_size} does not fit a body of {len(body)} bytes")
+    else:
+        json_size = len(body)
+    try:
+        header = json.loads(body[:json_size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"the request is not valid JSON: {err}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) or not header["inputs"]:
+        raise InputError("the request needs an 'inputs' list of tensors")
+    binary = memoryview(body)[json_size:]
+    inputs, datatypes, offset = {}, {}, 0
+    for tensor in header["inputs"]:
+        name, array, used = _decode_input(tensor, binary[offset:])
+        if name in inputs:
+            raise InputError(f"input '{name}' is given twice")
+        inputs[name], datatypes[name] = array, tensor["datatype"]
+        offset += used
+    if offset != len(binary):
+        raise InputError(f"the body has {len(binary) - offset} bytes of binary data no input claims")
+    parameters = header.get("parameters") or {}
+    outputs = None
+    if header.get("outputs") is not None:
+        if not isinstance(header["outputs"], list):
+            raise InputError("'outputs' must be a list")
+        outputs = {o.get("name"): bool((o.get("parameters") or {}).get("binary_data", False))
+                   for o in header["outputs"] if isinstance(o, dict)}
+    return InferRequest(header.get("id"), inputs, datatypes, outputs,
+                        bool(parameters.get("binary_data_output", False)) if isinstance(parameters, dict) else False)
+
+
+def _decode_input(tensor: Any, binary: memoryview) -> tuple[str, np.ndarray, int]:
+    """One input: ``(name, array, binary bytes used)``."""
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        raise InputError("each input needs a 'name', 'datatype' and 'shape'")
+    name, kind, shape = tensor["name"], tensor.get("datatype"), tensor.get("shape")
+    if kind not in DATATYPES:
+        raise InputError(f"input '{name}' has datatype {kind!r}; known: {', '.join(DATATYPES)}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise InputError(f"input '{name}' has shape {shape!r}: a list of non-negative integers is needed")
+    count = int(np.prod(shape, dtype=np.int64))
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or size > len(binary):
+            raise InputError(f"input '{name}' claims {size!r} bytes of binary data, {len(binary)} remain")
+        array = _from_bytes(bytes(binary[:size]), kind, count, name)
+        return name, array.reshape(shape), size
+    if "data" not in tensor:
+        raise InputError(f"input '{name}' has neither 'data' nor binary data")
+    try:
+        data = np.asarray(tensor["data"], dtype=object if kind == "BYTES" else DATATYPES[kind])
+    except (TypeError, ValueError, OverflowError) as err:
+        raise InputError(f"input '{name}': data is not {kind}: {err}") from None
+    if data.size != count:
+        raise InputError(f"input '{name}' has {data.size} values for shape {shape} ({count} needed)")
+    if kind == "BYTES":
+        data = np.array([v.encode() if isinstance(v, str) else v for v in data.ravel()], dtype=object)
+    return name, data.reshape(shape), 0
+
+
+def _from_bytes(raw: bytes, kind: str, count: int, name: str) -> np.ndarray:
+    if kind == "BYTES":
+        return decode_bytes(raw, count, name)
+    dtype = DATATYPES[kind]
+    if len(raw) != count * dtype.itemsize:
+        raise InputError(f"input '{name}' has {len(raw)} bytes of binary data; "
+                         f"{count} {kind} values need {count * dtype.itemsize}")
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+
+
+def decode_bytes(raw: bytes, count: int, name: str = "tensor") -> np.ndarray:
+    """Length-prefixed BYTES elements -> object array of ``count`` ``bytes``."""
+    values, offset = [], 0
+    for _ in range(count):
+        if offset + 4 > len(raw):
+            raise InputError(f"input '{name}': BYTES data ends before its {count} elements")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise InputError(f"input '{name}': a BYTES element runs past the end of the data")
+        values.append(raw[offset:offset + length])
+        offset += length
+    if offset != len(raw):
+        raise InputError(f"input '{name}': {len(raw) - offset} bytes follow its {count} BYTES elements")
+    return np.array(values, dtype=object)
+
+
+def encode_bytes(array: np.ndarray) -> bytes:
+    """Object/str/bytes array -> length-prefixed BYTES elements (row-major)."""
+    parts = []
+    for value in array.ravel():
+        value = value.encode() if isinstance(value, str) else bytes(value)
+        parts += [struct.pack("<I", len(value)), value]
+    return b"".join(parts)
+
+
+def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, dict]:
+    """The response body and its headers; ``outputs`` holds every output of the model."""
+    wanted = request.outputs if request.outputs is not None else {
+        name: request.binary_by_default for name in outputs}
+    unknown = sorted(set(wanted) - set(outputs))
+    if unknown:
+        raise InputError(f"model '{model}' has no output {', '.join(map(str, unknown))}",
+                         fix=f"its outputs are: {', '.join(outputs)}")
+    tensors, chunks = [], []
+    for name, binary in wanted.items():
+        array = outputs[name]
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype(array.dtype), "shape": list(array.shape)}
+        if binary:
+            raw = encode_bytes(array) if tensor["datatype"] == "BYTES" else \
+                np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = [v.decode(errors="replace") if isinstance(v, bytes) else v
+                              for v in array.ravel().tolist()]
+        tensors.append(tensor)
+    header = {"model_name": model, "model_version": "1", "outputs": tensors}
+    if request.id is not None:
+        header["id"] = request.id
+    body = json.dumps(header, separators=(",", ":")).encode()
+    if not chunks:
+        return body, {"content-type": "application/json"}
+    return body + b"".join(chunks), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(body))}

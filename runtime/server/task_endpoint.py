@@ -1,0 +1,134 @@
+"""``POST /v1/models/{m}/predict``: encoded images in, the task's results out.
+
+The body is one image (raw bytes, any ``Content-Type`` but multipart) or ``multipart/form-data``
+with one or more files. Query parameters are the task's post-processing options (``top_k``,
+``score_threshold``, ...; counts must be ≥ 1, numbers finite), plus how to answer:
+
+* ``draw=1``: the image with the results drawn on it;
+* ``output=1``: the product image of superres/style (``output()``);
+* ``format=png|json``: with ``draw`` or ``output`` and a single image the answer defaults to
+  the PNG itself (``image/png``); ``format=json`` (and always with several images) puts it in
+  each result as base64 (``drawn_png`` / ``output_png``) beside ``to_dict()``.
+
+The JSON answer is ``{"model", "task", "results": [to_dict() per image, in order],
+"summaries": [summary() per image], "timing_ms": {"preprocess", "queue", "compute",
+"postprocess", "total", "batch_sizes"}}`` (``batch_sizes``: per image, the size of the
+execution it ran in).
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import math
+import types
+import typing
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InputError
+from ..images import load_image
+from ..preprocess import model_input
+from .repository import ServedModel
+
+#: Query parameters that shape the answer rather than the post-processing.
+VIEW_PARAMETERS = ("draw", "output", "format")
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """What to send back besides ``to_dict()``."""
+
+    draw: bool = False
+    output: bool = False
+    format: str | None = None
+
+    def as_png(self, images: int) -> bool:
+        return (self.draw or self.output) and images == 1 and self.format != "json"
+
+
+def parse_query(query: Mapping[str, str], model: ServedModel) -> tuple[dict[str, Any], View]:
+    """Post-processing options (typed as the task's ``postprocess`` declares them) and the view;
+    :class:`InputError` for unknown options or values out of range."""
+    options = {k: v for k, v in query.items() if k not in VIEW_PARAMETERS}
+    model.check_options(options)
+    hints = typing.get_type_hints(model.predictors[0].task.postprocess)
+    typed = {name: _typed(name, text, _plain_type(hints.get(name))) for name, text in options.items()}
+    fmt = query.get("format")
+    if fmt not in (None, "png", "json"):
+        raise InputError(f"format '{fmt}' is neither png nor json")
+    view = View(_flag(query, "draw"), _flag(query, "output"), fmt)
+    if view.draw and view.output:
+        raise InputError("draw and output cannot both be asked", fix="ask for one picture per request")
+    return typed, view
+
+
+def _plain_type(hint: Any) -> Any:
+    """``int | None`` -> ``int``."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        kinds = [a for a in typing.get_args(hint) if a is not type(None)]
+        return kinds[0] if len(kinds) == 1 else str
+    return hint
+
+
+def _typed(name: str, text: str, kind: Any) -> Any:
+    try:
+        if kind is int:
+            value = int(text)
+            if value < 1:
+                raise InputError(f"option {name}={text} must be a count of at least 1")
+            return value
+        if kind is float:
+            value = float(text)
+            if not math.isfinite(value):
+                raise InputError(f"option {name}={text} is not a finite number")
+            return value
+    except ValueError:
+        raise InputError(f"option {name}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is bool:
+        return _flag({name: text}, name)
+    return text
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    text = query.get(name, "0").lower()
+    if text not in ("0", "1", "true", "false", ""):
+        raise InputError(f"{name}={text!r}: use 1 or 0")
+    return text in ("1", "true", "")
+
+
+def decode(data: bytes, model: ServedModel) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded image -> (RGB uint8 ``[H, W, 3]``, model input rows ``[1, C, H', W']``); off the event loop."""
+    image = load_image(data)
+    return image, model_input([image], model.manifest)
+
+
+def postprocess(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: list[np.ndarray],
+                options: dict[str, Any], view: View) -> tuple[list[dict[str, Any]], list[str]] | bytes:
+    """The per-image outputs -> results (one ``task.postprocess`` call for the request, as
+    ``Predictor.predict`` makes it): their dicts and one-line summaries or, for a single-image
+    picture, the PNG."""
+    merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
+    results = model.predictors[0].task.postprocess(merged, model.manifest,
+                                                   image_sizes=[im.shape[:2] for im in images], **options)
+    if view.output and not hasattr(results[0], "output"):
+        raise InputError(f"{model.manifest.task} results have no output image", fix="ask for draw=1 instead")
+    pictures = [(r.draw(im) if view.draw else r.output()) for r, im in zip(results, images)] \
+        if view.draw or view.output else None
+    if view.as_png(len(results)):
+        return png(pictures[0])
+    answer = [r.to_dict() for r in results]
+    if pictures:
+        key = "drawn_png" if view.draw else "output_png"
+        for entry, picture in zip(answer, pictures):
+            entry[key] = base64.b64encode(png(picture)).decode()
+    return answer, [r.summary() for r in results]
+
+
+def png(image: np.ndarray) -> bytes:
+    """RGB uint8 ``[H, W, 3]`` -> PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,220 @@
+"""``visionrt loadtest``: statistics, metric deltas and reports against a small fake server, then
+(marked slow) against the real ``visionrt serve``, and the serving figures on tiny settings."""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="needs the serve extra")
+import uvicorn  # noqa: E402
+from fastapi import FastAPI, Request, Response  # noqa: E402
+from prometheus_client import CollectorRegistry, Histogram, generate_latest  # noqa: E402
+
+from visionrt.benchmarks import loadtest  # noqa: E402
+from visionrt.benchmarks.loadtest import (PERF_ANALYZER_COLUMNS, LevelResult, check_url, parse_metrics,  # noqa: E402
+                                          perf_analyzer_csv, server_delta, summarise)
+from visionrt.runtime.errors import InputError  # noqa: E402
+
+
+def cli(*argv: str):
+    """Run ``loadtest`` through a parser built with the module's own ``register``."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+
+    def command(name, func, help):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+        return p
+
+    loadtest.register(command)
+    args = parser.parse_args(["loadtest", *argv])
+    args.func(args)
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "127.0.0.1:8000", "http://", "unix:/tmp/s"])
+def test_only_http_urls_are_targets(url):
+    with pytest.raises(InputError, match="not an http"):
+        check_url(url)
+
+
+def test_a_remote_host_is_warned_about_not_contacted(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert check_url("http://192.0.2.1:9/") == "http://192.0.2.1:9"
+        assert check_url("http://127.0.0.1:9") == "http://127.0.0.1:9"
+    assert [r.getMessage() for r in caplog.records] == ["192.0.2.1 is not this machine: the load goes over the network"]
+
+
+def test_summary_percentiles_and_errors():
+    samples = [(10.0 + i, (i + 1) / 1000, 1) for i in range(100)]  # latencies 1..100 ms, last done at t=109
+    result = summarise(4, None, {"samples": samples, "errors": {"503": 3}, "started": 9.0})
+    assert result.requests == 103 and result.images == 100
+    assert result.seconds == pytest.approx(100.0) and result.images_per_s == pytest.approx(1.0)
+    assert result.latency_ms["p50"] == pytest.approx(50.5) and result.latency_ms["p99"] == pytest.approx(99.01)
+    assert result.latency_ms["mean"] == pytest.approx(50.5) and result.errors == {"503": 3}
+
+
+def _metrics_text(batches: list[int], queue_s: float = 0.001, compute_s: float = 0.004) -> str:
+    registry = CollectorRegistry()
+    batch = Histogram("visionrt_batch_size", "", ["model"], buckets=(1, 2, 4, 8, 16), registry=registry)
+    queue = Histogram("visionrt_queue_seconds", "", ["model"], registry=registry)
+    compute = Histogram("visionrt_compute_seconds", "", ["model"], registry=registry)
+    for size in batches:
+        batch.labels("m").observe(size)
+        compute.labels("m").observe(compute_s)
+        for _ in range(size):
+            queue.labels("m").observe(queue_s)
+    batch.labels("other").observe(16)
+    return generate_latest(registry).decode()
+
+
+def test_batch_sizes_are_the_difference_of_two_scrapes():
+    before = parse_metrics(_metrics_text([1, 1]), "m")
+    after = parse_metrics(_metrics_text([1, 1, 1, 3, 4, 4, 16]), "m")
+    delta = server_delta(before, after)
+    assert delta["executions"] == 5 and delta["images"] == 28
+    assert delta["batch_sizes"] == {"<=1": 1, "<=4": 3, "<=16": 1}
+    assert delta["mean_batch"] == pytest.approx(28 / 5)
+    assert delta["queue_ms"] == pytest.approx(1.0) and delta["compute_ms"] == pytest.approx(4.0)
+    assert server_delta({}, {}) is None  # a server without visionrt's metrics
+
+
+def test_csv_has_perf_analyzers_columns_in_microseconds():
+    level = LevelResult(16, None, 100, 100, 2.0, 50.0,
+                        {"p50": 1.5, "p90": 2.0, "p95": 2.5, "p99": 3.25, "mean": 1.75, "min": 1.0, "max": 4.0},
+                        {}, {"queue_ms": 0.5, "compute_ms": 1.0})
+    rows = list(csv.reader(io.StringIO(perf_analyzer_csv([level]))))
+    assert tuple(rows[0]) == PERF_ANALYZER_COLUMNS and rows[0][:2] == ["Concurrency", "Inferences/Second"]
+    row = dict(zip(rows[0], rows[1]))
+    assert (row["Concurrency"], row["Inferences/Second"], row["p50 latency"], row["p99 latency"]) == ("16", "50.0", "1500", "3250")
+    assert (row["Server Queue"], row["Server Compute Infer"], row["Network+Server Send/Recv"]) == ("500", "1000", "250")
+    rate = dataclasses.replace(level, request_rate=20.0)
+    assert next(csv.reader(io.StringIO(perf_analyzer_csv([rate]))))[0] == "Request Rate"
+
+
+# a fake server: fixed service time, every 4th request refused ------------------------------------
+@pytest.fixture(scope="module")
+def fake_server():
+    app = FastAPI()
+    registry = CollectorRegistry()
+    batch = Histogram("visionrt_batch_size", "", ["model"], buckets=(1, 2, 4), registry=registry)
+    seen = {"requests": 0, "bodies": set()}
+
+    @app.post("/v1/models/{m}/predict")
+    async def predict(m: str, request: Request) -> Response:
+        seen["requests"] += 1
+        seen["bodies"].add(await request.body())
+        if seen["requests"] % 4 == 0:
+            return Response('{"error": "queue full"}', status_code=503)
+        batch.labels(m).observe(1)
+        time.sleep(0.002)
+        return Response('{"results": []}', media_type="application/json")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain")
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", seen
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_sweep_against_a_fake_server_writes_every_report(fake_server, image_dir, tmp_path, capsys):
+    url, seen = fake_server
+    cli(url, "--model", "m", "--images", str(image_dir), "--concurrency", "1,3", "--duration", "0.4",
+        "--warmup", "0", "--out", str(tmp_path), "--json")
+    printed = json.loads(capsys.readouterr().out)
+    levels = printed["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 3]
+    assert len(seen["bodies"]) == 3  # every image file was sent, the text file not
+    for level in levels:
+        refused = level["errors"].get("503", 0)
+        assert refused >= 1 and set(level["errors"]) == {"503"}
+        assert level["images"] > 0 and level["images_per_s"] > 0 and level["latency_ms"]["p99"] >= 2.0
+        assert level["server"]["images"] == level["images"]  # the server's histogram delta: one per success
+        assert level["server"]["batch_sizes"] == {"<=1": level["images"]}
+    rows = list(csv.reader((tmp_path / "loadtest.csv").open()))
+    assert tuple(rows[0]) == PERF_ANALYZER_COLUMNS and [r[0] for r in rows[1:]] == ["1", "3"]
+    assert (tmp_path / "loadtest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 3 |" in (tmp_path / "loadtest.md").read_text()
+    assert json.loads((tmp_path / "loadtest.json").read_text())["levels"] == levels
+
+
+def test_poisson_arrivals_stop_at_the_request_cap(fake_server, image_dir, tmp_path):
+    url, _ = fake_server
+    settings = loadtest.LoadSettings(url=url, model="m", concurrency=(2,), duration_s=30.0, warmup_s=0.0,
+                                     request_rate=200.0, max_requests=12)
+    started = time.perf_counter()
+    (level,) = loadtest.run_loadtest(settings, image_dir)
+    assert level.requests == 12 and time.perf_counter() - started < 10  # stopped by the cap, not the 30 s
+    assert level.request_rate == 200.0
+
+
+def test_infer_without_model_dir_needs_a_fixed_shape():
+    metadata = {"name": "m", "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 3, -1, -1]}],
+                "outputs": [{"name": "out"}]}
+    with pytest.raises(InputError, match="--model-dir"):
+        loadtest.infer_payloads(metadata, None, None)
+    metadata["inputs"][0]["shape"] = [-1, 3, 8, 8]
+    (payload, *_) = loadtest.infer_payloads(metadata, None, None)
+    head = json.loads(payload.body[:int(payload.headers["Inference-Header-Content-Length"])])
+    assert head["inputs"][0]["shape"] == [1, 3, 8, 8] and head["inputs"][0]["parameters"]["binary_data_size"] == 3 * 64 * 4
+
+
+# the real server ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_loadtest_against_visionrt_serve(tiny_model_dir, tiny_data, tmp_path):
+    from visionrt.benchmarks.serving import running_server
+
+    images = tiny_data / "images" / "test"
+    with running_server([tiny_model_dir], "--max-queue-delay-ms", "2") as server:
+        for endpoint, extra in (("predict", ()), ("infer", ("--model-dir", str(tiny_model_dir)))):
+            out = tmp_path / endpoint
+            cli(server.url, "--model", tiny_model_dir.name, "--images", str(images), "--endpoint", endpoint, *extra,
+                "--concurrency", "1,8", "--duration", "1", "--warmup", "0.2", "--out", str(out))
+            levels = json.loads((out / "loadtest.json").read_text())["levels"]
+            for level in levels:
+                assert level["errors"] == {} and level["images"] > 0, (endpoint, level)
+                assert level["server"]["images"] == level["images"], (endpoint, level)
+            assert levels[1]["server"]["mean_batch"] >= 1.0
+
+
+@pytest.mark.slow
+def test_serving_figures_on_tiny_settings(tiny_model_dir, tiny_data):
+    from visionrt.benchmarks.serving import serving_figures
+
+    figures = serving_figures(tiny_model_dir, tiny_data / "images" / "test", clients=4, seconds=0.5, soak_s=1.0,
+                              warmup_s=0.2)
+    assert figures["efficiency"]["ratio"] > 0 and figures["batching"]["ratio"] > 0
+    assert figures["batching"]["errors"] == {"batched": {}, "unbatched": {}}
+    assert figures["idle_latency"]["server_p50_ms"] > 0 and figures["idle_latency"]["predict_p50_ms"] > 0
+    assert figures["soak"]["errors"] == {} and figures["soak"]["requests"] > 0
+    assert figures["soak"]["rss_after_warmup_kib"] > 10_000

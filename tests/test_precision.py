@@ -1,0 +1,165 @@
+"""Precision variants: fp16 and int8 files written and recorded, calibration reproducible, the
+TensorRT int8 layout checked structurally, the runtime opening a precision, and bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from visionrt.runtime.errors import ArtifactError, InputError
+from visionrt.runtime.manifest import ModelDir
+from visionrt.runtime.precision import onnx_key, resolve_onnx_key
+
+from conftest import HAS_RTX
+
+
+@pytest.fixture(scope="module")
+def precise_dir(tiny_model_dir, tiny_data, tmp_path_factory):
+    """A copy of the tiny model with fp16 and int8 exported (the shared fixture stays fp32)."""
+    from visionrt.export.precision import export_precisions
+
+    root = tmp_path_factory.mktemp("precision") / "tiny"
+    shutil.copytree(tiny_model_dir, root)
+    export_precisions(ModelDir.open(root), tiny_data, ["fp16", "int8"])
+    return root
+
+
+def test_export_writes_each_precision_with_its_manifest_entry(precise_dir):
+    model_dir = ModelDir.open(precise_dir)
+    record = model_dir.manifest.precisions
+    for key in ("onnx_fp16", "onnx_int8", "onnx_trt_int8", "calibration"):
+        assert model_dir.path(key).is_file()  # listed, present, sha256 matches
+    assert onnx.load(model_dir.path("onnx_fp16")).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in onnx.load(model_dir.path("onnx_fp16")).graph.initializer)
+    assert record["calibration"]["count"] == 256 and record["calibration"]["seed"] == 0
+    assert len(record["calibration"]["images_sha256"]) == 64
+    int8 = record["int8"]["files"]["onnx_int8"]
+    assert int8["kept_float_heads"], "the classifier's last Gemm stays float"
+    for precision in ("fp16", "int8"):
+        assert isinstance(record[precision]["passed"], bool)
+        for entry in record[precision]["files"].values():
+            assert "top1" in entry["accuracy"]["metrics"]
+            assert entry["accuracy"]["metrics"]["top1"]["tolerance"] == pytest.approx(0.005)
+    assert "onnxruntime-cpu-int8" in model_dir.manifest.parity
+
+
+def test_output_head_is_not_quantised(precise_dir):
+    model_dir = ModelDir.open(precise_dir)
+    head = model_dir.manifest.precisions["int8"]["files"]["onnx_int8"]["kept_float_heads"][0]
+    graph = onnx.load(model_dir.path("onnx_int8")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    node = next(n for n in graph.node if n.name == head)
+    assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
+    assert any(n.op_type == "DequantizeLinear" for n in graph.node)
+
+
+def test_tensorrt_layout_is_symmetric_and_the_check_fails_on_onnxruntimes(precise_dir):
+    from visionrt.export.precision import tensorrt_layout_problems
+
+    model_dir = ModelDir.open(precise_dir)
+    trt_file = onnx.load(model_dir.path("onnx_trt_int8"))
+    assert any(n.op_type == "QuantizeLinear" for n in trt_file.graph.node)
+    assert tensorrt_layout_problems(trt_file) == []
+    problems = tensorrt_layout_problems(onnx.load(model_dir.path("onnx_int8")))
+    assert any("UINT8" in p for p in problems) and any("bias" in p for p in problems)
+
+
+def test_calibration_is_reproducible(precise_dir, tiny_data, tmp_path):
+    from visionrt.export import calibration
+
+    first = json.loads((precise_dir / calibration.CACHE_FILE).read_text())
+    again = tmp_path / "again"
+    shutil.copytree(precise_dir, again)
+    model_dir = ModelDir.open(again)
+    model_dir.manifest.precisions.pop("calibration")  # force a fresh calibration
+    cache, record = calibration.calibrate(model_dir, tiny_data)
+    assert json.loads(cache.read_text()) == first
+    assert record == ModelDir.open(precise_dir).manifest.precisions["calibration"]
+
+
+def test_predictor_opens_each_precision(precise_dir, tiny_data):
+    from visionrt.runtime.predictor import Predictor
+
+    images = sorted((tiny_data / "images" / "test").glob("*.png"))[:16]
+    labels = {}
+    for precision in ("fp32", "fp16", "int8"):
+        with Predictor(precise_dir, precision=precision) as predictor:
+            assert predictor.runner.path.name == {"fp32": "model.onnx", "fp16": "model.fp16.onnx",
+                                                  "int8": "model.int8.onnx"}[precision]
+            labels[precision] = [r.index for r in predictor.predict(images)]
+    assert np.mean(np.equal(labels["fp32"], labels["fp16"])) >= 0.9
+
+
+def test_unknown_precision_is_refused(precise_dir, tiny_data):
+    from visionrt.export.precision import export_precisions
+    from visionrt.runtime.predictor import Predictor
+
+    with pytest.raises(InputError, match="unknown precision 'int4'.*fp32, fp16, int8"):
+        Predictor(precise_dir, precision="int4")
+    with pytest.raises(InputError, match="unknown precision"):
+        export_precisions(ModelDir.open(precise_dir), tiny_data, ["int4"])
+
+
+def test_precision_not_exported_names_the_export_command(tiny_model_dir):
+    from visionrt.runtime.predictor import Predictor
+
+    with pytest.raises(ArtifactError, match=r"visionrt export .* --precision int8"):
+        Predictor(tiny_model_dir, precision="int8")
+    with pytest.raises(ArtifactError, match=r"--precision fp16"):
+        resolve_onnx_key(ModelDir.open(tiny_model_dir), "fp16", "tensorrt")
+
+
+def test_too_few_calibration_images(tmp_path):
+    from PIL import Image
+
+    from visionrt.export.calibration import sample_images
+
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / "train" / f"{i}.png")
+    with pytest.raises(InputError, match="at least 8 training images.*has 3"):
+        sample_images(tmp_path)
+
+
+def test_keys_follow_one_scheme():
+    assert [onnx_key(p) for p in ("fp32", "fp16", "int8")] == ["onnx", "onnx_fp16", "onnx_int8"]
+    assert [onnx_key(p, "tensorrt") for p in ("fp32", "fp16", "int8")] == ["onnx_trt", "onnx_trt_fp16",
+                                                                          "onnx_trt_int8"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_RTX, reason="needs TensorRT-RTX (pip install 'visionrt[rtx]')")
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_rtx_builds_each_precision(precise_dir, tmp_path, precision):
+    from visionrt.export.build import build
+
+    root = tmp_path / "tiny"
+    shutil.copytree(precise_dir, root)
+    result = build(root, flavour="tensorrt_rtx", precision=precision)
+    assert result.key == f"rtx_{precision}"
+    assert result.facts["precision"] == precision
+    assert result.facts["onnx"] == {"fp16": "onnx_fp16", "int8": "onnx_trt_int8"}[precision]
+    assert result.path.stat().st_size > 10_000
+
+
+def test_bench_measures_each_precision_beside_its_accuracy(precise_dir, tiny_data, tmp_path):
+    from visionrt.benchmarks.run import bench_model_dir
+
+    root = tmp_path / "tiny"
+    shutil.copytree(precise_dir, root)
+    paths = bench_model_dir(ModelDir.open(root), backends=["onnxruntime"], batch_sizes=[1, 2], data_dir=tiny_data,
+                            min_seconds=0.01, max_seconds=0.05, precisions=["fp32", "fp16", "int8"])
+    report = json.loads(paths["json"].read_text())
+    timed = {(r["precision"], r["mode"], r["batch"]) for r in report["results"] if r["median_ms"] is not None}
+    assert {("int8", "model", 1), ("fp16", "model", 2), ("fp32", "end-to-end", 1)} <= timed
+    assert report["reference"]["total_ms"] > 0
+    fp16_notes = {r["notes"] for r in report["results"] if r["precision"] == "fp16"}
+    assert fp16_notes and all(n.endswith("onnxruntime's CPU kernels compute fp16 as fp32 (+ casts)")
+                              for n in fp16_notes)
+    int8_accuracy = [a for a in report["accuracy"] if a["precision"] == "int8" and a["backend"] == "onnxruntime-cpu"]
+    assert int8_accuracy and "top1 vs fp32" in int8_accuracy[0] and int8_accuracy[0]["verdict"] in ("PASS", "FAIL")
+    markdown = paths["markdown"].read_text()
+    assert "onnxruntime-cpu int8 / fp32 (resnet, model): batch 1 =" in markdown

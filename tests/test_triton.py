@@ -1,0 +1,314 @@
+"""``visionrt export-triton``: configs checked against Triton's own schema, the python-backend model
+checked in-process and, marked slow, in a real ``tritonserver`` (the one ``nvidia-pytriton`` bundles,
+installed into its own venv ``.venv-triton`` because it pins numpy<2)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visionrt.export.triton import TritonOptions, export_repository, register
+from visionrt.runtime.errors import InputError
+from visionrt.runtime.images import load_image
+from visionrt.runtime.manifest import ModelDir
+from visionrt.runtime.predictor import Predictor
+from visionrt.runtime.tasks import runtime_task
+
+ROOT = Path(__file__).resolve().parents[1]
+TRITON_VENV = Path(os.environ.get("VISIONRT_TRITON_VENV", ROOT / ".venv-triton"))
+#: What the separate Triton venv holds: the bundled server, and the visionrt runtime's dependencies.
+TRITON_REQUIREMENTS = ("nvidia-pytriton==0.7.0", "onnxruntime>=1.17", "pillow>=10")
+
+
+pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc] (Triton's config schema)")
+
+
+def parse_config(path: Path):
+    from google.protobuf import text_format
+
+    return text_format.Parse(path.read_text(), pb2.ModelConfig())
+
+
+def config_dict(path: Path) -> dict:
+    """``config.pbtxt`` as the JSON Triton hands a python model (``args["model_config"]``)."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(parse_config(path), preserving_proto_field_name=True)
+
+
+@pytest.fixture(scope="module")
+def images(tiny_data) -> list[bytes]:
+    paths, _ = runtime_task("classify").heldout(tiny_data, 5)
+    return [p.read_bytes() for p in paths]
+
+
+@pytest.fixture(scope="module")
+def repo(tiny_model_dir, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    export_repository({"tiny": tiny_model_dir}, repo, TritonOptions(max_batch_size=8, instances=2))
+    return repo
+
+
+def test_every_config_parses_with_tritons_schema(repo, tiny_model_dir):
+    manifest = ModelDir.open(tiny_model_dir).manifest
+    names = sorted(p.name for p in repo.iterdir())
+    assert names == ["tiny", "tiny_ensemble", "tiny_onnx", "tiny_postprocess", "tiny_preprocess"]
+    configs = {name: parse_config(repo / name / "config.pbtxt") for name in names}
+    for name, config in configs.items():
+        assert config.name == name and config.max_batch_size == 8
+        assert (repo / name / "1").is_dir()
+    onnx = configs["tiny_onnx"]
+    assert onnx.backend == "onnxruntime" and (repo / "tiny_onnx" / "1" / "model.onnx").is_file()
+    assert [(i.name, list(i.dims)) for i in onnx.input] == [(manifest.input.name, [3, manifest.input.height,
+                                                                                     manifest.input.width])]
+    assert [(o.name, list(o.dims)) for o in onnx.output] == [(manifest.outputs[0].name, [len(manifest.classes)])]
+    assert onnx.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [(g.kind, g.count) for g in onnx.instance_group] == [(pb2.ModelInstanceGroup.KIND_CPU, 2)]
+    python = configs["tiny"]
+    assert python.backend == "python" and python.parameters["mode"].string_value == "predict"
+    assert [(t.name, t.data_type) for t in (*python.input, *python.output)] == [("IMAGE", pb2.TYPE_STRING),
+                                                                                 ("RESULT", pb2.TYPE_STRING)]
+    steps = configs["tiny_ensemble"].ensemble_scheduling.step
+    assert [s.model_name for s in steps] == ["tiny_preprocess", "tiny_onnx", "tiny_postprocess"]
+    assert not configs["tiny_ensemble"].HasField("dynamic_batching")
+    # every tensor an ensemble step reads was written by an earlier step or is the ensemble's input
+    produced = {"IMAGE"}
+    for step in steps:
+        assert set(step.input_map.values()) <= produced, step.model_name
+        produced |= set(step.output_map.values())
+    assert "RESULT" in produced
+
+
+def test_python_models_carry_a_verified_model_directory(repo):
+    copied = ModelDir.open(repo / "tiny" / "1" / "visionrt_model")
+    assert copied.path("onnx").is_file()  # sha256 checked against the copied manifest
+    for name in ("tiny", "tiny_preprocess", "tiny_postprocess"):
+        assert (repo / name / "1" / "model.py").read_text().startswith('"""A Triton Inference Server python-backend')
+
+
+def test_engines_become_tensorrt_models_and_rtx_engines_are_skipped(tiny_model_dir, tmp_path):
+    model_dir = ModelDir.open(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    spec = model_dir.manifest.input
+    for key, flavour in (("trt", "tensorrt"), ("rtx", "tensorrt_rtx")):
+        (model_dir.root / f"model.{key}.engine").write_bytes(b"engine bytes")
+        model_dir.add_file(key, model_dir.root / f"model.{key}.engine")
+        model_dir.manifest.engines[key] = {
+            "flavour": flavour, "profile": {spec.name: {"min": [1, 3, 32, 32], "opt": [4, 3, 32, 32], "max": [4, 3, 32, 32]}},
+            "inputs": [{"name": spec.name, "shape": [-1, 3, 32, 32], "dtype": "float32"}],
+            "outputs": [{"name": "logits", "shape": [-1, 10], "dtype": "float16"}]}
+    model_dir.save()
+    export_repository({"m": model_dir.root}, tmp_path / "repo")
+    assert not (tmp_path / "repo" / "m_rtx").exists()
+    config = parse_config(tmp_path / "repo" / "m_trt" / "config.pbtxt")
+    assert config.backend == "tensorrt" and config.max_batch_size == 4  # the profile's max, not 32
+    assert list(config.input[0].dims) == [3, 32, 32] and config.output[0].data_type == pb2.TYPE_FP16
+    assert [g.kind for g in config.instance_group] == [pb2.ModelInstanceGroup.KIND_GPU]
+    assert (tmp_path / "repo" / "m_trt" / "1" / "model.plan").read_bytes() == b"engine bytes"
+    assert parse_config(tmp_path / "repo" / "m_onnx" / "config.pbtxt").max_batch_size == 32
+
+
+def test_existing_models_are_kept_unless_forced(repo, tiny_model_dir):
+    before = (repo / "tiny" / "config.pbtxt").read_text()
+    with pytest.raises(InputError, match="--force"):
+        export_repository({"tiny": tiny_model_dir}, repo)
+    assert (repo / "tiny" / "config.pbtxt").read_text() == before
+    with pytest.raises(InputError, match="cannot name a Triton model"):
+        export_repository({"bad/name": tiny_model_dir}, repo)
+
+
+def test_cli_writes_the_repository(tiny_model_dir, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+
+    def command(name, func, help):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+        return p
+
+    register(command)
+    args = parser.parse_args(["export-triton", f"cls={tiny_model_dir}", "--repo", str(tmp_path / "r"), "--json",
+                              "--max-batch-size", "4", "--onnx-backend", "python"])
+    args.func(args)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["models"] == ["cls_onnx", "cls", "cls_preprocess", "cls_postprocess", "cls_ensemble"]
+    config = parse_config(tmp_path / "r" / "cls_onnx" / "config.pbtxt")
+    assert config.backend == "python" and config.parameters["mode"].string_value == "infer"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["export-triton", str(tiny_model_dir), "--repo", "r", "--max-batch-size", "0"])
+
+
+# the python-backend model in this process, with a stand-in for Triton's pb_utils ----------------
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray):
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+def _fake_pb_utils() -> types.ModuleType:
+    pb = types.ModuleType("triton_python_backend_utils")
+    pb.Tensor = _Tensor
+    pb.TritonError = str
+    pb.get_input_tensor_by_name = lambda request, name: next(t for t in request.inputs if t.name() == name)
+    pb.InferenceResponse = lambda output_tensors=(), error=None: types.SimpleNamespace(
+        outputs={t.name(): t.as_numpy() for t in output_tensors}, error=error)
+    return pb
+
+
+def _load(repo: Path, name: str):
+    spec = importlib.util.spec_from_file_location(f"triton_{name}", repo / name / "1" / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config_dict(repo / name / "config.pbtxt"))})
+    return model
+
+
+def _run(model, **inputs: np.ndarray) -> dict:
+    (response,) = model.execute([types.SimpleNamespace(inputs=[_Tensor(k, v) for k, v in inputs.items()])])
+    assert response.error is None, response.error
+    return response.outputs
+
+
+def test_python_models_equal_predict_in_process(repo, tiny_model_dir, images, monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
+    with Predictor(tiny_model_dir) as predictor:
+        expected = [json.loads(json.dumps(r.to_dict())) for r in predictor.predict(images)]
+        batch = np.array([[im] for im in images], dtype=np.object_)
+        predicted = _run(_load(repo, "tiny"), IMAGE=batch)["RESULT"]
+        assert [json.loads(row[0]) for row in predicted] == expected
+        pre = _run(_load(repo, "tiny_preprocess"), IMAGE=batch)
+        assert pre["ORIGINAL_SIZE"].tolist() == [list(load_image(im).shape[:2]) for im in images]
+        np.testing.assert_array_equal(pre[predictor.manifest.input.name], predictor.preprocess(images))
+        outputs = predictor.infer(pre[predictor.manifest.input.name])
+        post = _run(_load(repo, "tiny_postprocess"), ORIGINAL_SIZE=pre["ORIGINAL_SIZE"], **outputs)["RESULT"]
+        assert [json.loads(row[0]) for row in post] == expected
+    bad = _load(repo, "tiny").execute([types.SimpleNamespace(inputs=[_Tensor("IMAGE", np.array([[b"no image"]],
+                                                                                                  dtype=np.object_))])])
+    assert "InputError" in bad[0].error and "not an image" in bad[0].error
+
+
+# a real tritonserver -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def triton_venv() -> Path:
+    """``.venv-triton`` with nvidia-pytriton and the visionrt runtime, created on first use (needs PyPI)."""
+    marker = TRITON_VENV / ".installed"
+    wanted = "\n".join(TRITON_REQUIREMENTS)
+    if not (marker.is_file() and marker.read_text() == wanted):
+        python = TRITON_VENV / "bin" / "python"
+        steps = [[sys.executable, "-m", "venv", "--clear", str(TRITON_VENV)],
+                 [str(python), "-m", "pip", "install", "--quiet", *TRITON_REQUIREMENTS],
+                 [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(ROOT)]]
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                pytest.skip(f"cannot set up {TRITON_VENV} ({' '.join(step[2:5])}): {done.stderr.strip()[-300:]}")
+        marker.write_text(wanted)
+    return TRITON_VENV
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def tritonserver(triton_venv, tiny_model_dir, tmp_path):
+    """The bundled tritonserver on 127.0.0.1 serving the exported python models (``NAME_onnx`` too,
+    as a python model: this Triton has no onnxruntime backend); yields its HTTP ``host:port``."""
+    python = triton_venv / "bin" / "python"
+    found = subprocess.run([str(python), "-c", "import pathlib, pytriton, sys; "
+                            "print(pathlib.Path(pytriton.__file__).parent); print(sys.base_prefix)"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    package, base_prefix = Path(found[0]), Path(found[1])
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    backends = shutil.copytree(package / "tritonserver" / "backends", tmp_path / "backends")
+    shutil.copy(package / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub",
+                backends / "python")
+    repo = tmp_path / "repo"
+    models = export_repository({"tiny": tiny_model_dir}, repo, TritonOptions(max_batch_size=8, threads=1,
+                                                                              onnx_backend="python"))
+    port = _free_port()
+    env = {**os.environ, "PATH": f"{triton_venv / 'bin'}:{os.environ['PATH']}",  # the stub's python
+           "LD_LIBRARY_PATH": f"{base_prefix / 'lib'}:{package.parent / 'nvidia_pytriton.libs'}"}
+    command = [str(package / "tritonserver" / "bin" / "tritonserver"), "--model-repository", str(repo),
+               "--backend-directory", str(backends), "--model-control-mode", "explicit",
+               *[f"--load-model={m}" for m in models], "--http-address", "127.0.0.1", "--http-port", str(port),
+               "--allow-grpc", "false", "--allow-metrics", "false", "--log-verbose", "0"]
+    log = tmp_path / "tritonserver.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                pytest.skip(f"tritonserver cannot start here (exit {server.returncode}): {log.read_text()[-800:]}")
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:  # noqa: BLE001: not listening yet
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"tritonserver not ready after 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield client, log
+        client.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def assert_same_results(got, expected, where: str = "result") -> None:
+    """Equal structure, labels and indices; floats equal to 1e-12 relative: Triton's venv has numpy
+    1.26 (PyTriton pins numpy<2), whose float64 ``exp`` in the softmax may differ in the last bit."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), where
+        for key in expected:
+            assert_same_results(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected)):
+            assert_same_results(g, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-12, abs=1e-15), where
+    else:
+        assert got == expected and type(got) is type(expected), where
+
+
+@pytest.mark.slow
+def test_real_tritonserver_gives_the_results_of_predict(tritonserver, tiny_model_dir, images):
+    import tritonclient.http as httpclient
+
+    client, log = tritonserver
+    with Predictor(tiny_model_dir) as predictor:
+        expected = [json.loads(json.dumps(r.to_dict())) for r in predictor.predict(images)]
+    for model in ("tiny", "tiny_ensemble"):
+        image = httpclient.InferInput("IMAGE", [len(images), 1], "BYTES")
+        image.set_data_from_numpy(np.array([[im] for im in images], dtype=np.object_))
+        result = client.infer(model, [image], outputs=[httpclient.InferRequestedOutput("RESULT")])
+        assert_same_results([json.loads(row[0]) for row in result.as_numpy("RESULT")], expected)
+    bad = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
+    bad.set_data_from_numpy(np.array([[b"not an image"]], dtype=np.object_))
+    with pytest.raises(Exception, match="not an image"):
+        client.infer("tiny", [bad])
+    assert client.is_model_ready("tiny")  # still serving after the bad request

@@ -1,0 +1,88 @@
+"""The training half of a task's contract: :class:`TrainTask`.
+
+A task's training module ``visionrt.train.tasks.<task>`` provides, beside its ``Task`` (a
+:class:`TrainTask` subclass):
+
+* ``build_data(out_dir, quick, seed, progress) -> Path``: the task's built-in dataset;
+* ``default_config(quick) -> TrainConfig``: the quick CPU run or the full one, whose ``model``
+  is the catalogue's default architecture (:func:`visionrt.runtime.tasks.architectures`);
+* ``build_model(model_entry, classes, postprocess=None) -> nn.Module``: the architecture a
+  manifest records (``{"arch", "kwargs"}``), for every architecture of the task's catalogue
+  (``ValueError`` naming the choices for any other); ``postprocess`` is the manifest's, which
+  tasks with post-processing in the graph (NMS) build it from (its thresholds live only there).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+import torch
+from torch import nn
+
+from ...runtime.manifest import InputSpec, OutputSpec
+from ..config import TrainConfig
+
+
+class TrainTask(abc.ABC):
+    """A task's data in memory, its loss and metrics, and its parts of the manifest.
+
+    ``classes`` names the model's classes (or joints); ``mean``/``std`` ``[C]`` are the input
+    normalisation (pixels scaled to [0, 1]) the model trains with and the manifest records."""
+
+    #: The task's name (``manifest.task``).
+    name: str
+    #: Its primary metric on held-out data (higher is better): early stopping and the manifest's ``primary_metric``.
+    metric: str
+    classes: list[str]
+    mean: torch.Tensor
+    std: torch.Tensor
+    #: The input side of the task's built-in data: the default of ``TrainConfig.image_size``.
+    image_size: int = 64
+    #: The resize policy for the user's data (``TrainConfig.resize`` overrides it; the built-in
+    #: data is already of the input size, so no policy changes its pixels).
+    resize: str = "bilinear"
+
+    def fitted_input(self, config: TrainConfig | None) -> InputSpec:
+        """The model's input size and resize policy (normalisation comes later, from the data):
+        ``config``'s where it sets them, else the task's."""
+        size = (config.image_size if config else None) or self.image_size
+        return InputSpec(height=size, width=size, resize=(config.resize if config else None) or self.resize)
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Training samples per epoch."""
+
+    @abc.abstractmethod
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        """The network ``config`` names, for this data's classes."""
+
+    @abc.abstractmethod
+    def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Scalar loss of the training samples ``indices`` (augmented with ``generator``)."""
+
+    @abc.abstractmethod
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Metrics on ``split`` (``"val"`` or ``"test"``), :attr:`metric` among them."""
+
+    @abc.abstractmethod
+    def outputs(self) -> list[OutputSpec]:
+        """The model's outputs, for the manifest."""
+
+    def train_images(self) -> torch.Tensor:
+        """The training images, uint8 ``[N, H, W, C]`` (default: the first tensor of ``splits["train"]``)."""
+        return self.splits["train"][0]
+
+    def input_spec(self) -> InputSpec:
+        """The manifest's input: :attr:`spec` (size and resize policy, set by the task from
+        :meth:`fitted_input`), normalised by :attr:`mean`/:attr:`std`."""
+        return dataclasses.replace(self.spec, mean=tuple(map(float, self.mean)), std=tuple(map(float, self.std)))
+
+    def postprocess(self) -> dict:
+        """The manifest's post-processing parameters (default: none)."""
+        return {}
+
+    def build_profile(self) -> dict:
+        """The engine's default optimisation profile for the manifest's ``build_profile``
+        (``min_batch``/``opt_batch``/``max_batch``, ``height``/``width`` as ``[min, opt, max]``);
+        default: none (the builder's defaults and the fixed input size)."""
+        return {}
