@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import io
 import json
 import logging
+import math
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
-from .errors import BackendUnavailable, VisionRTError
+from .errors import BackendUnavailable, InputError, VisionRTError
 
 #: Subcommands of the stages: name -> (module whose ``register(command)`` adds it, the extra it
 #: needs or None). ``command(name, func, help) -> argparse.ArgumentParser`` adds one subcommand
@@ -44,15 +47,126 @@ EXTRAS: dict[str, tuple[str, str]] = {
 Command = Callable[[str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
 
 
+# argument types: every stage's flags use these, so a bad value is refused before anything runs ---
+def _number(text: str, kind: type, what: str) -> Any:
+    try:
+        value = kind(text.strip())
+    except (ValueError, TypeError, AttributeError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r} (not a finite number)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Argument type: an integer >= 1 (a count: epochs, batch size, samples, ...)."""
+    value = _number(text, int, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """Argument type: an integer >= 0 (threads, workers, seeds: 0 often means the default)."""
+    value = _number(text, int, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def port(text: str) -> int:
+    """Argument type: a TCP port, 0..65535 (0: any free port)."""
+    value = _number(text, int, "a port number (0..65535)")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (0..65535), got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Argument type: a finite number > 0 (a time in seconds, a size, a factor)."""
+    value = _number(text, float, "a positive number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """Argument type: a finite number >= 0 (a delay that may be zero)."""
+    value = _number(text, float, "a number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """Argument type: a finite number in [0, 1] (a threshold, a probability, a fraction)."""
+    value = _number(text, float, "a number between 0 and 1")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
 def int_list(text: str) -> list[int]:
     """Argument type: comma-separated positive integers."""
     try:
-        values = [int(v) for v in text.split(",") if v]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def name_list(*choices: str) -> Callable[[str], list[str]]:
+    """Argument type: comma-separated names, each one of ``choices`` (duplicates dropped, order kept)."""
+    def parse(text: str) -> list[str]:
+        names = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+        unknown = [n for n in names if n not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown)) or 'empty list'}: "
+                                             f"choose from {', '.join(choices)} (comma-separated)")
+        return names
+    return parse
+
+
+def existing_path(text: str) -> Path:
+    """Argument type: a path that exists (file or directory)."""
+    path = Path(text)
+    try:
+        if path.exists():
+            return path
+    except (OSError, ValueError) as err:  # name too long, NUL in the name
+        raise argparse.ArgumentTypeError(f"cannot use {text[:200]!r}: {err}") from None
+    raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+
+
+def existing_dir(text: str) -> Path:
+    """Argument type: an existing directory."""
+    path = existing_path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return path
+
+
+def existing_file(text: str) -> Path:
+    """Argument type: an existing regular file."""
+    path = existing_path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """Argument type: a directory to write into: it may not exist yet, but must not be a file."""
+    path = Path(text)
+    try:
+        if path.exists() and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a directory to write into")
+        if any(len(part.encode()) > 255 for part in path.parts):
+            raise argparse.ArgumentTypeError(f"{text[:200]!r}: a path component is longer than 255 bytes")
+    except (OSError, ValueError) as err:
+        raise argparse.ArgumentTypeError(f"cannot use {text[:200]!r}: {err}") from None
+    return path
 
 
 def emit(args: argparse.Namespace, payload: Any, text: str) -> None:
@@ -76,21 +190,31 @@ def cmd_predict(args: argparse.Namespace) -> None:
         images = [load_image(path) for path in args.images]
         results = predictor.predict(images, **options)
     rows = []
-    for path, image, result in zip(args.images, images, results):
+    stems = saved_stems(args.images)
+    for path, stem, image, result in zip(args.images, stems, images, results):
         row = {"image": str(path), **result.to_dict()}
         if args.save_dir:
             from PIL import Image
 
-            row["drawn"] = str(args.save_dir / f"{path.stem}.{predictor.manifest.task}.png")
+            row["drawn"] = str(args.save_dir / f"{stem}.{predictor.manifest.task}.png")
             with atomic.atomic_path(row["drawn"]) as tmp:
                 Image.fromarray(result.draw(image)).save(tmp, format="PNG")
             if isinstance(result, ImageResult):  # super-resolution, style
-                row["output"] = str(args.save_dir / f"{path.stem}.{predictor.manifest.task}.output.png")
+                row["output"] = str(args.save_dir / f"{stem}.{predictor.manifest.task}.output.png")
                 with atomic.atomic_path(row["output"]) as tmp:
                     Image.fromarray(result.output()).save(tmp, format="PNG")
         rows.append(row)
     emit(args, rows, "\n".join(f"{row['image']}: {result.summary()}" + (f" -> {row['drawn']}" if "drawn" in row else "")
                                 for row, result in zip(rows, results)))
+
+
+def saved_stems(paths: list[Path]) -> list[str]:
+    """A distinct file-name stem per input for ``--save-dir``: the file's stem, or, where several
+    inputs share it (``a/cat.png``, ``b/cat.png``), ``<parent>-<stem>``, then ``-<index>`` as a last resort."""
+    stems = [p.stem for p in paths]
+    clashing = {s for s in stems if stems.count(s) > 1}
+    stems = [f"{p.parent.name}-{p.stem}" if p.stem in clashing and p.parent.name else p.stem for p in paths]
+    return [f"{s}-{i}" if stems.count(s) > 1 else s for i, s in enumerate(stems)]
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
@@ -101,8 +225,20 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 
 
 # parser ---------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (``visionrt CMD: error: ... (see visionrt CMD --help)``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: its non-blank lines joined with '; '."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visionrt", description=__doc__.splitlines()[0])
+    parser = Parser(prog="visionrt", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     loudness = parser.add_mutually_exclusive_group()
     loudness.add_argument("--quiet", action="store_true", help="log warnings and errors only")
@@ -121,13 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
     p.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"),
                    help="onnxruntime execution provider")
-    p.add_argument("--top-k", type=int, help="classify: how many classes to list")
-    p.add_argument("--score-threshold", type=float, help="detect/instance: keep detections scoring above it "
+    p.add_argument("--top-k", type=positive_int, help="classify: how many classes to list")
+    p.add_argument("--score-threshold", type=unit_float, help="detect/instance: keep detections scoring above it "
                                                          "(default: the manifest's postprocess)")
-    p.add_argument("--iou-threshold", type=float, help="detect: NMS IoU threshold (models with NMS in the runtime)")
-    p.add_argument("--max-detections", type=int, help="detect/instance: at most this many per image")
-    p.add_argument("--mask-threshold", type=float, help="instance: mask probability threshold")
-    p.add_argument("--save-dir", type=Path, help="write each result drawn onto its image (PNG) here, and the "
+    p.add_argument("--iou-threshold", type=unit_float, help="detect: NMS IoU threshold (models with NMS in the runtime)")
+    p.add_argument("--max-detections", type=positive_int, help="detect/instance: at most this many per image")
+    p.add_argument("--mask-threshold", type=unit_float, help="instance: mask probability threshold")
+    p.add_argument("--save-dir", type=output_dir, help="write each result drawn onto its image (PNG) here, and the "
                                                  "output image of tasks that make one (superres, style)")
     command("doctor", cmd_doctor, "which backends, precisions and plugins are usable here")
     register_stages(command)
@@ -187,17 +323,35 @@ def _stand_in(problem: str) -> Callable[[argparse.Namespace], None]:
     return run
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is at the time (``main`` may run many times in one process)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(level: int) -> None:
     """The ``visionrt`` logger's messages (and its modules') go to stderr, one short line each."""
     logger = logging.getLogger("visionrt")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[visionrt] %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
 
 
+#: Exit code after a broken pipe (``visionrt doctor | head -1``): 128 + SIGPIPE, as a Unix tool killed by it.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends as one line on stderr: a visionrt error or bad usage exits 2,
+    an unexpected exception 1 (``internal error: ...``), Ctrl-C 130, a closed stdout pipe 141 silently."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "stand_in", False):
@@ -205,15 +359,48 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.func(args)
-    except VisionRTError as err:
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"visionrt {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"visionrt {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        error = as_visionrt_error(err)
+        if error is None:
+            print(f"visionrt {args.command}: internal error: {type(err).__name__}: {one_line(err)[:500]} "
+                  "(re-run with --debug and report it)", file=sys.stderr)
+            return 1
+        print(f"visionrt {args.command}: error: {one_line(error)}", file=sys.stderr)
+        return error.exit_code
     return 0
+
+
+def as_visionrt_error(err: Exception) -> VisionRTError | None:
+    """``err`` as the visionrt error it stands for: itself, an :class:`InputError` for an OS error
+    on a path (a name too long, a directory where a file belongs, no permission, a full disk), or
+    None for an unexpected error (a bug)."""
+    if isinstance(err, VisionRTError):
+        return err
+    if isinstance(err, OSError) and err.filename is not None:
+        where = str(err.filename)[:200] + (f" -> {str(err.filename2)[:200]}" if err.filename2 else "")
+        return InputError(f"cannot use {where}: {err.strerror or err}",
+                          fix="check the path, its type (file or directory) and its permissions")
+    return None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush into the closed pipe stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout is not a file descriptor (captured): nothing will flush into a pipe
 
 
 if __name__ == "__main__":

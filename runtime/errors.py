@@ -1,7 +1,17 @@
 """Errors that name their cause and the fix.
 
 Every error visionrt raises on purpose derives from :class:`VisionRTError`; the CLI prints
-it as one line (plus the fix) and exits non-zero, with a traceback only under ``--debug``.
+it as one line (plus the fix) and exits 2, with a traceback only under ``--debug``. For bad input
+the Python API raises only these types (never a bare ``ValueError``/``TypeError``/``OSError``)::
+
+    VisionRTError                 catch this for "anything visionrt refused"
+    ├── InputError                an image, array, option or path of yours: missing, wrong type or range
+    ├── ArtifactError             a model directory, manifest (schema, paths), ONNX file or engine
+    │   └── EngineMismatch        an engine built for another TensorRT version, flavour or GPU
+    ├── BackendUnavailable        a backend or its extra is not installed, or cannot run here
+    └── PluginError               a custom op not registered, not compilable, or refused by a backend
+
+Any other exception is a bug: the CLI prints ``internal error: <type>: <message>`` and exits 1.
 """
 from __future__ import annotations
 

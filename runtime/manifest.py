@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from . import atomic
@@ -101,27 +102,180 @@ class Manifest:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "manifest") -> "Manifest":
+    def from_dict(cls, data: Any, source: str = "manifest") -> "Manifest":
+        """The manifest of the JSON value ``data``, checked against the schema (:func:`check_schema`):
+        any problem is one :class:`ArtifactError` naming the key."""
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source} is a JSON {_json_type(data)}, expected an object",
+                                fix=_SCHEMA_FIX)
         if data.get("format") != FORMAT:
-            raise ArtifactError(f"{source} is not a visionrt manifest (format={data.get('format')!r})")
-        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise ArtifactError(f"{source} is not a visionrt manifest (format={str(data.get('format'))[:80]!r})")
+        version = data.get("format_version", 1)
+        if not _is_int(version) or version < 1:
+            raise ArtifactError(f"{source}: format_version must be a positive integer, got {version!r}"[:300],
+                                fix=_SCHEMA_FIX)
+        if version > FORMAT_VERSION:
             raise ArtifactError(
-                f"{source} has format version {data['format_version']}, this visionrt reads "
+                f"{source} has format version {version}, this visionrt reads "
                 f"up to {FORMAT_VERSION}",
                 fix="upgrade visionrt",
             )
-        if data.get("format_version", 0) < 2:
+        check_schema(data, source)
+        if version < 2:
             data = migrate_v1(data)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        body = {k: v for k, v in data.items() if k in fields}
+        body["input"] = InputSpec(**{**body["input"], "mean": tuple(body["input"]["mean"]),
+                                     "std": tuple(body["input"]["std"])})
+        body["outputs"] = [OutputSpec(**o) for o in body["outputs"]]
+        body["files"] = {k: FileEntry(**{**v, "path": normal_relative_path(v["path"])})
+                         for k, v in body.get("files", {}).items()}
+        return cls(**body)
+
+
+# schema -----------------------------------------------------------------------------------
+_SCHEMA_FIX = "re-run the stage that wrote the model directory, or repair that key"
+_ANY_NUMBER = (int, float)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, _ANY_NUMBER) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v >= 1
+
+
+def _fraction(v: Any) -> bool:
+    return _is_number(v) and 0 <= v <= 1
+
+
+#: Manifest keys: key -> (JSON type, required). Nested objects have tables of their own below.
+_TOP: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "task": (str, True), "model": (dict, True), "classes": (list, True), "input": (dict, True),
+    "outputs": (list, True), "postprocess": (dict, False), "primary_metric": (str, False),
+    "build_profile": (dict, False), "files": (dict, False), "metrics": (dict, False), "parity": (dict, False),
+    "engines": (dict, False), "benchmarks": (dict, False), "precisions": (dict, False),
+    "versions": (dict, False), "history": (list, False),
+}
+#: Checks of single values: key -> (test, what it must be).
+_INPUT: dict[str, tuple[Any, str]] = {
+    "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "channels": (lambda v: _is_int(v) and v in (1, 3), "1 or 3"),
+    "height": (lambda v: v is None or _positive_int(v), "a positive integer or null"),
+    "width": (lambda v: v is None or _positive_int(v), "a positive integer or null"),
+    "color": (lambda v: isinstance(v, str), "a string"),
+    "mean": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) for x in v),
+             "a non-empty list of finite numbers"),
+    "std": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
+            "a non-empty list of finite numbers > 0"),
+    "resize": (lambda v: isinstance(v, str), "a string"),
+    "pad_value": (lambda v: _is_int(v) and 0 <= v <= 255, "an integer 0..255"),
+    "dtype": (lambda v: isinstance(v, str), "a string"),
+}
+_OUTPUT: dict[str, tuple[Any, str]] = {
+    "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "shape": (lambda v: isinstance(v, list), "a list"),
+    "meaning": (lambda v: isinstance(v, str), "a string"),
+    "dtype": (lambda v: isinstance(v, str), "a string"),
+}
+_FILE: dict[str, tuple[Any, str]] = {
+    "path": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "sha256": (lambda v: isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+               "64 lowercase hex digits"),
+    "bytes": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "role": (lambda v: isinstance(v, str), "a string"),
+}
+#: Post-processing parameters whose range the runtime relies on (others are the task's own).
+_POSTPROCESS: dict[str, tuple[Any, str]] = {
+    "top_k": (_positive_int, "a positive integer"),
+    "max_detections": (_positive_int, "a positive integer"),
+    "score_threshold": (_fraction, "a number in [0, 1]"),
+    "iou_threshold": (_fraction, "a number in [0, 1]"),
+    "mask_threshold": (_fraction, "a number in [0, 1]"),
+    "nms_score_threshold": (_fraction, "a number in [0, 1]"),
+}
+_BUILD_PROFILE: dict[str, tuple[Any, str]] = {
+    key: (_positive_int, "a positive integer") for key in ("min_batch", "opt_batch", "max_batch")}
+
+
+def check_schema(data: dict[str, Any], source: str = "manifest") -> None:
+    """Check the manifest dict ``data``: required keys, JSON types, ranges (``std > 0``, finite
+    ``mean``, ``channels`` 1 or 3, thresholds in [0, 1], ...), a known task, and every
+    ``files.*.path`` relative and inside the directory. Raises :class:`ArtifactError` naming the key."""
+    def fail(key: str, problem: str) -> None:
+        raise ArtifactError(f"{source}: '{key}' {problem}"[:400], fix=_SCHEMA_FIX)
+
+    for key, (kind, required) in _TOP.items():
+        if key not in data:
+            if required:
+                fail(key, "is missing")
+        elif not isinstance(data[key], kind):
+            fail(key, f"is a JSON {_json_type(data[key])}, expected {_json_type(kind())}")
+    from .tasks import TASKS  # here: the tasks import this module
+
+    if data["task"] not in TASKS:
+        fail("task", f"is {data['task']!r}, not a task this visionrt knows ({', '.join(TASKS)})")
+    if not all(isinstance(c, str) for c in data["classes"]):
+        fail("classes", "must be a list of strings")
+    _check_fields(data["input"], _INPUT, "input", fail, required=("mean", "std"))
+    spec = data["input"]
+    channels = spec.get("channels", InputSpec.channels)
+    for key in ("mean", "std"):
+        if len(spec[key]) not in (1, channels):
+            fail(f"input.{key}", f"has {len(spec[key])} values for {channels} channel(s)")
+    if not data["outputs"]:
+        fail("outputs", "is empty: a model has at least one output")
+    for i, output in enumerate(data["outputs"]):
+        if not isinstance(output, dict):
+            fail(f"outputs[{i}]", f"is a JSON {_json_type(output)}, expected an object")
+        _check_fields(output, _OUTPUT, f"outputs[{i}]", fail, required=("name", "shape", "meaning"))
+    for name, entry in data.get("files", {}).items():
+        if not isinstance(entry, dict):
+            fail(f"files.{name}", f"is a JSON {_json_type(entry)}, expected an object")
+        _check_fields(entry, _FILE, f"files.{name}", fail, required=("path", "sha256", "bytes"))
         try:
-            fields = {f.name for f in dataclasses.fields(cls)}
-            body = {k: v for k, v in data.items() if k in fields}
-            body["input"] = InputSpec(**{**body["input"], "mean": tuple(body["input"]["mean"]),
-                                         "std": tuple(body["input"]["std"])})
-            body["outputs"] = [OutputSpec(**o) for o in body["outputs"]]
-            body["files"] = {k: FileEntry(**v) for k, v in body.get("files", {}).items()}
-            return cls(**body)
-        except (KeyError, TypeError) as err:
-            raise ArtifactError(f"{source} is incomplete or malformed: {err}") from err
+            normal_relative_path(entry["path"])
+        except ArtifactError as err:
+            fail(f"files.{name}.path", str(err))
+    for key, table in (("postprocess", _POSTPROCESS), ("build_profile", _BUILD_PROFILE)):
+        values = data.get(key, {})
+        _check_fields({k: v for k, v in values.items() if k in table}, table, key, fail, required=())
+
+
+def _check_fields(obj: dict[str, Any], table: dict[str, tuple[Any, str]], where: str, fail, required) -> None:
+    for key in required:
+        if key not in obj:
+            fail(f"{where}.{key}", "is missing")
+    for key, value in obj.items():
+        if key not in table:
+            fail(f"{where}.{key}", f"is not a known key (known: {', '.join(table)})")
+        test, meaning = table[key]
+        if not test(value):
+            fail(f"{where}.{key}", f"must be {meaning}, got {json.dumps(value)[:60]}")
+
+
+def normal_relative_path(path: str) -> str:
+    """``path`` normalised (POSIX separators, no ``.``), refused when it could lead outside the
+    model directory: absolute, with a drive, or with a ``..`` part."""
+    text = path.replace("\\", "/")
+    parts = PurePosixPath(text).parts
+    if PurePosixPath(text).is_absolute() or PureWindowsPath(path).drive or ".." in parts or "\0" in path:
+        raise ArtifactError(f"{path[:200]!r} leads outside the model directory (absolute, or with '..')",
+                            fix="file paths in a manifest are relative to the model directory and stay inside it")
+    normal = PurePosixPath(*[p for p in parts if p != "."]).as_posix() if parts else ""
+    if normal in ("", "."):
+        raise ArtifactError(f"{path!r} names no file", fix="give the file's path relative to the model directory")
+    return normal
 
 
 def migrate_v1(data: dict[str, Any]) -> dict[str, Any]:

@@ -347,6 +347,8 @@ def test_models_without_plugin_ops_pass_the_guard():
 def test_doctor_status_here():
     from visionrt.runtime.plugins import status
 
+    pytest.importorskip("cuda.bindings.nvrtc", reason="compiling the kernels needs NVRTC: pip install 'visionrt[cuda]'")
+
     report = status.plugin_status(arch=86)
     assert report["arch"] == "sm_86"
     assert report["tensorrt"]["TensorRT"] == "not installed" or report["tensorrt"]["TensorRT"].startswith("yes")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..datasets import read_coco_split
 from ..manifest import Manifest
-from ..preprocess import require_detail
+from ..preprocess import require_detail, to_original_normalised
 from ..render import caption, draw_skeleton
 from .base import Architecture, RuntimeTask
 
