@@ -451,30 +451,21 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
 
 def register(command) -> None:
     """Add ``loadtest`` through the root CLI's ``command(name, func, help)``."""
-    from visionrt.runtime.cli import int_list
+    from visionrt.runtime.cli import existing_dir, int_list, non_negative_float, non_negative_int, output_dir, \
+        positive_float, positive_int
 
     p = command("loadtest", cmd_loadtest, "measure a running server: throughput and latency per concurrency level")
     p.add_argument("url", help="the server, e.g. http://127.0.0.1:8000 (nothing else is contacted)")
     p.add_argument("--model", required=True, help="the served model's name")
-    p.add_argument("--images", type=Path, help="folder of images to send (predict; infer with --model-dir)")
+    p.add_argument("--images", type=existing_dir, help="folder of images to send (predict; infer with --model-dir)")
     p.add_argument("--endpoint", choices=ENDPOINTS, default="predict")
-    p.add_argument("--model-dir", type=Path, help="infer: preprocess the images as this model directory says "
+    p.add_argument("--model-dir", type=existing_dir, help="infer: preprocess the images as this model directory says "
                                                   "(default: random tensors of the served input shape)")
     p.add_argument("--concurrency", type=int_list, default=[1, 4, 16], help="levels, comma-separated (default 1,4,16)")
-    p.add_argument("--duration", type=_positive_float, default=10.0, help="seconds per level (default 10)")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up before each level (default 1)")
-    p.add_argument("--request-rate", type=_positive_float, help="requests/s with Poisson arrivals (default: closed loop)")
-    p.add_argument("--max-requests", type=int, default=100_000, help="per level, at most (default 100000)")
-    p.add_argument("--timeout", type=_positive_float, default=30.0, help="per request, seconds")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("loadtest"), help="report folder (default ./loadtest)")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+    p.add_argument("--duration", type=positive_float, default=10.0, help="seconds per level (default 10)")
+    p.add_argument("--warmup", type=non_negative_float, default=1.0, help="seconds of warm-up before each level (default 1)")
+    p.add_argument("--request-rate", type=positive_float, help="requests/s with Poisson arrivals (default: closed loop)")
+    p.add_argument("--max-requests", type=positive_int, default=100_000, help="per level, at most (default 100000)")
+    p.add_argument("--timeout", type=positive_float, default=30.0, help="per request, seconds")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--out", type=output_dir, default=Path("loadtest"), help="report folder (default ./loadtest)")

@@ -49,6 +49,31 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+#: Most memory (bytes) the inputs of one benchmark may take; also at most half the available memory.
+MAX_BENCH_BYTES = 2 * 1024 ** 3
+
+
+def available_memory() -> int | None:
+    """Physical memory available now (bytes), where the OS says."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_bench_memory(need: int, what: str, limit: int | None = None) -> None:
+    """:class:`InputError` when a benchmark's inputs, ``need`` bytes (``what`` says of what), exceed
+    ``limit`` (default :data:`MAX_BENCH_BYTES` or half the available memory, whichever is less)."""
+    from ..runtime.errors import InputError
+
+    available = available_memory()
+    limit = limit or min(MAX_BENCH_BYTES, available // 2 if available else MAX_BENCH_BYTES)
+    if need > limit:
+        raise InputError(f"{what} need about {need / 1024 ** 3:.1f} GiB, more than the {limit / 1024 ** 3:.1f} GiB "
+                         f"limit ({MAX_BENCH_BYTES / 1024 ** 3:.0f} GiB, or half the available memory)",
+                         fix="pass smaller --batch-sizes")
+
+
 def cpu_quota() -> float | None:
     """The container's CPU limit in cores (cgroup v2 ``cpu.max`` or v1 CFS quota), ``None`` if unlimited."""
     cgroup = Path("/sys/fs/cgroup")

@@ -23,7 +23,7 @@ from ..runtime.backends.base import Runner, TensorSpec
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 from ..runtime.errors import BackendUnavailable, InputError
 from .harness import BenchSettings, Result, bench_model
-from .machine import usable_cpus
+from .machine import check_bench_memory, usable_cpus
 from .report import write_report
 
 #: The ``task`` of a bare ONNX file's rows in the report.
@@ -121,7 +121,11 @@ def bench_onnx_file(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...
                                   batch=(batch_sizes or [1])[0], mode="model", timing=None, notes=f"skipped: {err}"))
             continue
         for batch in batch_sizes or [None]:
-            feed = generated_feed(runner.inputs, resolve_shapes(runner.inputs, shapes, batch, path.name))
+            resolved = resolve_shapes(runner.inputs, shapes, batch, path.name)
+            check_bench_memory(sum(int(np.prod(shape)) * np.dtype(spec.dtype).itemsize
+                                   for spec, shape in zip(runner.inputs, resolved.values())),
+                               f"inputs of shapes {', '.join(map(str, resolved.values()))}")
+            feed = generated_feed(runner.inputs, resolved)
             size = batch or len(next(iter(feed.values())))  # a fixed batch other than ``batch``: a skipped row
             results += bench_model(runner, make_feed=lambda _, feed=feed: feed, task=TASK, model=path.stem,
                                    batch_sizes=[size], settings=settings)

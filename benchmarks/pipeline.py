@@ -43,7 +43,7 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
 
     config = tasks.configure(task, quick, model, seed=seed, threads=os.cpu_count() or 1)
     log.info("train: %s/%s (%s)", task, config.model, mode)
-    model_dir = fit(config, data_dir, out / f"{task}-{config.model}")
+    model_dir = fit(config, data_dir, out / f"{task}-{config.model}", overwrite=True)  # a re-run replaces it
     log.info("train: wrote %s", model_dir.path("weights", verify=False))
 
     log.info("export: ONNX + parity with PyTorch on held-out images")

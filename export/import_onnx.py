@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 from ..runtime.backends.base import TensorSpec
 from ..runtime.contracts import (CONTRACTS, ContractError, check_input, check_outputs, check_postprocess,
                                  contract, default_postprocess)
+from ..runtime.cli import existing_file, output_dir
 from ..runtime.errors import ArtifactError, InputError
 from ..runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
 
@@ -136,10 +138,14 @@ def read_classes(path: Path) -> list[str]:
 
 
 def _floats(text: str) -> tuple[float, ...]:
+    """Argument type: comma-separated finite numbers (``--mean``; ``--std`` checks > 0 in the manifest)."""
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -165,7 +171,7 @@ def _setting(text: str) -> tuple[str, Any]:
 
 def add_description_arguments(p: argparse.ArgumentParser) -> None:
     """The flags that describe a model to the manifest (``import``, ``export --module``)."""
-    p.add_argument("--classes", type=Path, help="text file of the class names, one a line (pose: joint names)")
+    p.add_argument("--classes", type=existing_file, help="text file of the class names, one a line (pose: joint names)")
     p.add_argument("--image-size", type=_image_size, help="input HxW the images are resized to (needed where "
                                                           "the model's own input size is dynamic)")
     p.add_argument("--mean", type=_floats, help="per-channel mean of pixels in [0, 1], e.g. 0.485,0.456,0.406 "
@@ -186,7 +192,8 @@ def description(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    model_dir = import_onnx(args.onnx, args.task, args.out, **description(args))
+    with atomic.transaction(args.out):  # a failed import leaves --out as it was (or absent)
+        model_dir = import_onnx(args.onnx, args.task, args.out, **description(args))
     m = model_dir.manifest
     outputs = ", ".join(f"{o.name} {o.shape}" for o in m.outputs)
     payload = {"model_dir": str(model_dir.root), "task": m.task, "outputs": [o.name for o in m.outputs]}
@@ -197,7 +204,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 def register(command) -> None:
     """Add ``import`` to the root CLI (``command(name, func, help) -> parser``)."""
     p = command("import", cmd_import, "turn an ONNX file into a model directory (predict, bench, serve, build)")
-    p.add_argument("onnx", type=Path, help="the ONNX file")
+    p.add_argument("onnx", type=existing_file, help="the ONNX file")
     p.add_argument("--task", required=True, choices=tuple(CONTRACTS))
-    p.add_argument("--out", required=True, type=Path, help="the model directory to write")
+    p.add_argument("--out", required=True, type=output_dir, help="the model directory to write")
     add_description_arguments(p)

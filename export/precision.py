@@ -176,10 +176,28 @@ def quantize(model: onnx.ModelProto, out: Path, target: str, cache: Path, exclud
              reader=None) -> None:
     """Static Q/DQ of ``model`` in ``target``'s layout (:data:`INT8_LAYOUTS`) into ``out``, from the
     ranges in ``cache`` (computed there first from ``reader`` when the file does not exist)."""
-    quantize_static(model, out, calibration_data_reader=reader, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(calibration.OP_TYPES), per_channel=True,
-                    nodes_to_exclude=list(exclude), calibrate_method=calibration.METHOD,
-                    calibration_cache_path=cache, **INT8_LAYOUTS[target])
+    with _root_warnings_to_debug():
+        quantize_static(model, out, calibration_data_reader=reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(calibration.OP_TYPES), per_channel=True,
+                        nodes_to_exclude=list(exclude), calibrate_method=calibration.METHOD,
+                        calibration_cache_path=cache, **INT8_LAYOUTS[target])
+
+
+@contextlib.contextmanager
+def _root_warnings_to_debug():
+    """onnxruntime's quantiser warns on the root logger ("consider pre-processing": batch norm is
+    already folded here), which would also give the root a stderr handler for the rest of the
+    process: pass those messages to this module's log at debug level instead."""
+    class ToDebug(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            log.debug("onnxruntime.quantization: %s", record.getMessage())
+
+    root, handler = logging.getLogger(), ToDebug()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def tensorrt_layout_problems(model: onnx.ModelProto) -> list[str]:

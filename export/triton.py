@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..runtime.cli import non_negative_int, output_dir, positive_int
 from ..runtime.errors import ArtifactError, InputError
 from ..runtime.manifest import MANIFEST_NAME, ModelDir
 from .build import DEFAULT_BATCH, scan_onnx
@@ -280,25 +281,15 @@ def register(command) -> None:
     p = command("export-triton", cmd_export_triton, "write a Triton Inference Server model repository "
                                                     "(onnxruntime, tensorrt, python and ensemble models)")
     p.add_argument("model_dirs", nargs="+", metavar="[NAME=]MODEL_DIR")
-    p.add_argument("--repo", type=Path, required=True, help="the model repository folder (created if missing)")
-    p.add_argument("--max-batch-size", type=_positive, help="default: the manifest's build max_batch, else 32")
-    p.add_argument("--max-queue-delay-us", type=_positive, default=500,
+    p.add_argument("--repo", type=output_dir, required=True, help="the model repository folder (created if missing)")
+    p.add_argument("--max-batch-size", type=positive_int, help="default: the manifest's build max_batch, else 32")
+    p.add_argument("--max-queue-delay-us", type=positive_int, default=500,
                    help="how long Triton's dynamic batcher waits to fill a batch (microseconds)")
-    p.add_argument("--instances", type=_positive, default=1, help="model instances per device")
+    p.add_argument("--instances", type=positive_int, default=1, help="model instances per device")
     p.add_argument("--kind", choices=("cpu", "gpu"), default="cpu",
                    help="where the onnxruntime and python models run (engines always run on the GPU)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads in the python model (0: all)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="onnxruntime threads in the python model (0: all)")
     p.add_argument("--onnx-backend", choices=("onnxruntime", "python"), default="onnxruntime",
                    help="python: run NAME_onnx with onnxruntime inside Triton's python backend (for a Triton "
                         "without the onnxruntime backend)")
     p.add_argument("--force", action="store_true", help="replace models of the same name in the repository")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value

@@ -26,7 +26,7 @@ from ..runtime import atomic
 from ..runtime.backends.base import Runner
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 from ..runtime.backends.torch import TorchRunner
-from ..runtime.errors import BackendUnavailable
+from ..runtime.errors import BackendUnavailable, InputError
 from ..runtime.images import load_image
 from ..runtime.manifest import ModelDir
 from ..runtime.plugins import onnxruntime_ops
@@ -137,9 +137,14 @@ def trt_flavour_runner(model_dir: ModelDir, scratch: Path) -> OnnxRuntimeRunner:
 def export_and_verify(model_dir: ModelDir, data_dir: str | Path | None = None,
                       samples: int | None = None) -> ParityReport:
     """Export ONNX and check it in onnxruntime (CPU) against PyTorch, and its TensorRT flavour where
-    one is needed; returns the portable ONNX's parity report, or the flavour's where that one fails."""
-    export_onnx(model_dir)
+    one is needed; returns the portable ONNX's parity report, or the flavour's where that one fails.
+    ``samples`` (an integer >= 1) and ``data_dir`` (an existing folder) are checked before anything is written."""
     data_dir = data_dir or model_dir.manifest.model["dataset"]
+    if samples is not None and not (isinstance(samples, int) and not isinstance(samples, bool) and samples >= 1):
+        raise InputError(f"samples must be an integer >= 1, got {samples!r}", fix="or None for the whole test split")
+    if not Path(data_dir).is_dir():
+        raise InputError(f"parity data {data_dir} is not a folder", fix="pass --data DIR, the dataset of the test split")
+    export_onnx(model_dir)
     with contextlib.ExitStack() as stack:
         candidates = [stack.enter_context(OnnxRuntimeRunner(model_dir.path("onnx")))]
         if export_trt_flavour(model_dir):

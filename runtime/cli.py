@@ -342,6 +342,7 @@ def configure_logging(level: int) -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[visionrt] %(message)s"))
         logger.addHandler(handler)
+    logger.propagate = False  # a library that configures the root logger must not print ours twice
     logger.setLevel(level)
 
 
@@ -353,9 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure ends as one line on stderr: a visionrt error or bad usage exits 2,
     an unexpected exception 1 (``internal error: ...``), Ctrl-C 130, a closed stdout pipe 141 silently."""
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and not getattr(args, "stand_in", False):
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and not getattr(args, "stand_in", False):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exit_:  # bad usage (its one line is printed) or --help
+        return exit_.code if isinstance(exit_.code, int) else 2
     configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     try:
         args.func(args)

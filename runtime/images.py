@@ -100,7 +100,7 @@ def _decode(data: bytes, what: str, max_pixels: int) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             _check_pixels(image.width, image.height, max_pixels, what)  # header only: nothing decoded yet
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # no copy of the pixels
             array = _to_rgb(image, what)
     except InputError:
         raise

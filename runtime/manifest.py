@@ -26,6 +26,8 @@ from .errors import ArtifactError
 MANIFEST_NAME = "manifest.json"
 FORMAT = "visionrt-model"
 FORMAT_VERSION = 2
+#: A manifest larger than this is refused unread (bytes).
+MAX_MANIFEST_BYTES = 64 * 1024 ** 2
 
 
 @dataclasses.dataclass
@@ -208,12 +210,12 @@ _BUILD_PROFILE: dict[str, tuple[Any, str]] = {
     key: (_positive_int, "a positive integer") for key in ("min_batch", "opt_batch", "max_batch")}
 
 
-def check_schema(data: dict[str, Any], source: str = "manifest") -> None:
+def check_schema(data: dict[str, Any], source: str = "manifest", fix: str = _SCHEMA_FIX) -> None:
     """Check the manifest dict ``data``: required keys, JSON types, ranges (``std > 0``, finite
     ``mean``, ``channels`` 1 or 3, thresholds in [0, 1], ...), a known task, and every
     ``files.*.path`` relative and inside the directory. Raises :class:`ArtifactError` naming the key."""
     def fail(key: str, problem: str) -> None:
-        raise ArtifactError(f"{source}: '{key}' {problem}"[:400], fix=_SCHEMA_FIX)
+        raise ArtifactError(f"{source}: '{key}' {problem}"[:400], fix=fix)
 
     for key, (kind, required) in _TOP.items():
         if key not in data:
@@ -304,16 +306,24 @@ class ModelDir:
     def open(cls, root: str | os.PathLike) -> "ModelDir":
         root = Path(root)
         path = root / MANIFEST_NAME
-        if not root.is_dir():
-            raise ArtifactError(f"model directory {root} does not exist",
-                                fix="pass the directory that `visionrt export` or `pipeline` wrote")
-        if not path.is_file():
-            raise ArtifactError(f"{root} has no {MANIFEST_NAME}: not a visionrt model directory",
-                                fix="pass the directory that `visionrt export` or `pipeline` wrote")
+        fix = "pass the directory that `visionrt export` or `pipeline` wrote"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ArtifactError(f"{path} is not valid JSON: {err}") from err
+            if not root.is_dir():
+                raise ArtifactError(f"model directory {root} does not exist" if not root.exists()
+                                    else f"{root} is not a directory: not a visionrt model directory", fix=fix)
+            if not path.is_file():
+                raise ArtifactError(f"{root} has no {MANIFEST_NAME}: not a visionrt model directory", fix=fix)
+            size = path.stat().st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise ArtifactError(f"{path} is {size / 1024 ** 2:.0f} MiB, more than a manifest's "
+                                    f"{MAX_MANIFEST_BYTES // 1024 ** 2} MiB limit", fix=fix)
+            text = path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as err:  # name too long, no permission, NUL in the name; undecodable
+            raise ArtifactError(f"cannot read the model directory {str(root)[:200]}: {err}", fix=fix) from err
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as err:
+            raise ArtifactError(f"{path} is not valid JSON: {str(err)[:200]}") from err
         return cls(root, Manifest.from_dict(data, source=str(path)))
 
     @classmethod
@@ -324,7 +334,13 @@ class ModelDir:
         return model_dir
 
     def save(self) -> None:
-        atomic.write_text(self.root / MANIFEST_NAME, json.dumps(self.manifest.to_dict(), indent=2) + "\n")
+        """Write the manifest atomically, checked against the schema first: a stage cannot write
+        one that the next stage would refuse (:class:`ArtifactError`, nothing written)."""
+        data = self.manifest.to_dict()
+        text = json.dumps(data, indent=2) + "\n"
+        check_schema(json.loads(text), f"the manifest for {self.root}",
+                     fix="nothing was written; check the values given to this stage (e.g. --postprocess)")
+        atomic.write_text(self.root / MANIFEST_NAME, text)
 
     def record(self, stage: str, **facts: Any) -> None:
         """Append what a stage did to the history (saved with the next :meth:`save`)."""
@@ -334,7 +350,11 @@ class ModelDir:
     def add_file(self, key: str, path: str | os.PathLike, role: str = "") -> FileEntry:
         """Register a file already written inside the directory under ``key``."""
         path = Path(path)
-        rel = path.resolve().relative_to(self.root.resolve())
+        try:
+            rel = path.resolve().relative_to(self.root.resolve())
+        except ValueError as err:
+            raise ArtifactError(f"{path} is outside the model directory {self.root}",
+                                fix="write the stage's files inside the model directory") from err
         entry = FileEntry(path=rel.as_posix(), sha256=atomic.sha256(path), bytes=path.stat().st_size, role=role)
         self.manifest.files[key] = entry
         return entry
@@ -349,7 +369,10 @@ class ModelDir:
             known = ", ".join(sorted(self.manifest.files)) or "none"
             raise ArtifactError(f"{self.root} has no file '{key}' (it has: {known})",
                                 fix="run the stage that writes it (export / build)")
-        path = self.root / entry.path
+        path = self.root / normal_relative_path(entry.path)
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise ArtifactError(f"{path} leads outside the model directory (a symbolic link to "
+                                f"{path.resolve()})", fix="copy the file into the model directory instead of linking it")
         if not path.is_file():
             raise ArtifactError(f"{path} is listed in the manifest but missing")
         if verify and atomic.sha256(path) != entry.sha256:

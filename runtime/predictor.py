@@ -30,6 +30,13 @@ class Predictor:
     def __init__(self, model_dir: str | os.PathLike | ModelDir, backend: str = "onnxruntime",
                  provider: str = "cpu", threads: int = 0, engine_key: str | None = None,
                  runner: Runner | None = None, precision: str = "fp32"):
+        if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0):
+            raise InputError(f"threads must be an integer >= 0, got {threads!r}", fix="0 means the backend's default")
+        if runner is not None and not isinstance(runner, Runner):
+            raise InputError(f"runner must be a visionrt Runner, got {type(runner).__name__}",
+                             fix="make one with visionrt.runtime.backends.open_runner")
+        if not isinstance(model_dir, (str, os.PathLike, ModelDir)):
+            raise InputError(f"model_dir must be a path or a ModelDir, got {type(model_dir).__name__}")
         self.model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
         self.manifest = self.model_dir.manifest
         self.task = runtime_task(self.manifest.task)
@@ -53,9 +60,15 @@ class Predictor:
     def predict(self, images: ImageSource | Sequence[ImageSource], **options: Any) -> list:
         """Results for one image or a list of them; ``options`` override post-processing
         parameters from the manifest (e.g. ``top_k=3``)."""
-        if isinstance(images, (str, os.PathLike, bytes, np.ndarray)):
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)):
             images = [images]
+        if not isinstance(images, Sequence) or not images:
+            raise InputError(f"predict takes an image or a non-empty list of them, got "
+                             f"{type(images).__name__ if not isinstance(images, Sequence) else 'an empty list'}",
+                             fix="pass a path, bytes, a uint8 array, or a list of these")
         self._check_options(options)
+        for name, value in options.items():
+            check_option(name, value)
         decoded = [load_image(im) for im in images]
         if self.manifest.input.height is None and len({im.shape for im in decoded}) > 1:
             return [r for im in decoded for r in self.predict(im, **options)]  # sizes differ: one at a time
@@ -78,3 +91,17 @@ class Predictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_option(name: str, value: Any) -> None:
+    """Refuse a post-processing option out of its range: counts (``top_k``, ``max_detections``) are
+    integers >= 1, ``*_threshold`` numbers in [0, 1]; ``None`` means the manifest's default."""
+    if value is None:
+        return
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if name.endswith("_threshold") and not (number and 0 <= value <= 1):
+        raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
+    if name in ("top_k", "max_detections") and not (isinstance(value, (int, np.integer))
+                                                    and not isinstance(value, bool) and value >= 1):
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+

@@ -6,6 +6,7 @@ command runs, so building the parser stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -15,7 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..runtime.cli import Command, emit
+from ..runtime import atomic
+from ..runtime.cli import (Command, emit, existing_dir, existing_file, non_negative_int, output_dir, positive_float,
+                           positive_int)
+from ..runtime.manifest import MANIFEST_NAME
 from ..runtime.errors import InputError
 from ..runtime.progress import progress
 from ..runtime.preprocess import RESIZE_POLICIES
@@ -87,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.nproc > 1:
         sys.exit(train_distributed(args.nproc, sys.argv[1:]))
     from .config import TrainConfig
-    from .loop import fit
+    from .loop import check_config, check_out_dir, fit
     from .tasks import configure
 
     options = read_run_config(args.config) if args.config else {}
@@ -101,8 +105,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     try:
         TrainConfig.from_dict({**options, "task": task})
         config = configure(task, not args.full, model, **options)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, KeyError) as err:
         raise InputError(f"invalid training options: {err}", fix="see `visionrt train --help`") from err
+    check_config(config)
+    check_out_dir(args.out, config.resume, args.overwrite)
     if not args.no_check and task in ("classify", "segment", "localize", "detect", "instance", "pose"):
         from .data.check import check_dataset
 
@@ -111,9 +117,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(report.text(), file=sys.stderr)
             sys.exit(2)
         log.info("%s", report.text())
-    model_dir = fit(config, args.data, args.out)
+    # a trained model already there (--resume, --overwrite) is put back as it was if training fails
+    # (in a single process: under torchrun the ranks would each journal the same directory)
+    guarded = (args.out / MANIFEST_NAME).exists() and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    with atomic.transaction(args.out) if guarded else contextlib.nullcontext():
+        model_dir = fit(config, args.data, args.out, overwrite=args.overwrite)
+        if model_dir is not None:
+            atomic.write_text(model_dir.root / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
     if model_dir is not None:
-        (model_dir.root / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
         metrics = model_dir.manifest.metrics["pytorch"]["test"]
         emit(args, {"model_dir": str(model_dir.root), "test": metrics},
              f"model written to {model_dir.root} (test {metrics})")
@@ -124,29 +135,31 @@ def register(command: Command) -> None:
                                   "`visionrt data check DIR --task T` checks a dataset of yours")
     p.add_argument("check", nargs="*", metavar="check DIR", help="check the dataset in DIR instead (exit 2 on problems)")
     p.add_argument("--task", choices=TASKS, default="classify")
-    p.add_argument("--out", type=Path, help="where to write the built-in dataset")
+    p.add_argument("--out", type=output_dir, help="where to write the built-in dataset")
     p.add_argument("--full", action="store_true", help="the larger dataset (default: quick)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
 
     p = command("train", cmd_train, "train a model; writes weights + manifest into --out")
     p.add_argument("--task", choices=TASKS, help="the task (default: the --config file's, else classify)")
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--data", required=True, type=existing_dir)
+    p.add_argument("--out", required=True, type=output_dir)
     p.add_argument("--model", help="architecture (default: the task's; `visionrt doctor` lists them)")
     p.add_argument("--full", action="store_true", help="the task's full configuration (default: the quick one)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
     p.add_argument("--optimizer", choices=("sgd", "adam"))
-    p.add_argument("--image-size", type=int, help="model input side in px (default: the task's built-in size)")
+    p.add_argument("--image-size", type=positive_int, help="model input side in px (default: the task's built-in size)")
     p.add_argument("--resize", choices=RESIZE_POLICIES,
                    help="how images fit the input (default: letterbox for boxes/joints, stretch otherwise)")
-    p.add_argument("--workers", type=int, help="threads decoding images per batch (default 0)")
-    p.add_argument("--config", type=Path, help="YAML file of training options (flags win); the resolved "
+    p.add_argument("--workers", type=non_negative_int, help="threads decoding images per batch (default 0)")
+    p.add_argument("--config", type=existing_file, help="YAML file of training options (flags win); the resolved "
                                                "options are written to <out>/config.json")
     p.add_argument("--no-check", action="store_true", help="skip the dataset check before training")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="torch threads per process (0 = default)")
-    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--seed", type=non_negative_int)
+    p.add_argument("--threads", type=non_negative_int, help="torch threads per process (0 = default)")
+    p.add_argument("--max-minutes", type=positive_float)
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints")
-    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun, DDP)")
+    p.add_argument("--overwrite", action="store_true", help="replace the trained model already in --out "
+                                                            "(default: refuse; it is kept if training fails)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="data-parallel processes (torchrun, DDP)")

@@ -19,7 +19,9 @@ from typing import Callable
 
 import torch
 
-from ..runtime.manifest import Manifest, ModelDir
+from ..runtime.errors import InputError
+from ..runtime.images import MIN_SIDE as MIN_IMAGE_SIZE
+from ..runtime.manifest import MANIFEST_NAME, Manifest, ModelDir
 from ..runtime.progress import progress
 from . import checkpoint, tasks
 from .config import TrainConfig
@@ -51,9 +53,55 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     raise ValueError(f"unknown optimizer '{config.optimizer}' (choose sgd or adam)")
 
 
-def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path) -> ModelDir | None:
-    """Train ``config`` on ``data_dir``; write and return the model directory (``None`` off rank 0)."""
+def check_config(config: TrainConfig) -> None:
+    """Refuse option values training cannot use (before anything is written): counts are integers
+    >= 1, rates and times finite (times > 0), thread and worker counts >= 0."""
+    def bad(name: str, must: str) -> InputError:
+        return InputError(f"training option {name} must be {must}, got {getattr(config, name)!r}",
+                          fix="see `visionrt train --help`")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for name in ("epochs", "batch_size", "patience"):
+        if not (is_int(getattr(config, name)) and getattr(config, name) >= 1):
+            raise bad(name, "an integer >= 1")
+    for name in ("threads", "workers", "seed"):
+        if not (is_int(getattr(config, name)) and getattr(config, name) >= 0):
+            raise bad(name, "an integer >= 0")
+    if not (is_number(config.lr) and config.lr >= 0):  # 0: weights stay put (a test of the loop itself)
+        raise bad("lr", "a finite number >= 0")
+    if not (is_number(config.momentum) and 0 <= config.momentum < 1):
+        raise bad("momentum", "a number in [0, 1)")
+    if not (is_number(config.weight_decay) and config.weight_decay >= 0):
+        raise bad("weight_decay", "a finite number >= 0")
+    if config.max_minutes is not None and not (is_number(config.max_minutes) and config.max_minutes > 0):
+        raise bad("max_minutes", "a finite number > 0")
+    if config.image_size is not None and not (is_int(config.image_size) and config.image_size >= MIN_IMAGE_SIZE):
+        raise bad("image_size", f"an integer >= {MIN_IMAGE_SIZE}")
+
+
+def check_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an ``out_dir`` that is a file, or that already holds a trained model (a manifest)
+    unless training resumes it or is told to overwrite it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file, expected a directory", fix="pass a directory")
+    if (out_dir / MANIFEST_NAME).exists() and not (resume or overwrite):
+        raise InputError(f"{out_dir} already holds a trained model: training would replace it and its "
+                         "exported files", fix="pass --resume to continue it, --overwrite to replace it, "
+                                               "or another --out")
+
+
+def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> ModelDir | None:
+    """Train ``config`` on ``data_dir``; write and return the model directory (``None`` off rank 0).
+
+    ``out_dir`` must not hold a trained model unless ``config.resume`` or ``overwrite``."""
     out_dir = Path(out_dir)
+    check_config(config)
+    check_out_dir(out_dir, config.resume, overwrite)
     ddp = Dist.from_env()
     if config.threads:
         torch.set_num_threads(config.threads)

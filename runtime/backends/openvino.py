@@ -47,6 +47,9 @@ class OpenVinoRunner(Runner):
         self.name = "openvino-cpu" + (f"-{compute}" if compute == "bf16" else "")
         self.compiled = None
         self.request = None
+        #: The ONNX's own input and output names, in port order (compiling can add aliases, e.g.
+        #: the Cast an fp16 file starts with, and ``get_any_name`` may return one of those).
+        self._names: dict[str, list[str]] = {}
 
     def _activate(self) -> None:
         ov = _openvino()
@@ -64,7 +67,10 @@ class OpenVinoRunner(Runner):
         elif self.compute == "fp32":
             config["INFERENCE_PRECISION_HINT"] = "f32"
         try:
-            self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+            model = core.read_model(str(self.path))
+            self._names = {"inputs": [port.get_any_name() for port in model.inputs],
+                           "outputs": [port.get_any_name() for port in model.outputs]}
+            self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as err:
             raise ArtifactError(f"OpenVINO cannot compile {self.path.name}: {str(err).strip().splitlines()[0]}",
                                 fix="the ONNX holds an op OpenVINO lacks (plugin nodes?): run the portable ONNX") \
@@ -79,20 +85,23 @@ class OpenVinoRunner(Runner):
             self.activate()
         return getattr(self.compiled, kind)
 
-    @staticmethod
-    def _spec(port) -> TensorSpec:
-        shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
-        return TensorSpec(port.get_any_name(), shape, _OV_TYPES.get(port.get_element_type().get_type_name(),
-                                                                    port.get_element_type().get_type_name()))
+    def _specs(self, kind: str) -> list[TensorSpec]:
+        specs = []
+        for name, port in zip(self._names[kind], self._ports(kind)):
+            shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            type_name = port.get_element_type().get_type_name()
+            specs.append(TensorSpec(name, shape, _OV_TYPES.get(type_name, type_name)))
+        return specs
 
     @property
     def inputs(self) -> list[TensorSpec]:
-        return [self._spec(p) for p in self._ports("inputs")]
+        return self._specs("inputs")
 
     @property
     def outputs(self) -> list[TensorSpec]:
-        return [self._spec(p) for p in self._ports("outputs")]
+        return self._specs("outputs")
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.request.infer(dict(feed))
-        return {port.get_any_name(): np.array(value, copy=True) for port, value in results.items()}
+        results = self.request.infer([feed[name] for name in self._names["inputs"]])
+        return {name: np.array(results[port], copy=True)
+                for name, port in zip(self._names["outputs"], self.compiled.outputs)}

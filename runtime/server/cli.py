@@ -5,6 +5,8 @@ import argparse
 import signal
 from typing import Callable
 
+from ..cli import non_negative_float, non_negative_int, port, positive_float, positive_int
+
 
 def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``serve`` through ``command(name, func, help) -> parser`` (the root CLI's registry)."""
@@ -16,23 +18,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="+", metavar="MODEL_DIR",
                         help="model directories to serve, each DIR or NAME=DIR (name: the directory's name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    parser.add_argument("--port", type=port, default=8000, help="port (default: %(default)s)")
     parser.add_argument("--backend", default="onnxruntime", help="backend of every model (default: %(default)s)")
     parser.add_argument("--precision", default=None,
                         help="precision variant to run, where the Predictor offers one (default: the model's own)")
-    parser.add_argument("--max-batch-size", type=int, default=32,
+    parser.add_argument("--max-batch-size", type=positive_int, default=32,
                         help="most images one execution merges (capped at an engine's profile; default: %(default)s)")
-    parser.add_argument("--max-queue-delay-ms", type=float, default=0.0,
+    parser.add_argument("--max-queue-delay-ms", type=non_negative_float, default=0.0,
                         help="longest a queued request waits for a fuller batch (default: %(default)s)")
-    parser.add_argument("--max-queue", type=int, default=256,
+    parser.add_argument("--max-queue", type=positive_int, default=256,
                         help="requests queued per model before 503 (default: %(default)s)")
-    parser.add_argument("--instances", type=int, default=1, help="sessions per model side by side (default: 1)")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--instances", type=positive_int, default=1, help="sessions per model side by side (default: 1)")
+    parser.add_argument("--threads", type=non_negative_int, default=0,
                         help="intra-op threads per session (default: 0, the backend's choice)")
-    parser.add_argument("--timeout-s", type=float, default=30.0,
+    parser.add_argument("--timeout-s", type=positive_float, default=30.0,
                         help="deadline of a request; past it: 504 (default: %(default)s)")
-    parser.add_argument("--max-body-mb", type=float, default=32.0,
+    parser.add_argument("--max-body-mb", type=positive_float, default=32.0,
                         help="largest request body; above it: 413 (default: %(default)s)")
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """:class:`InputError` unless a TCP socket can listen on ``host``:``port`` now (an address that
+    does not resolve or is not this machine's, a port in use or reserved): checked before the models load."""
+    import socket
+
+    from ..errors import InputError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except (OSError, UnicodeError) as err:  # socket.gaierror is an OSError
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise InputError(f"cannot listen on {host}:{port}: {reason}",
+                         fix="pass --host an address of this machine (127.0.0.1, 0.0.0.0) and a free --port") from None
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -46,6 +67,7 @@ def serve(args: argparse.Namespace) -> None:
     from .app import ServerSettings, create_app
     from .repository import ModelRepository
 
+    check_can_listen(args.host, args.port)
     repository = ModelRepository.load(args.models, backend=args.backend, precision=args.precision,
                                       instances=args.instances, threads=args.threads,
                                       max_batch_size=args.max_batch_size)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import read_coco_split
+from ..errors import InputError
 from ..folders import is_image_folder, read_image_folder
 from ..manifest import Manifest
 from ..render import caption
@@ -38,8 +39,11 @@ class Classification:
 
 def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes: list[tuple[int, int]] | None = None,
                 top_k: int | None = None) -> list[Classification]:
-    """One result per image (``image_sizes`` is not needed: labels do not depend on the size)."""
-    k = min(top_k or manifest.postprocess.get("top_k", 5), len(manifest.classes))
+    """One result per image (``image_sizes`` is not needed: labels do not depend on the size);
+    ``top_k`` (an integer >= 1, default the manifest's) classes listed per image."""
+    if top_k is not None and not (isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool) and top_k >= 1):
+        raise InputError(f"top_k must be an integer >= 1, got {top_k!r}")
+    k = min(manifest.postprocess.get("top_k", 5) if top_k is None else int(top_k), len(manifest.classes))
     probs = softmax(outputs[manifest.outputs[0].name])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return [Classification(manifest.classes[row[0]], int(row[0]), float(p[row[0]]),
