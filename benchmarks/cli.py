@@ -14,19 +14,19 @@ from ..runtime.backends import BACKENDS
 from ..runtime.cli import (Command, emit, existing_dir, existing_file, int_list, name_list, non_negative_int,
                            output_dir, positive_float)
 from ..runtime.errors import InputError
+from ..runtime.precision import PRECISIONS
 from ..runtime.tasks import TASKS
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from ..runtime.manifest import ModelDir
-    from ..runtime.precision import check_precision
     from . import onnx_file
     from .run import bench_model_dir
 
     if onnx_file.is_onnx_file(args.model_dir):
         return onnx_file.cmd_bench_onnx(args)
 
-    precisions = [check_precision(p) for p in args.precision]
+    precisions = args.precision
     saved = None
     if args.compare:
         from .compare import load
@@ -67,7 +67,8 @@ def check_batch_memory(manifest, batch_sizes: list[int]) -> None:
 def cmd_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_all, run_pipeline
 
-    options = dict(quick=not args.full, seed=args.seed, build=not args.no_build, bench_seconds=args.bench_seconds)
+    options = dict(quick=not args.full, seed=args.seed, build=not args.no_build, bench_seconds=args.bench_seconds,
+                   precisions=["fp32", *(p for p in args.precision if p != "fp32")])
     if args.task == "all":
         if args.model:
             raise InputError("--model names one task's architecture", fix="leave it out with 'all'")
@@ -93,7 +94,7 @@ def register(command: Command) -> None:
     p.add_argument("--seconds", type=positive_float, default=1.0, help="minimum measuring time per case")
     p.add_argument("--threads", type=non_negative_int, help="intra-op threads for onnxruntime and torch alike "
                                                "(default: the usable cores)")
-    p.add_argument("--precision", default=["fp32"], type=lambda s: [x for x in s.split(",") if x],
+    p.add_argument("--precision", default=["fp32"], type=name_list(*PRECISIONS),
                    help="comma-separated: fp32, fp16, int8 (the files export wrote)")
     p.add_argument("--compare", type=existing_file, help="a saved bench.json: print the change per point, exit 1 when "
                                                 "slower than --max-slowdown or accuracy dropped beyond tolerance")
@@ -110,3 +111,5 @@ def register(command: Command) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine build")
     p.add_argument("--bench-seconds", type=positive_float, default=1.0, help="minimum measuring time per benchmark point")
+    p.add_argument("--precision", default=["fp32", "fp16", "int8"], type=name_list(*PRECISIONS),
+                   help="precisions to export, build and benchmark beside fp32 (default: fp32,fp16,int8)")

@@ -3,13 +3,15 @@
 Per concurrency level (a sweep, e.g. 1, 4, 16) it keeps that many requests in flight (closed
 loop), or with ``--request-rate`` sends requests at Poisson arrival times, at most
 ``concurrency`` in flight (open loop), for ``--duration`` seconds or ``--max-requests``
-requests, whichever comes first. One image per request:
+requests, whichever comes first. ``--images-per-request N`` images per request (default 1),
+counted as N images in the throughput:
 
-- ``--endpoint predict``: ``POST /v1/models/{m}/predict`` with an encoded image file as the body;
-- ``--endpoint infer``: ``POST /v2/models/{m}/infer`` (KServe v2, binary-data extension) with one
-  preprocessed image: built from the files with the model directory's own preprocessing when
-  ``--model-dir`` is given, else random values of the shape ``GET /v2/models/{m}`` reports
-  (which then must have no free axis but the batch).
+- ``--endpoint predict``: ``POST /v1/models/{m}/predict`` with an encoded image file as the body
+  (N > 1: a multipart form of N files);
+- ``--endpoint infer``: ``POST /v2/models/{m}/infer`` (KServe v2, binary-data extension) with
+  N preprocessed images as one ``[N, ...]`` tensor: built from the files with the model
+  directory's own preprocessing when ``--model-dir`` is given, else random values of the shape
+  ``GET /v2/models/{m}`` reports (which then must have no free axis but the batch).
 
 Per level: images/s, latency p50/p90/p95/p99/mean (milliseconds; successful requests only),
 errors by HTTP status or exception, and, where the server exposes visionrt's Prometheus metrics,
@@ -70,6 +72,7 @@ class LoadSettings:
     max_requests: int = 100_000
     timeout_s: float = 30.0
     seed: int = 0
+    images_per_request: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +131,24 @@ def image_files(images_dir: str | os.PathLike, limit: int = 256) -> list[Path]:
     return files
 
 
-def predict_payloads(files: Sequence[Path]) -> list[Payload]:
-    return [Payload(f.read_bytes(), {"content-type": "application/octet-stream"}) for f in files]
+def _groups(items: Sequence, size: int) -> list[list]:
+    """``len(items)`` groups of ``size`` consecutive items (wrapping around), the i-th starting at item i."""
+    return [[items[(start + k) % len(items)] for k in range(size)] for start in range(len(items))]
+
+
+def predict_payloads(files: Sequence[Path], images_per_request: int = 1) -> list[Payload]:
+    """``/predict`` payloads: the encoded file as the body, or a multipart form of ``images_per_request`` files."""
+    if images_per_request == 1:
+        return [Payload(f.read_bytes(), {"content-type": "application/octet-stream"}) for f in files]
+    import httpx
+
+    blobs = [(f.name, f.read_bytes()) for f in files]
+    payloads = []
+    for group in _groups(blobs, images_per_request):
+        form = httpx.Request("POST", "http://form.invalid/", files=[("image", (name, data, "application/octet-stream"))
+                                                                    for name, data in group])
+        payloads.append(Payload(form.read(), {"content-type": form.headers["content-type"]}, images_per_request))
+    return payloads
 
 
 def infer_payload(inputs: Mapping[str, np.ndarray], outputs: Iterable[str]) -> Payload:
@@ -147,9 +166,10 @@ def infer_payload(inputs: Mapping[str, np.ndarray], outputs: Iterable[str]) -> P
 
 
 def infer_payloads(metadata: Mapping[str, Any], files: Sequence[Path] | None, model_dir: str | os.PathLike | None,
-                   seed: int = 0) -> list[Payload]:
+                   seed: int = 0, images_per_request: int = 1) -> list[Payload]:
     """``/infer`` payloads for a model whose ``GET /v2/models/{m}`` answer is ``metadata``: the
-    images preprocessed as the model directory says, or random values of its input shape."""
+    images preprocessed as the model directory says, or random values of its input shape;
+    ``images_per_request`` rows a tensor."""
     from visionrt.runtime.server.protocol import DATATYPES
 
     if len(metadata["inputs"]) != 1:
@@ -163,8 +183,13 @@ def infer_payloads(metadata: Mapping[str, Any], files: Sequence[Path] | None, mo
         from visionrt.runtime.preprocess import model_input
 
         manifest = ModelDir.open(model_dir).manifest
-        return [infer_payload({spec["name"]: model_input([load_image(f)], manifest)}, outputs) for f in files]
-    shape = [1, *spec["shape"][1:]]
+        rows = [model_input([load_image(f)], manifest) for f in files]
+        if images_per_request > 1 and len({r.shape for r in rows}) > 1:
+            raise InputError("the images preprocess to different shapes; one tensor cannot hold several",
+                             fix="use --images-per-request 1, or images of one size")
+        return [infer_payload({spec["name"]: np.concatenate(group)}, outputs)
+                for group in _groups(rows, images_per_request)]
+    shape = [images_per_request, *spec["shape"][1:]]
     if min(shape) < 1:
         raise InputError(f"input '{spec['name']}' has shape {spec['shape']}: free axes besides the batch",
                          fix="pass --model-dir to send the images preprocessed at their own size")
@@ -346,17 +371,19 @@ def run_loadtest(settings: LoadSettings, images_dir: str | os.PathLike | None = 
     """Build the payloads (see the module docstring) and run the sweep."""
     if settings.endpoint not in ENDPOINTS:
         raise InputError(f"unknown endpoint '{settings.endpoint}'", fix=f"choose one of {', '.join(ENDPOINTS)}")
+    if settings.images_per_request < 1:
+        raise InputError(f"{settings.images_per_request} images per request", fix="send at least 1")
     check_url(settings.url)
     files = image_files(images_dir) if images_dir is not None else None
     if settings.endpoint == "predict":
         if files is None:
             raise InputError("the predict endpoint takes encoded images", fix="pass --images DIR")
-        payloads = predict_payloads(files)
+        payloads = predict_payloads(files, settings.images_per_request)
     else:
         if model_dir is not None and files is None:
             raise InputError("--model-dir preprocesses images", fix="pass --images DIR as well")
         payloads = infer_payloads(fetch_metadata(settings.url, settings.model, settings.timeout_s), files, model_dir,
-                                  settings.seed)
+                                  settings.seed, settings.images_per_request)
     return asyncio.run(sweep(settings, payloads))
 
 
@@ -381,7 +408,8 @@ def perf_analyzer_csv(results: Sequence[LevelResult]) -> str:
 def markdown(results: Sequence[LevelResult], settings: LoadSettings) -> str:
     mode = f"Poisson arrivals at {settings.request_rate}/s, " if settings.request_rate else ""
     lines = [f"# Load test: {settings.model} at {settings.url} ({settings.endpoint})", "",
-             f"{mode}{settings.duration_s:g} s per level after {settings.warmup_s:g} s warm-up, one image per request.",
+             f"{mode}{settings.duration_s:g} s per level after {settings.warmup_s:g} s warm-up, "
+             f"{settings.images_per_request} image(s) per request.",
              "", "| concurrency | requests | images/s | p50 ms | p90 ms | p95 ms | p99 ms | errors | mean batch | batch sizes |",
              "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in results:
@@ -442,7 +470,8 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
 
     settings = LoadSettings(url=args.url, model=args.model, endpoint=args.endpoint, concurrency=tuple(args.concurrency),
                             duration_s=args.duration, warmup_s=args.warmup, request_rate=args.request_rate,
-                            max_requests=args.max_requests, timeout_s=args.timeout, seed=args.seed)
+                            max_requests=args.max_requests, timeout_s=args.timeout, seed=args.seed,
+                            images_per_request=args.images_per_request)
     results = run_loadtest(settings, args.images, args.model_dir)
     paths = write_reports(results, settings, args.out)
     emit(args, {"reports": {k: str(v) for k, v in paths.items()}, "levels": [dataclasses.asdict(r) for r in results]},
@@ -468,4 +497,6 @@ def register(command) -> None:
     p.add_argument("--max-requests", type=positive_int, default=100_000, help="per level, at most (default 100000)")
     p.add_argument("--timeout", type=positive_float, default=30.0, help="per request, seconds")
     p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--images-per-request", type=positive_int, default=1,
+                   help="images in each request: a multipart form (predict) or an N-row tensor (infer); default 1")
     p.add_argument("--out", type=output_dir, default=Path("loadtest"), help="report folder (default ./loadtest)")

@@ -1,16 +1,17 @@
-"""The serving figures: ``python -m visionrt.benchmarks.serving MODEL_DIR --images DIR [--out DIR]``.
+"""The serving figures: ``python -m visionrt.benchmarks.serving MODEL_DIR --images DIR [--out DIR] [-- SERVER_OPTIONS]``.
 
-Each figure runs a fresh ``visionrt serve`` subprocess on 127.0.0.1 (a free port) and loads it
-with :mod:`.loadtest` (one image per request, ``predict`` endpoint):
+Each figure runs a fresh ``visionrt serve`` subprocess on 127.0.0.1 (a free port; options after
+``--`` go to every server) and loads it with :mod:`.loadtest` (``predict`` endpoint,
+``images_per_request`` images a request, counted as that many images):
 
 - **efficiency**: images/s through the server at ``clients`` concurrent clients with dynamic
   batching ÷ images/s of ``Predictor.predict`` in this process on the same encoded images at
   batch ``clients`` (decode included);
 - **batching**: the same load against ``--max-batch-size 1``: the throughput ratio and both p99s;
-- **idle latency**: one request at a time on an idle server vs ``Predictor.predict`` on the same
-  image (medians, ms): the fixed cost of going through HTTP;
-- **soak**: ``clients`` clients for ``soak_s`` seconds: errors, and the server's resident memory
-  (``VmRSS`` of ``/proc/<pid>/status``) after warm-up and at the end.
+- **idle latency**: one single-image request at a time on an idle server vs ``Predictor.predict``
+  on the same image (medians, ms): the fixed cost of going through HTTP;
+- **soak**: ``clients`` clients for ``soak_s`` seconds (none when 0): errors, and the server's resident
+  memory (``VmRSS`` of ``/proc/<pid>/status``) after warm-up and at the end.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from visionrt.runtime import atomic
+from visionrt.runtime.cli import positive_int
 from visionrt.runtime.errors import VisionRTError
 
 from .harness import run_timed
@@ -124,18 +126,20 @@ def _load(server: RunningServer, model: str, payloads, clients: int, seconds: fl
 
 def serving_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLike, *, clients: int = 16,
                     seconds: float = 10.0, soak_s: float = 60.0, warmup_s: float = 2.0,
-                    server_options: Sequence[str] = ()) -> dict:
+                    server_options: Sequence[str] = (), images_per_request: int = 1) -> dict:
     """The figures of the module docstring, as a JSON-ready dict (throughput in images/s, times in ms)."""
     model = Path(model_dir).resolve().name
     files = image_files(images_dir)
-    payloads = predict_payloads(files)
-    blobs = [p.body for p in payloads]
-    figures: dict = {"model": model, "clients": clients, "seconds": seconds}
+    singles = predict_payloads(files)
+    payloads = predict_payloads(files, images_per_request)
+    blobs = [p.body for p in singles]
+    figures: dict = {"model": model, "clients": clients, "images_per_request": images_per_request,
+                     "seconds": seconds, "server_options": list(server_options)}
 
     in_process = in_process_images_per_s(model_dir, blobs, clients, seconds)
     with running_server([model_dir], *server_options) as server:
         batched = _load(server, model, payloads, clients, seconds, warmup_s)
-        idle = _load(server, model, payloads[:1], 1, seconds, warmup_s)
+        idle = _load(server, model, singles[:1], 1, seconds, warmup_s)
     with running_server([model_dir], "--max-batch-size", "1", *server_options) as server:
         unbatched = _load(server, model, payloads, clients, seconds, warmup_s)
     figures["efficiency"] = {"server_images_per_s": batched.images_per_s, "in_process_images_per_s": in_process,
@@ -147,6 +151,9 @@ def serving_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLike,
     figures["idle_latency"] = {"server_p50_ms": idle.latency_ms.get("p50"),
                                "predict_p50_ms": predict_latency_ms(model_dir, blobs[0], seconds)}
     figures["idle_latency"]["http_cost_ms"] = figures["idle_latency"]["server_p50_ms"] - figures["idle_latency"]["predict_p50_ms"]
+    if soak_s <= 0:
+        figures["soak"] = None
+        return figures
     with running_server([model_dir], *server_options) as server:
         _load(server, model, payloads, clients, warmup_s, 0.0)
         rss_warm = rss_kib(server.pid)
@@ -158,18 +165,23 @@ def serving_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLike,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m visionrt.benchmarks.serving", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m visionrt.benchmarks.serving", description=__doc__.splitlines()[0],
+                                     epilog="options after -- go to every `visionrt serve`, e.g. -- --threads 1")
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput/latency figure")
     parser.add_argument("--soak", type=float, default=60.0, help="seconds of the soak")
+    parser.add_argument("--images-per-request", type=positive_int, default=1, help="images in each request (default 1)")
     parser.add_argument("--out", type=Path, help="write serving.json here")
-    parser.add_argument("server_options", nargs=argparse.REMAINDER, help="after --: options for every server")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    server_options = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request costs the load client CPU
     figures = serving_figures(args.model_dir, args.images, clients=args.clients, seconds=args.seconds,
-                              soak_s=args.soak, server_options=[o for o in args.server_options if o != "--"])
+                              soak_s=args.soak, server_options=server_options,
+                              images_per_request=args.images_per_request)
     text = json.dumps(figures, indent=2)
     if args.out:
         atomic.write_text(args.out / "serving.json", text + "\n")

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 from ..runtime import atomic
-from ..runtime.cli import (Command, emit, existing_dir, existing_file, int_list, output_dir, positive_int)
+from ..runtime.cli import (Command, emit, existing_dir, existing_file, int_list, name_list, output_dir,
+                           positive_int)
 from ..runtime.errors import InputError
+from ..runtime.precision import PRECISIONS
 from ..runtime.tasks import TASKS
 from .import_onnx import add_description_arguments
 
@@ -28,7 +30,6 @@ def size_range(text: str) -> int | tuple[int, int, int]:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from ..runtime.manifest import ModelDir
-    from ..runtime.precision import check_precision
     from .verify import export_and_verify
 
     if args.module:
@@ -40,7 +41,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise InputError("export needs a MODEL_DIR (or --module PKG.MOD:FACTORY for a module of your own)",
                          fix="e.g. visionrt export runs/classify-resnet")
 
-    reduced = [check_precision(p) for p in args.precision if p != "fp32"]
+    reduced = [p for p in args.precision if p != "fp32"]
     model_dir = ModelDir.open(args.model_dir)
     with atomic.transaction(model_dir.root):  # a failure leaves the model directory as it was
         report = export_and_verify(model_dir, args.data, samples=args.samples)
@@ -92,7 +93,7 @@ def register(command: Command) -> None:
     p.add_argument("model_dir", type=Path, nargs="?")
     p.add_argument("--data", type=existing_dir, help="dataset for the parity check (default: the training data)")
     p.add_argument("--samples", type=positive_int, help="held-out images for the parity check (default: the whole test split)")
-    p.add_argument("--precision", default=["fp32"], type=lambda s: [x for x in s.split(",") if x],
+    p.add_argument("--precision", default=["fp32"], type=name_list(*PRECISIONS),
                    help="comma-separated: fp32, fp16, int8 (int8 calibrates on the training images); "
                         "each file's accuracy vs PyTorch fp32 is checked against its tolerance")
 

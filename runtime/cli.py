@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from .errors import BackendUnavailable, InputError, VisionRTError
+from .precision import PRECISIONS
 
 #: Subcommands of the stages: name -> (module whose ``register(command)`` adds it, the extra it
 #: needs or None). ``command(name, func, help) -> argparse.ArgumentParser`` adds one subcommand
@@ -48,62 +49,34 @@ Command = Callable[[str, Callable[[argparse.Namespace], None], str], argparse.Ar
 
 
 # argument types: every stage's flags use these, so a bad value is refused before anything runs ---
-def _number(text: str, kind: type, what: str) -> Any:
-    try:
-        value = kind(text.strip())
-    except (ValueError, TypeError, AttributeError):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r} (not a finite number)")
-    return value
+def _number(kind: type, what: str, accept: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argument type: ``text`` as ``kind`` (floats finite) for which ``accept`` holds, else an
+    ``ArgumentTypeError`` saying ``expected <what>``."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text.strip())
+        except (ValueError, TypeError, AttributeError):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r} (not a finite number)")
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """Argument type: an integer >= 1 (a count: epochs, batch size, samples, ...)."""
-    value = _number(text, int, "a positive integer")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """Argument type: an integer >= 0 (threads, workers, seeds: 0 often means the default)."""
-    value = _number(text, int, "an integer >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def port(text: str) -> int:
-    """Argument type: a TCP port, 0..65535 (0: any free port)."""
-    value = _number(text, int, "a port number (0..65535)")
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number (0..65535), got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """Argument type: a finite number > 0 (a time in seconds, a size, a factor)."""
-    value = _number(text, float, "a positive number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """Argument type: a finite number >= 0 (a delay that may be zero)."""
-    value = _number(text, float, "a number >= 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    """Argument type: a finite number in [0, 1] (a threshold, a probability, a fraction)."""
-    value = _number(text, float, "a number between 0 and 1")
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
+#: Argument type: an integer >= 1 (a count: epochs, batch size, samples, ...).
+positive_int = _number(int, "a positive integer", lambda v: v >= 1)
+#: Argument type: an integer >= 0 (threads, workers, seeds: 0 often means the default).
+non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
+#: Argument type: a TCP port, 0..65535 (0: any free port).
+port = _number(int, "a port number (0..65535)", lambda v: 0 <= v <= 65535)
+#: Argument type: a finite number > 0 (a time in seconds, a size, a factor).
+positive_float = _number(float, "a positive number", lambda v: v > 0)
+#: Argument type: a finite number >= 0 (a delay that may be zero).
+non_negative_float = _number(float, "a number >= 0", lambda v: v >= 0)
+#: Argument type: a finite number in [0, 1] (a threshold, a probability, a fraction).
+unit_float = _number(float, "a number between 0 and 1", lambda v: 0 <= v <= 1)
 
 
 def int_list(text: str) -> list[int]:
@@ -186,7 +159,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .tasks.base import ImageResult
 
     options = {name: getattr(args, name) for name in PREDICT_OPTIONS if getattr(args, name) is not None}
-    with Predictor(args.model_dir, backend=args.backend, provider=args.provider) as predictor:
+    with Predictor(args.model_dir, backend=args.backend, provider=args.provider, precision=args.precision) as predictor:
         images = [load_image(path) for path in args.images]
         results = predictor.predict(images, **options)
     rows = []
@@ -254,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predict", cmd_predict, "run a model on image files")
     p.add_argument("model_dir", type=Path)
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino", "tensorrt", "auto"),
+                   help="auto: the fastest CPU backend measured for the precision (the benchmark's figures)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="which of the model's files to run (export --precision writes fp16 and int8)")
     p.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"),
                    help="onnxruntime execution provider")
     p.add_argument("--top-k", type=positive_int, help="classify: how many classes to list")

@@ -88,9 +88,15 @@ def build_rtx_engine(model_dir) -> dict:
 def quick_pipeline(task: str, out: Path) -> dict:
     """``visionrt pipeline TASK --out OUT --json`` (quick config, short benchmarks) as a user runs
     it: ``out``, the printed ``summary``, the ``log`` (stderr) and the ``model_dir`` path."""
-    result = run_cli("pipeline", task, "--out", str(out), "--json", "--bench-seconds", "0.3")
+    result = run_cli("pipeline", task, "--out", str(out), "--json", "--bench-seconds", "0.1")
     summary = json.loads(result.stdout)
     return {"out": out, "summary": summary, "log": result.stderr, "model_dir": Path(summary["model_dir"])}
+
+
+def fp32_parity(parity: dict) -> dict:
+    """The parity reports of the fp32 files (the reduced precisions are judged on their task
+    metric against a tolerance instead: ``test_precision_tasks.py``)."""
+    return {name: report for name, report in parity.items() if not name.endswith(("-fp16", "-int8"))}
 
 
 def run_cli(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:

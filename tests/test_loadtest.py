@@ -187,6 +187,35 @@ def test_infer_without_model_dir_needs_a_fixed_shape():
     (payload, *_) = loadtest.infer_payloads(metadata, None, None)
     head = json.loads(payload.body[:int(payload.headers["Inference-Header-Content-Length"])])
     assert head["inputs"][0]["shape"] == [1, 3, 8, 8] and head["inputs"][0]["parameters"]["binary_data_size"] == 3 * 64 * 4
+    (payload, *_) = loadtest.infer_payloads(metadata, None, None, images_per_request=3)
+    head = json.loads(payload.body[:int(payload.headers["Inference-Header-Content-Length"])])
+    assert head["inputs"][0]["shape"] == [3, 3, 8, 8] and payload.images == 3
+
+
+def test_several_images_per_request_are_a_multipart_form(fake_server, image_dir, tmp_path):
+    files = loadtest.image_files(image_dir)
+    payloads = loadtest.predict_payloads(files, images_per_request=2)
+    assert len(payloads) == 3 and {p.images for p in payloads} == {2}
+    assert payloads[0].headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert files[0].read_bytes() in payloads[0].body and files[1].read_bytes() in payloads[0].body
+    assert files[2].read_bytes() in payloads[2].body and files[0].read_bytes() in payloads[2].body  # wraps around
+    url, _ = fake_server
+    settings = loadtest.LoadSettings(url=url, model="m", concurrency=(2,), duration_s=30.0, warmup_s=0.0,
+                                     max_requests=8, images_per_request=2)
+    (level,) = loadtest.run_loadtest(settings, image_dir)
+    assert level.images == 2 * (level.requests - sum(level.errors.values()))  # counted as 2 images a request
+
+
+def test_serving_options_for_the_server_come_after_a_double_dash(monkeypatch, tmp_path):
+    from visionrt.benchmarks import serving
+
+    seen = {}
+    monkeypatch.setattr(serving, "serving_figures", lambda model_dir, images, **kw: seen.update(kw, model_dir=model_dir) or {})
+    serving.main([str(tmp_path), "--images", str(tmp_path), "--images-per-request", "8", "--", "--threads", "1"])
+    assert seen["model_dir"] == tmp_path and seen["server_options"] == ["--threads", "1"]
+    assert seen["images_per_request"] == 8
+    serving.main([str(tmp_path), "--images", str(tmp_path)])
+    assert seen["server_options"] == [] and seen["images_per_request"] == 1
 
 
 # the real server ----------------------------------------------------------------------------------
@@ -196,8 +225,10 @@ def test_loadtest_against_visionrt_serve(tiny_model_dir, tiny_data, tmp_path):
 
     images = tiny_data / "images" / "test"
     with running_server([tiny_model_dir], "--max-queue-delay-ms", "2") as server:
-        for endpoint, extra in (("predict", ()), ("infer", ("--model-dir", str(tiny_model_dir)))):
-            out = tmp_path / endpoint
+        for run, (endpoint, extra) in enumerate((("predict", ()), ("infer", ("--model-dir", str(tiny_model_dir))),
+                                                 ("predict", ("--images-per-request", "3")),
+                                                 ("infer", ("--model-dir", str(tiny_model_dir), "--images-per-request", "3")))):
+            out = tmp_path / str(run)
             cli(server.url, "--model", tiny_model_dir.name, "--images", str(images), "--endpoint", endpoint, *extra,
                 "--concurrency", "1,8", "--duration", "1", "--warmup", "0.2", "--out", str(out))
             levels = json.loads((out / "loadtest.json").read_text())["levels"]

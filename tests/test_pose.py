@@ -181,8 +181,8 @@ def test_predict_writes_skeletons_in_original_pixels(run, tmp_path):
     truth = {a["image_id"]: np.reshape(a["keypoints"], (14, 3)) for a in coco["annotations"]}
     images = coco["images"][:10]
     paths = [data / "images" / "test" / image["file_name"] for image in images]
-    big = tmp_path / "big.png"             # the first scene at 4× the width, 3× the height
-    Image.open(paths[0]).resize((256, 192), Image.BILINEAR).save(big)
+    big = tmp_path / "big.png"             # the first scene at 4× its size (the letterbox keeps the aspect)
+    Image.open(paths[0]).resize((256, 256), Image.BILINEAR).save(big)
     result = run_cli("predict", str(run["model_dir"].root), *map(str, paths), str(big), "--json",
                      "--save-dir", str(tmp_path / "drawn"))
     rows = json.loads(result.stdout)
@@ -190,8 +190,8 @@ def test_predict_writes_skeletons_in_original_pixels(run, tmp_path):
     targets = np.stack([truth[image["id"]] for image in images])
     assert pose.pck(predicted[:10], targets, tuple(TORSO_INDICES), 0.2) >= 0.7
     # resized back to 64×64 the big image is nearly the first one: its joints, in its own
-    # pixels, are the first image's joints stretched by (4, 3)
-    assert np.abs(predicted[10] / [4, 3] - predicted[0]).max() < 1.5
+    # pixels, are the first image's joints scaled by 4
+    assert np.abs(predicted[10] / 4 - predicted[0]).max() < 1.5
     for row in rows:
         assert Image.open(row["drawn"]).width >= 256
 

@@ -159,6 +159,7 @@ def test_predict_endpoint(url, images, predictor):
     assert [{k: v for k, v in r.items() if k != "drawn_png"} for r in many["results"]] == \
         [r.to_dict() for r in predictor.predict(images[:3])]
     assert all(r["drawn_png"] for r in many["results"])
+    assert many["timing_ms"]["batch_sizes"] == [3, 3, 3]  # one request's images run as one batch
     drawn = httpx.post(f"{url}/v1/models/tiny/predict?draw=1", content=images[0])
     assert drawn.headers["content-type"] == "image/png" and drawn.content.startswith(b"\x89PNG")
 

@@ -1,6 +1,8 @@
 """Backend runners behind one interface, and how to open one for a model directory."""
 from __future__ import annotations
 
+import logging
+
 import importlib.util
 from typing import Any, Callable
 
@@ -32,6 +34,7 @@ def open_runner(model_dir: ModelDir, backend: str = "onnxruntime", provider: str
         chosen, why = choose_cpu_backend(model_dir, precision, threads)
         runner = open_runner(model_dir, chosen, threads=threads, onnx_key=onnx_key, precision=precision)
         runner.chosen_because = why
+        logging.getLogger(__name__).info("backend auto: %s", why)
         return runner
     if backend == "torch":
         return _torch_runner(model_dir, threads, load_model)

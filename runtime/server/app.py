@@ -148,6 +148,8 @@ async def _unless_disconnected(request: Request, work: Awaitable) -> Any:
 
 async def _all_or_none(works: list[Awaitable]) -> list[Any]:
     """``gather`` that cancels the others as soon as one fails."""
+    if len(works) == 1:
+        return [await works[0]]
     tasks = [asyncio.ensure_future(w) for w in works]
     try:
         return await asyncio.gather(*tasks)
@@ -287,33 +289,29 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
                             "options": model.options, "classes": len(model.manifest.classes),
                             "output_image": model.manifest.task in ("superres", "style")} for model in repository]}
 
-    @app.post("/v1/models/{m}/predict")
-    async def predict(m: str, request: Request) -> Response:
-        model = get_model(m)
+    async def predict(request: Request) -> Response:
+        """A plain Starlette route (no FastAPI dependency solving): this is the hot path."""
+        model = get_model(request.path_params["m"])
         async with server.accounting(model):
             started = time.perf_counter()
             deadline = started + settings.timeout_s
             options, view = task_endpoint.parse_query(request.query_params, model)
             blobs = await _images(request)
             begun = time.perf_counter()
-            decoded = await _all_or_none([server.in_pool(task_endpoint.decode, blob, model) for blob in blobs])
+            images, chunks = await server.in_pool(task_endpoint.decode, blobs, model)
             prepared = time.perf_counter()
             batcher = server.batchers[model.name]
-            answers = await _unless_disconnected(request, _all_or_none(
-                [batcher.submit(rows, deadline) for _, rows in decoded]))
-            inferred = time.perf_counter()
-            answer = await server.in_pool(task_endpoint.postprocess, model, [a[0] for a in answers],
-                                          [image for image, _ in decoded], options, view)
-            finished = time.perf_counter()
-        if isinstance(answer, bytes):
-            return Response(answer, media_type="image/png")
-        timings = [timing for _, timing in answers]
-        results, summaries = answer
-        return JSONResponse({"model": model.name, "task": model.manifest.task, "results": results,
-                             "summaries": summaries, "timing_ms": {
-            "preprocess": (prepared - begun) * 1e3, "queue": max(t.queue for t in timings) * 1e3,
-            "compute": max(t.compute for t in timings) * 1e3, "postprocess": (finished - inferred) * 1e3,
-            "total": (finished - started) * 1e3, "batch_sizes": [t.batch_size for t in timings]}})
+            answers = await _unless_disconnected(request, _all_or_none([batcher.submit(rows, deadline)
+                                                                         for rows in chunks]))
+            timings = [timing for _, timing in answers]
+            timing_ms = {"preprocess": (prepared - begun) * 1e3, "queue": max(t.queue for t in timings) * 1e3,
+                         "compute": max(t.compute for t in timings) * 1e3,
+                         "batch_sizes": [t.batch_size for (_, t), rows in zip(answers, chunks) for _ in rows]}
+            body, media_type = await server.in_pool(task_endpoint.answer, model, [outputs for outputs, _ in answers],
+                                                    images, options, view, timing_ms, started)
+        return Response(body, media_type=media_type)
+
+    app.add_route("/v1/models/{m}/predict", predict, methods=["POST"])
 
     # metrics and the page -----------------------------------------------------------------
     @app.get("/metrics")

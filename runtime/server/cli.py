@@ -6,6 +6,10 @@ import signal
 from typing import Callable
 
 from ..cli import non_negative_float, non_negative_int, port, positive_float, positive_int
+from ..precision import PRECISIONS
+
+#: Backends a server runs (the PyTorch reference is not served).
+SERVING_BACKENDS = ("onnxruntime", "openvino", "tensorrt", "auto")
 
 
 def register(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -19,9 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model directories to serve, each DIR or NAME=DIR (name: the directory's name)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=port, default=8000, help="port (default: %(default)s)")
-    parser.add_argument("--backend", default="onnxruntime", help="backend of every model (default: %(default)s)")
-    parser.add_argument("--precision", default=None,
-                        help="precision variant to run, where the Predictor offers one (default: the model's own)")
+    parser.add_argument("--backend", default="onnxruntime", choices=SERVING_BACKENDS,
+                        help="backend of every model (auto: the fastest measured CPU backend; default: %(default)s)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="which of the model's ONNX files to run (export writes them; default: %(default)s)")
     parser.add_argument("--max-batch-size", type=positive_int, default=32,
                         help="most images one execution merges (capped at an engine's profile; default: %(default)s)")
     parser.add_argument("--max-queue-delay-ms", type=non_negative_float, default=0.0,
@@ -35,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deadline of a request; past it: 504 (default: %(default)s)")
     parser.add_argument("--max-body-mb", type=positive_float, default=32.0,
                         help="largest request body; above it: 413 (default: %(default)s)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log a line per request (costs throughput on small models; default: off)")
 
 
 def check_can_listen(host: str, port: int) -> None:
@@ -74,7 +81,8 @@ def serve(args: argparse.Namespace) -> None:
     settings = ServerSettings(max_queue_delay_ms=args.max_queue_delay_ms, max_queue=args.max_queue,
                               timeout_s=args.timeout_s, max_body_mb=args.max_body_mb)
     server = uvicorn.Server(uvicorn.Config(create_app(repository, settings), host=args.host, port=args.port,
-                                           log_level="info", timeout_graceful_shutdown=None))
+                                           log_level="info", access_log=args.access_log,
+                                           timeout_graceful_shutdown=None))
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the previous
     # handler: make that one a no-op so a requested stop exits 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)

@@ -7,14 +7,13 @@ model, never a path: nothing a client sends can make the server open another fil
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import re
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..backends import TensorSpec
-from ..errors import BackendUnavailable, InputError, VisionRTError
+from ..errors import InputError, VisionRTError
 from ..manifest import Manifest, ModelDir
 from ..predictor import Predictor
 
@@ -88,14 +87,8 @@ def profile_max_batch(predictor: Predictor) -> int | None:
 
 
 def open_predictor(model_dir: ModelDir, backend: str, precision: str | None, threads: int) -> Predictor:
-    """A Predictor with ``precision`` passed through where this Predictor takes one."""
-    kwargs: dict[str, Any] = {"backend": backend, "threads": threads}
-    if precision:
-        if "precision" not in inspect.signature(Predictor).parameters:
-            raise BackendUnavailable(f"this visionrt's Predictor cannot choose a precision ('{precision}' asked)",
-                                     fix="drop --precision or upgrade visionrt")
-        kwargs["precision"] = precision
-    return Predictor(model_dir, **kwargs)
+    """A Predictor of ``model_dir`` on ``backend`` in ``precision`` (default fp32)."""
+    return Predictor(model_dir, backend=backend, threads=threads, precision=precision or "fp32")
 
 
 class ModelRepository:

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import io
+import json
 import math
+import time
 import types
 import typing
 from typing import Any, Mapping
@@ -54,8 +57,8 @@ def parse_query(query: Mapping[str, str], model: ServedModel) -> tuple[dict[str,
     :class:`InputError` for unknown options or values out of range."""
     options = {k: v for k, v in query.items() if k not in VIEW_PARAMETERS}
     model.check_options(options)
-    hints = typing.get_type_hints(model.predictors[0].task.postprocess)
-    typed = {name: _typed(name, text, _plain_type(hints.get(name))) for name, text in options.items()}
+    kinds = _option_types(type(model.predictors[0].task).postprocess)
+    typed = {name: _typed(name, text, kinds.get(name)) for name, text in options.items()}
     fmt = query.get("format")
     if fmt not in (None, "png", "json"):
         raise InputError(f"format '{fmt}' is neither png nor json")
@@ -63,6 +66,12 @@ def parse_query(query: Mapping[str, str], model: ServedModel) -> tuple[dict[str,
     if view.draw and view.output:
         raise InputError("draw and output cannot both be asked", fix="ask for one picture per request")
     return typed, view
+
+
+@functools.cache
+def _option_types(postprocess) -> dict[str, Any]:
+    """Parameter name -> plain type of a task's ``postprocess`` (resolved once per task class)."""
+    return {name: _plain_type(hint) for name, hint in typing.get_type_hints(postprocess).items()}
 
 
 def _plain_type(hint: Any) -> Any:
@@ -99,10 +108,36 @@ def _flag(query: Mapping[str, str], name: str) -> bool:
     return text in ("1", "true", "")
 
 
-def decode(data: bytes, model: ServedModel) -> tuple[np.ndarray, np.ndarray]:
-    """Encoded image -> (RGB uint8 ``[H, W, 3]``, model input rows ``[1, C, H', W']``); off the event loop."""
-    image = load_image(data)
-    return image, model_input([image], model.manifest)
+def decode(blobs: list[bytes], model: ServedModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Encoded images -> (RGB uint8 ``[H, W, 3]`` each, model input rows ``[n, C, H', W']`` in chunks:
+    consecutive images of one input shape together, at most ``max_batch_size`` rows a chunk); off the
+    event loop, one hop for the request."""
+    images = [load_image(blob) for blob in blobs]
+    chunks: list[list[np.ndarray]] = []
+    for rows in (model_input([image], model.manifest) for image in images):
+        last = chunks[-1] if chunks else None
+        if last and last[0].shape == rows.shape and last[0].dtype == rows.dtype and len(last) < model.max_batch_size:
+            last.append(rows)
+        else:
+            chunks.append([rows])
+    return images, [np.concatenate(chunk) if len(chunk) > 1 else chunk[0] for chunk in chunks]
+
+
+def answer(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: list[np.ndarray],
+           options: dict[str, Any], view: View, timing_ms: dict[str, Any], started: float) -> tuple[bytes, str]:
+    """The response body and its media type: :func:`postprocess`, then the JSON of the module
+    docstring (``timing_ms`` completed with ``postprocess`` and ``total``, ``started`` being the
+    request's ``time.perf_counter()`` start); off the event loop, one hop for the request."""
+    begun = time.perf_counter()
+    result = postprocess(model, outputs, images, options, view)
+    if isinstance(result, bytes):
+        return result, "image/png"
+    finished = time.perf_counter()
+    results, summaries = result
+    timing_ms.update(postprocess=(finished - begun) * 1e3, total=(finished - started) * 1e3)
+    body = {"model": model.name, "task": model.manifest.task, "results": results, "summaries": summaries,
+            "timing_ms": timing_ms}
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(), "application/json"
 
 
 def postprocess(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: list[np.ndarray],
