@@ -31,7 +31,10 @@ def test_quick():
 
 
 def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+    """pytest in ``directory``, with its temporary files there too (a nested run in the shared
+    temporary root would count towards pytest's keep-three cleanup of the outer run's files)."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "--basetemp", str(directory / "basetemp"), *args],
                           cwd=directory, capture_output=True, text=True, timeout=120)
 
 
