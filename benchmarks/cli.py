@@ -68,7 +68,8 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from .pipeline import run_all, run_pipeline
 
     options = dict(quick=not args.full, seed=args.seed, build=not args.no_build, bench_seconds=args.bench_seconds,
-                   precisions=["fp32", *(p for p in args.precision if p != "fp32")])
+                   precisions=["fp32", *(p for p in args.precision if p != "fp32")],
+                   bench_batch_sizes=args.bench_batch_sizes)
     if args.task == "all":
         if args.model:
             raise InputError("--model names one task's architecture", fix="leave it out with 'all'")
@@ -111,5 +112,6 @@ def register(command: Command) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine build")
     p.add_argument("--bench-seconds", type=positive_float, default=1.0, help="minimum measuring time per benchmark point")
+    p.add_argument("--bench-batch-sizes", type=int_list, default=[1, 8, 32], help="batch sizes to benchmark (default 1,8,32)")
     p.add_argument("--precision", default=["fp32", "fp16", "int8"], type=name_list(*PRECISIONS),
                    help="precisions to export, build and benchmark beside fp32 (default: fp32,fp16,int8)")

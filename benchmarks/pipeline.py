@@ -24,14 +24,16 @@ log = logging.getLogger(__name__)
 
 def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: str | None = None,
                  seed: int = 0, build: bool = True, bench_seconds: float = 1.0,
-                 precisions: Sequence[str] = ("fp32", "fp16", "int8")) -> dict[str, Any]:
+                 precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+                 bench_batch_sizes: Sequence[int] = (1, 8, 32)) -> dict[str, Any]:
     """Run every stage; returns the paths written and the headline figures.
 
     ``precisions``: beside fp32, the reduced precisions exported (``export/precision.py``: files,
     accuracy vs PyTorch fp32 and verdict in ``manifest.precisions``), built and benchmarked.
 
     ``bench_seconds``: minimum measuring time per benchmark point; warm-up and measuring each
-    stop after five times that (slow points, e.g. large images, get fewer runs)."""
+    stop after five times that (slow points, e.g. large images, get fewer runs);
+    ``bench_batch_sizes``: the batch sizes benchmarked."""
     from ..export.verify import export_and_verify
     from ..train import tasks
     from ..train.loop import fit
@@ -63,7 +65,7 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
 
     log.info("bench: latency per backend and batch size")
     bench = bench_model_dir(model_dir, backends=["onnxruntime", "openvino", "torch", "tensorrt"],
-                            batch_sizes=[1, 8, 32], data_dir=data_dir, out_dir=model_dir.root / "bench",
+                            batch_sizes=list(bench_batch_sizes), data_dir=data_dir, out_dir=model_dir.root / "bench",
                             min_seconds=bench_seconds, max_seconds=5 * bench_seconds,
                             precisions=["fp32", *reduced])
     pictures = write_pictures(model_dir, data_dir)

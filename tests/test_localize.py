@@ -121,10 +121,10 @@ def test_predict_draws_boxes_in_original_pixels(run, tmp_path):
     truth = {a["image_id"]: a for a in coco["annotations"]}
     images = coco["images"][:8]
     paths = [data / "images" / "test" / image["file_name"] for image in images]
-    # the same scene at 3× its size (a uniform scale: the letterbox policy keeps the aspect): the
+    # the same scene at 4× its size (a uniform scale: the letterbox policy keeps the aspect): the
     # box must follow, in its pixels
     wide = tmp_path / "wide.png"
-    Image.open(paths[0]).resize((192, 192), Image.BILINEAR).save(wide)
+    Image.open(paths[0]).resize((256, 256), Image.BILINEAR).save(wide)
     result = run_cli("predict", str(run["model_dir"].root), *map(str, paths), str(wide), "--json",
                      "--save-dir", str(tmp_path / "drawn"))
     rows = json.loads(result.stdout)
@@ -134,9 +134,9 @@ def test_predict_draws_boxes_in_original_pixels(run, tmp_path):
     assert np.mean([row["label"] == str(truth[image["id"]]["category_id"] - 1)
                     for row, image in zip(rows, images)]) >= 0.75
     # resized back to 64×64 the large image is nearly the first one: its box, in its own pixels,
-    # is the first image's box scaled by 3
+    # is the first image's box scaled by 4
     assert rows[-1]["label"] == rows[0]["label"]
-    assert np.abs(np.array(rows[-1]["box"]) / 3 - rows[0]["box"]).max() < 1.5
+    assert np.abs(np.array(rows[-1]["box"]) / 4 - rows[0]["box"]).max() < 1.5
     for row in rows:
         drawn = Image.open(row["drawn"])
         assert drawn.mode == "RGB" and drawn.width >= 256
