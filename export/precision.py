@@ -53,7 +53,7 @@ TOLERANCE: dict[str, dict[str, tuple[float, float]]] = {
     "segment": {"miou": (0.005, 0.0)},
     "pose": {"pck@0.2": (0.005, 0.0)},
     "detect": {"map50": (0.02, 0.0)},
-    "instance": {"bbox_map50": (0.02, 0.0), "segm_map50": (0.02, 0.0)},
+    "instance": {"box_map50": (0.02, 0.0), "mask_map50": (0.02, 0.0)},
     "superres": {"psnr": (0.1, 0.0)},
     "style": {"style_loss": (0.0, 0.05)},
 }

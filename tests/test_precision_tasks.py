@@ -36,6 +36,8 @@ def test_reduced_precisions_within_tolerance(quick_run, task):
             else:
                 accuracy = entry["accuracy"]
                 assert accuracy["passed"], f"{task} {key}: {accuracy['metrics']}"
+                judged = [name for name, figure in accuracy["metrics"].items() if "tolerance" in figure]
+                assert judged, f"{task} {key}: no metric was judged against a tolerance"
                 for name, figure in accuracy["metrics"].items():
                     assert figure["value"] is not None, (task, key, name)
         assert record["passed"], f"{task} {precision}"
