@@ -72,9 +72,10 @@ class OpenVinoRunner(Runner):
                            "outputs": [port.get_any_name() for port in model.outputs]}
             self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as err:
-            raise ArtifactError(f"OpenVINO cannot compile {self.path.name}: {str(err).strip().splitlines()[0]}",
-                                fix="the ONNX holds an op OpenVINO lacks (plugin nodes?): run the portable ONNX") \
-                from err
+            lines = [line.strip(" -") for line in str(err).splitlines() if line.strip()]
+            cause = next((line for line in lines if line.startswith("No conversion rule")), lines[-1] if lines else "")
+            raise ArtifactError(f"OpenVINO cannot compile {self.path.name}: {cause}",
+                                fix="run it on onnxruntime, which takes every op visionrt exports") from err
         self.request = self.compiled.create_infer_request()
 
     def _deactivate(self) -> None:
