@@ -88,8 +88,8 @@ def build_rtx_engine(model_dir) -> dict:
 def quick_pipeline(task: str, out: Path) -> dict:
     """``visionrt pipeline TASK --out OUT --json`` (quick config, short benchmarks) as a user runs
     it: ``out``, the printed ``summary``, the ``log`` (stderr) and the ``model_dir`` path. Batch
-    32 is benchmarked for classify only (its report test checks 1, 8 and 32), to save suite time."""
-    batches = "1,8,32" if task == "classify" else "1,8"
+    32 is benchmarked only where a report test checks it (classify, segment), to save suite time."""
+    batches = "1,8,32" if task in ("classify", "segment") else "1,8"
     result = run_cli("pipeline", task, "--out", str(out), "--json", "--bench-seconds", "0.1",
                      "--bench-batch-sizes", batches)
     summary = json.loads(result.stdout)
