@@ -2,7 +2,6 @@
 (marked slow) against the real ``visionrt serve``, and the serving figures on tiny settings."""
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -23,22 +22,13 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest  # n
 from visionrt.benchmarks import loadtest  # noqa: E402
 from visionrt.benchmarks.loadtest import (PERF_ANALYZER_COLUMNS, LevelResult, check_url, parse_metrics,  # noqa: E402
                                           perf_analyzer_csv, server_delta, summarise)
+from visionrt.runtime.cli import build_parser  # noqa: E402
 from visionrt.runtime.errors import InputError  # noqa: E402
 
 
 def cli(*argv: str):
-    """Run ``loadtest`` through a parser built with the module's own ``register``."""
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-
-    def command(name, func, help):
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=func)
-        return p
-
-    loadtest.register(command)
-    args = parser.parse_args(["loadtest", *argv])
+    """Run ``loadtest`` through the root CLI's parser."""
+    args = build_parser().parse_args(["loadtest", *argv])
     args.func(args)
 
 

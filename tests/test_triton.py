@@ -3,7 +3,6 @@ checked in-process and, marked slow, in a real ``tritonserver`` (the one ``nvidi
 installed into its own venv ``.venv-triton`` because it pins numpy<2)."""
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionrt.export.triton import TritonOptions, export_repository, register
+from visionrt.export.triton import TritonOptions, export_repository
 from visionrt.runtime.errors import InputError
 from visionrt.runtime.images import load_image
 from visionrt.runtime.manifest import ModelDir
@@ -128,16 +127,9 @@ def test_existing_models_are_kept_unless_forced(repo, tiny_model_dir):
 
 
 def test_cli_writes_the_repository(tiny_model_dir, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
+    from visionrt.runtime.cli import build_parser
 
-    def command(name, func, help):
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(func=func)
-        return p
-
-    register(command)
+    parser = build_parser()
     args = parser.parse_args(["export-triton", f"cls={tiny_model_dir}", "--repo", str(tmp_path / "r"), "--json",
                               "--max-batch-size", "4", "--onnx-backend", "python"])
     args.func(args)
