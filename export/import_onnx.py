@@ -31,6 +31,7 @@ from ..runtime.contracts import (CONTRACTS, ContractError, check_input, check_ou
 from ..runtime.cli import existing_file, output_dir
 from ..runtime.errors import ArtifactError, InputError
 from ..runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
+from ..runtime.preprocess import RESIZE_POLICIES
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +178,9 @@ def add_description_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mean", type=_floats, help="per-channel mean of pixels in [0, 1], e.g. 0.485,0.456,0.406 "
                                                 "(default 0,0,0)")
     p.add_argument("--std", type=_floats, help="per-channel std, e.g. 0.229,0.224,0.225 (default 1,1,1)")
-    p.add_argument("--resize", choices=("bilinear", "bicubic", "nearest"), default="bilinear",
-                   help="interpolation of the resize to the input size")
+    p.add_argument("--resize", choices=RESIZE_POLICIES, default="bilinear",
+                   help="resize policy to the input size: stretch with an interpolation, letterbox (keep the "
+                        "aspect, pad) or center-crop (keep the aspect, crop); default bilinear")
     p.add_argument("--postprocess", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="a post-processing parameter (JSON value), repeatable, e.g. score_threshold=0.4")
     p.add_argument("--name", help="the model's name in reports (default: the file's or factory's name)")

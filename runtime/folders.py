@@ -3,6 +3,8 @@
 * **ImageFolder** (classify): ``DIR/<split>/<class>/*.jpg`` for the splits ``train``, ``val``,
   ``test``; or ``DIR/<class>/*.jpg`` (no split folders), split per class by a seeded ratio
   (:data:`SPLIT_RATIOS`). Classes are the class folders' names, sorted.
+* **Photo folder** (superres: high-resolution photos; style: content photos): ``DIR/<split>/*.jpg``,
+  or ``DIR/*.jpg`` split by ratio.
 * **Mask folder** (segment, VOC style): ``DIR/images/<split>/<name>.jpg`` with the index mask
   ``DIR/masks/<split>/<name>.png`` (pixel value = class index, :data:`IGNORE` = not labelled) and
   the class names in ``DIR/classes.txt`` (one per line, line ``i`` = class ``i``) or
@@ -98,6 +100,26 @@ def ratio_split(files: list[Path], split: str, seed: int = 0) -> list[Path]:
     bounds = {"train": (0, n - sum(held)), "val": (n - sum(held), n - held[1]), "test": (n - held[1], n)}
     lo, hi = bounds[split]
     return sorted(files[i] for i in order[lo:hi])
+
+
+def read_photo_folder(data_dir: str | os.PathLike, split: str, seed: int = 0) -> list[Path]:
+    """A folder of photos (super-resolution's high-resolution images, style transfer's content
+    photos): the images of ``DIR/<split>/``, or ``split``'s share of ``DIR/*`` (no split folders;
+    :data:`SPLIT_RATIOS`, seeded). :class:`DatasetError` when the split is missing or empty."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetError(f"{data_dir} is not a folder of photos", fix="pass a folder of images")
+    if has_split_folders(data_dir):
+        folder = data_dir / split
+        files = image_files(folder) if folder.is_dir() else []
+        where = folder
+    else:
+        files, where = ratio_split(image_files(data_dir), split, seed), data_dir
+    if not files:
+        raise DatasetError(f"no {split} photos in {where}",
+                           fix=f"put images in {data_dir}/{split}/, or at least 3 directly in {data_dir} to split "
+                               "them by ratio")
+    return files
 
 
 def read_class_names(data_dir: str | os.PathLike) -> list[str]:

@@ -10,9 +10,13 @@ from .errors import InputError
 from .manifest import InputSpec, Manifest
 
 _RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
-#: ``InputSpec.resize``: stretch to the input with one of these interpolations, or letterbox
-#: (keep the aspect ratio, resize bilinearly, centre on ``InputSpec.pad_value`` padding).
-RESIZE_POLICIES = (*_RESAMPLE, "letterbox")
+#: ``InputSpec.resize``: stretch to the input with one of these interpolations; letterbox (keep
+#: the aspect ratio, resize bilinearly so the whole image fits, centre on ``InputSpec.pad_value``
+#: padding); or center-crop (keep the aspect ratio, resize bilinearly so the image covers the
+#: input, keep its centre: classification's usual evaluation transform).
+RESIZE_POLICIES = (*_RESAMPLE, "letterbox", "center-crop")
+#: The policies that keep the aspect ratio (resized bilinearly, placed by ``Fit.pad``).
+ASPECT_POLICIES = ("letterbox", "center-crop")
 
 
 def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear") -> np.ndarray:
@@ -25,7 +29,8 @@ def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear")
 @dataclasses.dataclass(frozen=True)
 class Fit:
     """Where an original image lands in the model input: input pixel = original pixel × ``scale`` +
-    ``pad`` (per axis, x then y); the image covers ``size`` = (height, width) input pixels."""
+    ``pad`` (per axis, x then y; negative where a centre crop cuts the image); the resized image is
+    ``size`` = (height, width) input pixels."""
 
     scale: tuple[float, float]
     pad: tuple[int, int]
@@ -51,10 +56,14 @@ def fit(height: int, width: int, spec: InputSpec) -> Fit:
     if spec.resize not in RESIZE_POLICIES:
         raise InputError(f"unknown resize policy {spec.resize!r} in the manifest",
                          fix=f"use one of {', '.join(RESIZE_POLICIES)}")
-    if spec.resize != "letterbox":
+    if spec.resize not in ASPECT_POLICIES:
         return Fit((spec.width / width, spec.height / height), (0, 0), (spec.height, spec.width))
-    s = min(spec.height / height, spec.width / width)
-    h, w = max(1, min(spec.height, round(height * s))), max(1, min(spec.width, round(width * s)))
+    if spec.resize == "letterbox":
+        s = min(spec.height / height, spec.width / width)
+        h, w = max(1, min(spec.height, round(height * s))), max(1, min(spec.width, round(width * s)))
+    else:
+        s = max(spec.height / height, spec.width / width)
+        h, w = max(spec.height, round(height * s)), max(spec.width, round(width * s))
     return Fit((w / width, h / height), ((spec.width - w) // 2, (spec.height - h) // 2), (h, w))
 
 
@@ -63,13 +72,15 @@ def fit_image(image: np.ndarray, spec: InputSpec, pad_value: int | None = None, 
     ``spec``'s input by its resize policy: the one resize of training, runtime and server alike.
     ``pad_value`` (default ``spec.pad_value``) fills a letterbox's border."""
     geometry = fit(*image.shape[:2], spec)
-    method = method or ("bilinear" if spec.resize == "letterbox" else spec.resize)
+    method = method or ("bilinear" if spec.resize in ASPECT_POLICIES else spec.resize)
     resized = resize(image, *geometry.size, method)
     if geometry.size == (spec.height, spec.width):
         return resized
+    (x, y), (h, w) = geometry.pad, geometry.size
+    if spec.resize == "center-crop":
+        return np.ascontiguousarray(resized[-y:-y + spec.height, -x:-x + spec.width])
     out = np.full((spec.height, spec.width, *image.shape[2:]), spec.pad_value if pad_value is None else pad_value,
                   image.dtype)
-    (x, y), (h, w) = geometry.pad, geometry.size
     out[y:y + h, x:x + w] = resized
     return out
 
@@ -86,9 +97,14 @@ def to_original_normalised(xy: np.ndarray, spec: InputSpec, height: int, width: 
 
 def map_to_original(class_map: np.ndarray, spec: InputSpec, height: int, width: int) -> np.ndarray:
     """A map at the input size ``[H, W]`` (e.g. classes) -> ``[height, width]`` of the original image:
-    the letterbox border cropped, then scaled back (nearest)."""
+    the letterbox border cropped (or what a centre crop cut off filled from the nearest edge),
+    then scaled back (nearest)."""
     geometry = fit(height, width, spec)
     (x, y), (h, w) = geometry.pad, geometry.size
+    if x < 0 or y < 0:
+        class_map = np.pad(class_map, ((-min(y, 0), h + min(y, 0) - class_map.shape[0]),
+                                       (-min(x, 0), w + min(x, 0) - class_map.shape[1])), mode="edge")
+        x, y = max(x, 0), max(y, 0)
     return resize(np.ascontiguousarray(class_map[y:y + h, x:x + w]), height, width, "nearest")
 
 

@@ -44,13 +44,17 @@ def image_folder(tmp_path_factory) -> Path:
     return root
 
 
-def scene(rng: np.random.Generator, index: int) -> tuple[np.ndarray, list[dict]]:
-    """A background photo of its own size with 1-2 pasted discs cut from the class photos: the
-    image and its COCO annotations (bbox, polygon of the disc)."""
+#: The pose fixture's joints on each disc: its top, bottom and the image-left and image-right points.
+JOINTS = ("top", "bottom", "left_point", "right_point")
+
+
+def scene(rng: np.random.Generator, index: int, most: int = 2) -> tuple[np.ndarray, list[dict]]:
+    """A background photo of its own size with 1 to ``most`` pasted discs cut from the class photos:
+    the image and its COCO annotations (bbox, polygon of the disc, the disc's 4 :data:`JOINTS`)."""
     background = load_photo(BACKGROUNDS[index % len(BACKGROUNDS)], max_side=int(rng.integers(90, 160))).copy()
     h, w = background.shape[:2]
     annotations = []
-    for _ in range(int(rng.integers(1, 3))):
+    for _ in range(int(rng.integers(1, most + 1))):
         c = int(rng.integers(len(CLASSES)))
         r = int(rng.integers(12, min(h, w) // 3))
         cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
@@ -61,29 +65,64 @@ def scene(rng: np.random.Generator, index: int) -> tuple[np.ndarray, list[dict]]
         region[disc] = patch[disc]
         angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
         polygon = np.stack([cx + r * np.cos(angles), cy + r * np.sin(angles)], 1).ravel().round(1).tolist()
+        keypoints = [cx, cy - r + 1, 2, cx, cy + r - 1, 2, cx - r + 1, cy, 2, cx + r - 1, cy, 2]
         annotations.append({"category_id": c + 1, "bbox": [cx - r, cy - r, 2 * r, 2 * r], "area": float(disc.sum()),
-                            "iscrowd": 0, "segmentation": [polygon]})
+                            "iscrowd": 0, "segmentation": [polygon], "keypoints": keypoints, "num_keypoints": 4})
     return background, annotations
 
 
-@pytest.fixture(scope="module")
-def coco_photos(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("coco")
-    rng = np.random.default_rng(1)
+def write_coco(root: Path, seed: int, sizes: tuple[int, int, int] = (24, 6, 6), most: int = 2,
+               categories: list[dict] | None = None) -> Path:
+    """A COCO dataset of :func:`scene` images in ``root`` (train/val/test of ``sizes`` images)."""
+    rng = np.random.default_rng(seed)
     n = 0
-    for split, count in (("train", 24), ("val", 6), ("test", 6)):
+    for split, count in zip(("train", "val", "test"), sizes):
         (root / "images" / split).mkdir(parents=True)
         images, annotations = [], []
         for i in range(count):
-            image, found = scene(rng, i)
+            image, found = scene(rng, i, most)
             n += 1
             Image.fromarray(image).save(root / "images" / split / f"{n}.jpg", quality=95)
             images.append({"id": n, "file_name": f"{n}.jpg", "height": image.shape[0], "width": image.shape[1]})
             annotations += [{**a, "id": len(annotations) + 1, "image_id": n} for a in found]
+        if categories is not None:  # one category (pose)
+            annotations = [{**a, "category_id": 1} for a in annotations]
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"{split}.json").write_text(json.dumps({
             "images": images, "annotations": annotations,
-            "categories": [{"id": c + 1, "name": name} for c, name in enumerate(CLASSES)]}))
+            "categories": categories or [{"id": c + 1, "name": name} for c, name in enumerate(CLASSES)]}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def coco_photos(tmp_path_factory) -> Path:
+    return write_coco(tmp_path_factory.mktemp("coco"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def single_photos(tmp_path_factory) -> Path:
+    """One disc per photo: for localize."""
+    return write_coco(tmp_path_factory.mktemp("single"), seed=2, most=1)
+
+
+@pytest.fixture(scope="module")
+def keypoint_photos(tmp_path_factory) -> Path:
+    """One disc per photo with its 4 joints, one category with their names and skeleton: for pose."""
+    category = {"id": 1, "name": "disc", "keypoints": list(JOINTS), "skeleton": [[1, 2], [3, 4]]}
+    return write_coco(tmp_path_factory.mktemp("pose"), seed=3, most=1, categories=[category])
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """High-resolution photos in one folder (split by ratio): for superres; as content photos beside
+    a style image: for style."""
+    from visionrt.train.data.photos import all_photos
+
+    root = tmp_path_factory.mktemp("photo-folder")
+    (root / "images").mkdir()
+    for i, name in enumerate(all_photos()[:10]):
+        Image.fromarray(load_photo(name, max_side=96 + 8 * i)).save(root / "images" / f"{name}.jpg", quality=95)
+    Image.fromarray(load_photo("ihc", max_side=128)).save(root / "style.png")
     return root
 
 
@@ -290,3 +329,161 @@ def test_mask_folder_trains_with_ignored_pixels_and_its_own_classes(mask_folder,
     image = load_photo("astronaut", max_side=130)
     result = _predict(model_dir, image)
     assert result.class_map.shape == image.shape[:2]
+
+
+@pytest.mark.slow
+def test_coco_photos_train_an_instance_segmenter(coco_photos, tmp_path):
+    model_dir = _train("instance", coco_photos, tmp_path / "m", model="maskrcnn", epochs=1, batch_size=8,
+                       optimizer="adam", lr=0.002, image_size=64,
+                       model_kwargs={"widths": [8, 16, 16], "blocks": 1})
+    image = load_photo("coffee", max_side=220)
+    for d in _predict(model_dir, image):  # masks pasted into the photo's own pixels
+        assert d.mask.shape == image.shape[:2]
+
+
+@pytest.mark.slow
+def test_single_object_photos_train_a_letterboxed_localizer(single_photos, tmp_path):
+    model_dir = _train("localize", single_photos, tmp_path / "m", epochs=2, batch_size=8, image_size=64,
+                       model_kwargs={"widths": [8, 16, 16], "blocks": 1})
+    assert model_dir.manifest.input.resize == "letterbox"
+    image = load_photo("astronaut", max_side=150)
+    result = _predict(model_dir, image)
+    assert result.label in CLASSES and 0 <= result.box[0] <= result.box[2] <= image.shape[1]
+
+
+@pytest.mark.slow
+def test_keypoint_photos_train_a_pose_regressor_with_their_own_joints(keypoint_photos, tmp_path):
+    model_dir = _train("pose", keypoint_photos, tmp_path / "m", epochs=2, batch_size=8, image_size=64,
+                       model_kwargs={"widths": [8, 16, 16]})
+    assert model_dir.manifest.classes == list(JOINTS)
+    image = load_photo("chelsea", max_side=140)
+    result = _predict(model_dir, image)
+    assert set(result.joints) == set(JOINTS)
+    assert all(0 <= x <= image.shape[1] and 0 <= y <= image.shape[0] for x, y in result.joints.values())
+
+
+@pytest.mark.slow
+def test_folder_of_photos_trains_a_super_resolver(photo_folder, tmp_path, monkeypatch):
+    from visionrt.train.tasks import superres
+
+    monkeypatch.setattr(superres, "PATCHES_PER_EPOCH", 256)  # a short run
+    model_dir = _train("superres", photo_folder / "images", tmp_path / "m", model="fsrcnn", epochs=2,
+                       batch_size=16, lr=2e-3, optimizer="adam", model_kwargs={"scale": 3})
+    assert model_dir.manifest.postprocess["scale"] == 3
+    assert model_dir.manifest.metrics["pytorch"]["test"]["psnr_gain"] > -1.0  # near bicubic or better
+    image = load_photo("astronaut", max_side=70)
+    assert _predict(model_dir, image).image.shape == (image.shape[0] * 3, image.shape[1] * 3, 3)
+
+
+@pytest.mark.slow
+def test_style_image_and_content_folder_train_a_transform(photo_folder, tmp_path, monkeypatch):
+    from visionrt.train.tasks import style
+
+    monkeypatch.setattr(style, "CROPS_PER_EPOCH", 16)  # a short run
+    model_dir = _train("style", photo_folder, tmp_path / "m", epochs=1, batch_size=4,
+                       model_kwargs={"width": 8, "blocks": 1})
+    assert "'style'" in model_dir.manifest.outputs[0].meaning  # named after style.png
+    image = load_photo("coffee", max_side=90)
+    assert _predict(model_dir, image).image.shape == image.shape
+
+
+@pytest.mark.parametrize("layout, task, expected", [
+    ("no_style", "style", "has no style image"),
+    ("tiny_photo", "superres", "under 48 px"),
+    ("empty", "superres", "no train photos"),
+])
+def test_photo_folder_problems_are_one_line_errors(layout, task, expected, photo_folder, tmp_path):
+    root = _copy(photo_folder, tmp_path / "d")
+    if layout == "no_style":
+        (root / "style.png").unlink()
+    elif layout == "tiny_photo":
+        Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(root / "images" / "aaa.png")
+    else:
+        for path in (root / "images").iterdir():
+            path.unlink()
+    result = cli("data", "check", str(root if task == "style" else root / "images"), "--task", task)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert any(expected in line for line in result.stdout.splitlines() if line.startswith("problem:")), result.stdout
+
+
+def test_superres_scale_must_be_an_integer(photo_folder, tmp_path):
+    result = cli("train", "--task", "superres", "--data", str(photo_folder / "images"), "--out", str(tmp_path / "m"),
+                 "--config", str(_yaml(tmp_path, "model_kwargs: {scale: 1.5}")))
+    assert result.returncode == 2 and "scale must be an integer >= 2" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "m" / "manifest.json").exists()
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text + "\n")
+    return path
+
+
+# centre crop, mirroring, read-ahead -------------------------------------------------------------
+def test_center_crop_keeps_aspect_and_maps_back():
+    spec = InputSpec(height=96, width=96, resize="center-crop")
+    geometry = fit(480, 640, spec)
+    assert geometry.size == (96, 128) and geometry.pad == (-16, 0)
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[:, 320:] = 255
+    fitted = fit_image(image, spec)
+    assert fitted.shape == (96, 96, 3) and (fitted[:, :47] == 0).all() and (fitted[:, 49:] == 255).all()
+    np.testing.assert_allclose(geometry.to_original(geometry.to_input([[100.0, 50.0]])), [[100.0, 50.0]])
+    class_map = (fitted[..., 0] > 127).astype(np.uint8)
+    back = map_to_original(class_map, spec, 480, 640)
+    assert back.shape == (480, 640) and back[:, 330:].all() and not back[:, :310].any()
+
+
+def test_center_crop_is_refused_where_it_would_cut_objects(coco_photos, tmp_path):
+    result = cli("train", "--task", "detect", "--data", str(coco_photos), "--out", str(tmp_path / "m"),
+                 "--resize", "center-crop", "--no-check")
+    assert result.returncode == 2 and "would cut detect objects off" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mirroring_is_off_for_the_built_in_digits_only(tmp_path, coco_photos):
+    from visionrt.train.data.build import mirror_invariant
+
+    (tmp_path / "dataset.json").write_text(json.dumps({"config": {"scene_kind": "digits"}}))
+    assert not mirror_invariant(tmp_path) and mirror_invariant(coco_photos)
+    (tmp_path / "dataset.json").write_text(json.dumps({"config": {"scene_kind": "figures"}}))
+    assert mirror_invariant(tmp_path)
+
+
+def test_detection_flip_mirrors_boxes_and_masks_with_the_image():
+    import torch
+    from visionrt.train.tasks.detect import augment
+
+    images = torch.zeros((16, 32, 48, 3), dtype=torch.uint8)
+    images[:, 4:12, 2:10] = 255  # an object near the left edge
+    masks = (images[..., 0] > 0).float()[:, None]
+    targets = [{"boxes": torch.tensor([[2.0, 4.0, 10.0, 12.0]]), "labels": torch.tensor([0]), "masks": masks[i]}
+               for i in range(16)]
+    out, moved = augment(images, targets, torch.Generator().manual_seed(0), flip=True, max_shift=0)
+    mirrored = 0
+    for image, target in zip(out, moved):
+        x1, y1, x2, y2 = target["boxes"][0].int().tolist()
+        assert (image[y1:y2, x1:x2] > 0).any(-1).all()            # the box covers the object
+        assert (target["masks"][0] > 0).sum() == 64 and target["masks"][0][y1:y2, x1:x2].all()
+        mirrored += x1 > 24
+    assert 0 < mirrored < 16  # about half of them, at random
+    kept, _ = augment(images, targets, torch.Generator().manual_seed(0), flip=False, max_shift=0)
+    assert (kept.max(-1).values[:, 4:12, 2:10] == 255).all()  # no mirroring without flip
+
+
+def test_read_ahead_workers_hand_over_the_images_decoding_would_give(image_folder):
+    import torch
+    from visionrt.train.data.imagefolder import classification_split
+    from visionrt.train.data.lazy import LazyImages, read_ahead
+
+    spec = InputSpec(height=32, width=32, resize="letterbox")
+    images, _, _ = classification_split(image_folder, "train", spec)
+    reference = LazyImages(images.paths, spec)
+    batches = list(torch.randperm(len(images), generator=torch.Generator().manual_seed(0)).split(8))
+    seen = 0
+    for batch in read_ahead([images], batches, workers=2):
+        assert set(images.staged) >= set(batch.tolist())  # read by a worker before the step asks
+        assert torch.equal(images[batch], reference[batch])
+        seen += 1
+    assert seen == len(batches) and not images.staged and images.fully_cached
+    assert list(read_ahead([images], batches, workers=2)) == batches  # all cached: nothing read again

@@ -24,6 +24,7 @@ from ..runtime.errors import InputError
 from ..runtime.progress import progress
 from ..runtime.preprocess import RESIZE_POLICIES
 from ..runtime.tasks import TASKS
+from .presets import preset_names
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 #: ``visionrt train`` flags that override TrainConfig fields when given.
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "image_size", "resize", "workers", "optimizer", "max_minutes")
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "image_size", "resize", "workers", "flip", "optimizer", "max_minutes")
 
 
 def read_run_config(path: Path) -> dict:
@@ -96,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     options = read_run_config(args.config) if args.config else {}
     task, model = args.task or options.pop("task", None) or "classify", args.model or options.pop("model", None)
-    options.pop("task", None), options.pop("model", None)
+    preset = args.preset or options.pop("preset", None)
+    options.pop("task", None), options.pop("model", None), options.pop("preset", None)
     options.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     options.update(resume=args.resume or options.get("resume", False))
     for name in ("seed", "threads"):
@@ -104,12 +106,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             options[name] = getattr(args, name) or 0
     try:
         TrainConfig.from_dict({**options, "task": task})
-        config = configure(task, not args.full, model, **options)
+        config = configure(task, not args.full, model, preset, **options)
     except (TypeError, ValueError, KeyError) as err:
         raise InputError(f"invalid training options: {err}", fix="see `visionrt train --help`") from err
     check_config(config)
     check_out_dir(args.out, config.resume, args.overwrite)
-    if not args.no_check and task in ("classify", "segment", "localize", "detect", "instance", "pose"):
+    if not args.no_check:
         from .data.check import check_dataset
 
         report = check_dataset(args.data, task)
@@ -145,6 +147,9 @@ def register(command: Command) -> None:
     p.add_argument("--out", required=True, type=output_dir)
     p.add_argument("--model", help="architecture (default: the task's; `visionrt doctor` lists them)")
     p.add_argument("--full", action="store_true", help="the task's full configuration (default: the quick one)")
+    p.add_argument("--preset", choices=preset_names(),
+                   help="a standard-depth network at a realistic input size (classify: ResNet-18 at 224 px; "
+                        "detect: YOLO at 512 px), for a GPU; see train/presets.py")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
@@ -152,7 +157,11 @@ def register(command: Command) -> None:
     p.add_argument("--image-size", type=positive_int, help="model input side in px (default: the task's built-in size)")
     p.add_argument("--resize", choices=RESIZE_POLICIES,
                    help="how images fit the input (default: letterbox for boxes/joints, stretch otherwise)")
-    p.add_argument("--workers", type=non_negative_int, help="threads decoding images per batch (default 0)")
+    p.add_argument("--workers", type=non_negative_int,
+                   help="DataLoader processes reading the training batches from disk (default 0: in the training process)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror training images left-right at random, boxes, masks and joints with them "
+                        "(default: yes, except on the built-in digits)")
     p.add_argument("--config", type=existing_file, help="YAML file of training options (flags win); the resolved "
                                                "options are written to <out>/config.json")
     p.add_argument("--no-check", action="store_true", help="skip the dataset check before training")

@@ -23,7 +23,8 @@ class TrainConfig:
     resume: bool = False
     image_size: int | None = None  # the model's input side in px (None: the task's, that of its built-in data)
     resize: str | None = None      # resize policy (visionrt.runtime.preprocess.RESIZE_POLICIES; None: the task's)
-    workers: int = 0               # threads decoding each batch's images (0: in the training thread)
+    workers: int = 0               # DataLoader processes decoding the training batches (0: in the training process)
+    flip: bool | None = None       # mirror training images left-right at random (None: unless the data is the built-in digits)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

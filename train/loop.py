@@ -25,6 +25,7 @@ from ..runtime.manifest import MANIFEST_NAME, Manifest, ModelDir
 from ..runtime.progress import progress
 from . import checkpoint, tasks
 from .config import TrainConfig
+from .data.lazy import read_ahead
 from .distributed import Dist
 from .tasks import load_task
 
@@ -131,8 +132,9 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
         total = 0.0
         report = (progress(f"epoch {epoch}/{config.epochs}", log, level=logging.DEBUG) if ddp.is_main
                   else lambda done, total: None)
-        for step in range(steps_per_epoch):
-            loss = task.train_loss(model, mine[step * per_rank:(step + 1) * per_rank], generator)
+        batches = [mine[step * per_rank:(step + 1) * per_rank] for step in range(steps_per_epoch)]
+        for step, indices in enumerate(read_ahead(task.train_sources(), batches, config.workers)):
+            loss = task.train_loss(model, indices, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

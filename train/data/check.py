@@ -17,14 +17,10 @@ import numpy as np
 
 from ...runtime.datasets import DatasetError
 from ...runtime.errors import VisionRTError
-from ...runtime.folders import (IGNORE, SPLITS, is_image_folder, is_mask_folder, read_class_names,
-                                read_image_folder, read_mask_folder)
+from ...runtime.folders import (IGNORE, SPLITS, image_files, is_image_folder, is_mask_folder, read_class_names,
+                                read_image_folder, read_mask_folder, read_photo_folder)
 from ...runtime.images import load_image
 from ...runtime.tasks.segment import read_map
-
-#: The tasks whose data this checks (the others read photo folders of their own).
-COCO_TASKS = ("localize", "detect", "instance", "pose")
-
 
 @dataclasses.dataclass
 class Report:
@@ -50,7 +46,7 @@ class Report:
             sizes = facts.get("sizes")
             size_text = f", sizes {sizes[0][0]}x{sizes[0][1]}..{sizes[1][0]}x{sizes[1][1]}" if sizes else ""
             counts = ", ".join(f"{name} {n}" for name, n in facts.get("instances", {}).items())
-            lines.append(f"  {split}: {facts['images']} images{size_text}; {counts}")
+            lines.append(f"  {split}: {facts['images']} images{size_text}" + (f"; {counts}" if counts else ""))
         if "classes" in self.summary:
             lines.append(f"  classes ({len(self.summary['classes'])}): {', '.join(self.summary['classes'])}")
         lines += [f"problem: {p}" for p in self.problems[:limit]]
@@ -68,7 +64,8 @@ def check_dataset(data_dir: str | os.PathLike, task: str, splits: tuple[str, ...
         report.problem(data_dir, "is not a directory", "pass the dataset's root folder")
         return report
     report.summary["splits"] = {}
-    checker = {"classify": _check_classify, "segment": _check_segment}.get(task, _check_coco)
+    checker = {"classify": _check_classify, "segment": _check_segment, "superres": _check_photos,
+               "style": _check_photos}.get(task, _check_coco)
     for split in splits:
         try:
             checker(data_dir, split, task, report)
@@ -109,6 +106,28 @@ def _check_classify(data_dir: Path, split: str, task: str, report: Report) -> No
             if not counts[name]:
                 report.problem(data_dir / "train" / name, "class folder without images", "add images or remove it")
     _split_summary(report, split, sizes, counts, len(folder.image_paths))
+
+
+#: The smallest photo side (px) each photo task trains on: a super-resolution patch, a style crop's floor.
+MIN_PHOTO_SIDE = {"superres": 48, "style": 16}
+
+
+def _check_photos(data_dir: Path, split: str, task: str, report: Report) -> None:
+    """A folder of photos (superres: ``DIR/`` or the built-in ``DIR/hr/``; style: ``DIR/images/``
+    beside a style image)."""
+    if task == "style":
+        if split == SPLITS[0] and not any(p.stem == "style" for p in image_files(data_dir)):
+            report.problem(data_dir, "has no style image", f"put it at {data_dir / 'style.jpg'}")
+        folder = data_dir / "images"
+    else:
+        folder = data_dir / "hr" if (data_dir / "dataset.json").is_file() else data_dir
+    paths = read_photo_folder(folder, split)
+    sizes = [s for s in (_image_size(p, report) for p in paths) if s]
+    for path, size in zip(paths, sizes):
+        if min(size) < MIN_PHOTO_SIDE[task]:
+            report.problem(path, f"is {size[0]}x{size[1]} px, under {MIN_PHOTO_SIDE[task]} px a side",
+                           "remove it or use a larger photo")
+    _split_summary(report, split, sizes, collections.Counter(), len(paths))
 
 
 def _check_segment(data_dir: Path, split: str, task: str, report: Report) -> None:

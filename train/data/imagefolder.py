@@ -12,8 +12,7 @@ from ...runtime.manifest import InputSpec
 from .lazy import LazyImages
 
 
-def classification_split(data_dir: str | os.PathLike, split: str, spec: InputSpec,
-                         workers: int = 0) -> tuple[LazyImages, torch.Tensor, list[str]]:
+def classification_split(data_dir: str | os.PathLike, split: str, spec: InputSpec) -> tuple[LazyImages, torch.Tensor, list[str]]:
     """Images fitted to ``spec`` (:class:`LazyImages`), labels int64 ``[N]`` and the class names."""
     if is_image_folder(data_dir):
         folder = read_image_folder(data_dir, split)
@@ -24,4 +23,4 @@ def classification_split(data_dir: str | os.PathLike, split: str, spec: InputSpe
         paths = coco.image_paths
         labels = torch.tensor([index_of[a["category_id"]] for a in coco.single_annotations()], dtype=torch.int64)
         classes = [c["name"] for c in coco.categories]
-    return LazyImages(paths, spec, workers=workers), labels, classes
+    return LazyImages(paths, spec), labels, classes

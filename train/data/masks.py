@@ -19,13 +19,12 @@ def segmentation_classes(data_dir: str | os.PathLike) -> list[str]:
     return read_class_names(data_dir) if is_mask_folder(data_dir) else list(CLASSES)
 
 
-def segmentation_split(data_dir: str | os.PathLike, split: str, spec: InputSpec,
-                       workers: int = 0) -> tuple[LazyImages, LazyImages]:
+def segmentation_split(data_dir: str | os.PathLike, split: str, spec: InputSpec) -> tuple[LazyImages, LazyImages]:
     """Images and their index masks (uint8, values = class indices or :data:`IGNORE`), fitted to ``spec``."""
     if is_mask_folder(data_dir):
         images, masks = read_mask_folder(data_dir, split)
     else:
         coco = read_coco_split(data_dir, split)
         images, masks = coco.image_paths, coco.semantic_paths
-    return (LazyImages(images, spec, workers=workers),
-            LazyImages(masks, spec, read=read_map, method="nearest", pad_value=IGNORE, workers=workers))
+    return (LazyImages(images, spec),
+            LazyImages(masks, spec, read=read_map, method="nearest", pad_value=IGNORE))

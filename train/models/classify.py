@@ -51,11 +51,17 @@ class ClassifierHead(nn.Sequential):
 
 
 class ResNet(nn.Module):
-    """Stem (3×3 conv, stride 2) then stages of basic blocks; each later stage halves H, W."""
+    """Stem then stages of basic blocks; each later stage halves H, W. ``stem``: ``"small"`` (3×3
+    conv, stride 2: total stride ``2 ** len(widths)``) for small inputs, or ``"imagenet"`` (7×7
+    conv stride 2 + 3×3 max-pool stride 2, He et al. 2016): with widths 64-512 and 2 blocks, ResNet-18."""
 
-    def __init__(self, num_classes: int, widths: tuple[int, ...] = (16, 32, 64), blocks: int = 2):
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (16, 32, 64), blocks: int = 2,
+                 stem: str = "small"):
         super().__init__()
-        self.stem = conv_bn_relu(3, widths[0], 3, stride=2)
+        if stem not in ("small", "imagenet"):
+            raise ValueError(f"unknown ResNet stem '{stem}' (choose small or imagenet)")
+        self.stem = (conv_bn_relu(3, widths[0], 3, stride=2) if stem == "small" else
+                     nn.Sequential(conv_bn_relu(3, widths[0], 7, stride=2), nn.MaxPool2d(3, stride=2, padding=1)))
         layers, cin = [], widths[0]
         for i, width in enumerate(widths):
             for j in range(blocks):

@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from ...runtime.tasks import TASKS, require_architecture
+from .. import presets
 from ..config import TrainConfig
 
 
@@ -21,15 +22,19 @@ def get(name: str) -> ModuleType:
 
 def load_task(name: str, data_dir, config: TrainConfig | None = None):
     """The training task object for ``name`` over the dataset in ``data_dir``, read as ``config``
-    says (input size, resize policy, decoding workers; default: the task's)."""
+    says (input size, resize policy; default: the task's)."""
     return get(name).Task(data_dir, config)
 
 
-def configure(task: str, quick: bool = True, model: str | None = None, **overrides: Any) -> TrainConfig:
-    """The task's quick (or full) training configuration, for ``model`` if given (then without
-    the default model's ``model_kwargs``; :class:`~visionrt.runtime.errors.InputError` naming the
-    choices for a model the task lacks), with ``overrides`` (TrainConfig fields) applied."""
-    config = get(task).default_config(quick)
+def configure(task: str, quick: bool = True, model: str | None = None, preset: str | None = None,
+              **overrides: Any) -> TrainConfig:
+    """The task's quick (or full) training configuration, or its full one changed by ``preset``
+    (:mod:`visionrt.train.presets`), for ``model`` if given (then without the default model's
+    ``model_kwargs``; :class:`~visionrt.runtime.errors.InputError` naming the choices for a model
+    the task lacks), with ``overrides`` (TrainConfig fields) applied."""
+    config = get(task).default_config(quick and preset is None)
+    if preset is not None:
+        config = dataclasses.replace(config, **presets.preset(task, preset))
     if model:
         require_architecture(task, model)
     if model and model != config.model:

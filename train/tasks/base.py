@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 
 import torch
 from torch import nn
 
+from ...runtime.errors import InputError
 from ...runtime.manifest import InputSpec, OutputSpec
 from ..config import TrainConfig
+from ..data.build import mirror_invariant
+from ..data.lazy import LazyImages
 
 
 class TrainTask(abc.ABC):
@@ -44,9 +48,22 @@ class TrainTask(abc.ABC):
 
     def fitted_input(self, config: TrainConfig | None) -> InputSpec:
         """The model's input size and resize policy (normalisation comes later, from the data):
-        ``config``'s where it sets them, else the task's."""
+        ``config``'s where it sets them, else the task's. A centre crop is refused where the task
+        has boxes or joints (its default is then a letterbox): it would cut objects off."""
         size = (config.image_size if config else None) or self.image_size
-        return InputSpec(height=size, width=size, resize=(config.resize if config else None) or self.resize)
+        resize = (config.resize if config else None) or self.resize
+        if resize == "center-crop" and self.resize == "letterbox":
+            raise InputError(f"--resize center-crop would cut {self.name} objects off the image",
+                             fix="use letterbox (the default) or a stretch (bilinear)")
+        return InputSpec(height=size, width=size, resize=resize)
+
+    @staticmethod
+    def mirrors(data_dir: str | os.PathLike, config: TrainConfig | None) -> bool:
+        """Whether training mirrors images left-right at random: ``config.flip`` where set, else
+        unless the data is the built-in digits."""
+        if config is not None and config.flip is not None:
+            return config.flip
+        return mirror_invariant(data_dir)
 
     @abc.abstractmethod
     def __len__(self) -> int:
@@ -68,9 +85,12 @@ class TrainTask(abc.ABC):
     def outputs(self) -> list[OutputSpec]:
         """The model's outputs, for the manifest."""
 
-    def train_images(self) -> torch.Tensor:
-        """The training images, uint8 ``[N, H, W, C]`` (default: the first tensor of ``splits["train"]``)."""
-        return self.splits["train"][0]
+    def train_sources(self) -> list[LazyImages]:
+        """The training split's images on disk, which the loop's DataLoader reads ahead: every
+        :class:`LazyImages` among ``splits["train"]``'s fields (tasks holding their data in memory: none)."""
+        split = self.splits["train"]
+        fields = split if isinstance(split, tuple) else vars(split).values()
+        return [field for field in fields if isinstance(field, LazyImages)]
 
     def input_spec(self) -> InputSpec:
         """The manifest's input: :attr:`spec` (size and resize policy, set by the task from

@@ -13,7 +13,7 @@ from ..data import build_dataset
 from ..data.imagefolder import classification_split
 from ..models.classify import ClassifierConfig, build_classifier
 from .base import TrainTask
-from .inputs import channel_stats, random_shift, to_input
+from .inputs import channel_stats, flip_choice, mirror, random_shift, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 6000, "val": 1000, "test": 1000},
@@ -43,10 +43,11 @@ class Task(TrainTask):
         self.spec = self.fitted_input(config)
         self.splits = {}
         for split in ("train", "val", "test"):
-            images, labels, classes = classification_split(data_dir, split, self.spec, config.workers if config else 0)
+            images, labels, classes = classification_split(data_dir, split, self.spec)
             self.splits[split] = (images, labels)
         self.classes = list(classes)
         self.mean, self.std = channel_stats(self.splits["train"][0].sample())
+        self.flip = self.mirrors(data_dir, config)
 
     def __len__(self) -> int:
         return len(self.splits["train"][1])
@@ -56,7 +57,8 @@ class Task(TrainTask):
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, labels = self.splits["train"]
-        x = to_input(random_shift(images[indices], generator), self.mean, self.std)
+        batch = mirror(images[indices], flip_choice(len(indices), generator, self.flip))
+        x = to_input(random_shift(batch, generator), self.mean, self.std)
         return F.cross_entropy(model(x), labels[indices])
 
     @torch.no_grad()

@@ -40,7 +40,7 @@ from ..data.lazy import LazyImages
 from ..models.detection import FasterRCNN, FasterRCNNConfig, NmsSettings
 from ..models.yolo import YOLO, YOLOConfig
 from .base import TrainTask
-from .inputs import channel_stats, to_input
+from .inputs import channel_stats, flip_choice, mirror, mirror_boxes, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 2000, "val": 200, "test": 300},
@@ -108,7 +108,7 @@ class Split:
     targets: np.ndarray
 
 
-def load_split(data_dir: str | Path, split: str, spec: InputSpec, workers: int = 0) -> tuple[Split, list[str]]:
+def load_split(data_dir: str | Path, split: str, spec: InputSpec) -> tuple[Split, list[str]]:
     """``split`` of a COCO dataset, its images fitted to ``spec`` and its boxes mapped with them."""
     data = load_coco(data_dir, split)
     targets, classes = runtime_detect.coco_targets(data.coco)
@@ -121,16 +121,21 @@ def load_split(data_dir: str | Path, split: str, spec: InputSpec, workers: int =
         boxes.append(torch.from_numpy(xyxy.astype(np.float32)))
         labels.append(torch.tensor([a["category_id"] - 1 for a in found], dtype=torch.int64))
         annotations.append(found)
-    return Split(LazyImages(data.image_paths, spec, workers=workers), boxes, labels, annotations, targets), classes
+    return Split(LazyImages(data.image_paths, spec), boxes, labels, annotations, targets), classes
 
 
 def augment(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], generator: torch.Generator,
-            max_shift: int = 16) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Training augmentation of uint8 ``[N, H, W, 3]`` images and their targets: each image is
-    translated by up to ``max_shift`` px (edge-replicated), never so far that an object leaves it,
-    and its colour channels are permuted (the digits' and backgrounds' colours are arbitrary;
-    flips are not used: digits are not mirror-symmetric)."""
+            flip: bool = False, max_shift: int = 16) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Training augmentation of uint8 ``[N, H, W, 3]`` images and their targets: with ``flip``, half
+    of them (at random) are mirrored left-right with their boxes and masks (not the built-in digits:
+    a mirrored digit is no digit); each image is translated by up to ``max_shift`` px
+    (edge-replicated), never so far that an object leaves it, and its colour channels are permuted."""
     n, h, w, _ = images.shape
+    flipped = flip_choice(n, generator, flip)
+    images = mirror(images, flipped)
+    targets = [{**t, "boxes": mirror_boxes(t["boxes"], w),
+                **({"masks": t["masks"].flip(2)} if "masks" in t else {})} if f else t
+               for t, f in zip(targets, flipped.tolist())]
     padded = F.pad(images.permute(0, 3, 1, 2).float(), [max_shift] * 4, mode="replicate")
     out, moved = [], []
     for i, target in enumerate(targets):
@@ -164,8 +169,9 @@ class Task(TrainTask):
         self.spec = self.fitted_input(config)
         self.splits = {}
         for split in ("train", "val", "test"):
-            self.splits[split], self.classes = load_split(data_dir, split, self.spec, config.workers if config else 0)
+            self.splits[split], self.classes = load_split(data_dir, split, self.spec)
         self.mean, self.std = channel_stats(self.splits["train"].images.sample())
+        self.flip = self.mirrors(data_dir, config)
         self.arch = "yolo"
 
     def __len__(self) -> int:
@@ -181,7 +187,8 @@ class Task(TrainTask):
         return [{"boxes": data.boxes[i], "labels": data.labels[i]} for i in indices.tolist()]
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        images, targets = augment(self.splits["train"].images[indices], self.targets("train", indices), generator)
+        images, targets = augment(self.splits["train"].images[indices], self.targets("train", indices), generator,
+                                  self.flip)
         return sum(model(to_input(images, self.mean, self.std), targets, generator).values())
 
     @torch.no_grad()

@@ -18,6 +18,28 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scaled.mean(dim=(0, 1, 2)), scaled.std(dim=(0, 1, 2))
 
 
+def flip_choice(count: int, generator: torch.Generator, enabled: bool) -> torch.Tensor:
+    """bool ``[count]``: which samples of a batch to mirror left-right (each with probability 0.5);
+    none when not ``enabled``, and then ``generator`` is left untouched."""
+    if not enabled:
+        return torch.zeros(count, dtype=torch.bool)
+    return torch.rand(count, generator=generator) < 0.5
+
+
+def mirror(batch: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """``batch`` (images ``[N, H, W, C]`` or maps ``[N, H, W]``) with the ``chosen`` samples mirrored left-right."""
+    if not chosen.any():
+        return batch
+    batch = batch.clone()
+    batch[chosen] = batch[chosen].flip(2)
+    return batch
+
+
+def mirror_boxes(boxes: torch.Tensor, width: float) -> torch.Tensor:
+    """Boxes ``[..., 4]`` (x1, y1, x2, y2) in an image ``width`` wide, mirrored left-right with it."""
+    return torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], -1)
+
+
 def random_shift(images: torch.Tensor, generator: torch.Generator, max_shift: int = 4) -> torch.Tensor:
     """Translate each uint8 ``[N, H, W, C]`` image by up to ``max_shift`` px (edge-replicated)."""
     n, h, w, _ = images.shape

@@ -24,7 +24,7 @@ from ..data import build_dataset, load_coco
 from ..data.lazy import LazyImages
 from ..models.localize import build_localizer
 from .base import TrainTask
-from .inputs import channel_stats, random_resample, to_input
+from .inputs import channel_stats, flip_choice, mirror, mirror_boxes, random_resample, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 8000, "val": 1000, "test": 1000},
@@ -50,8 +50,7 @@ def build_model(model_entry: dict, classes: list[str], postprocess: dict | None 
     return build_localizer(model_entry.get("kwargs", {}), len(classes))
 
 
-def load_split(data_dir: str | Path, split: str, spec: InputSpec,
-               workers: int = 0) -> tuple[LazyImages, torch.Tensor, torch.Tensor, list[str]]:
+def load_split(data_dir: str | Path, split: str, spec: InputSpec) -> tuple[LazyImages, torch.Tensor, torch.Tensor, list[str]]:
     """Images fitted to ``spec`` (uint8 ``[N, H, W, 3]``), labels int64 ``[N]``, boxes float32 ``[N, 4]``
     (x1, y1, x2, y2 of the COCO bbox in the input, normalised by its size) and the class names."""
     data = load_coco(data_dir, split)
@@ -63,7 +62,7 @@ def load_split(data_dir: str | Path, split: str, spec: InputSpec,
         labels.append(index_of[annotation["category_id"]])
         boxes.append(fit(image["height"], image["width"], spec).to_input([x, y, x + w, y + h])
                      / np.array([spec.width, spec.height] * 2))
-    return (LazyImages(data.image_paths, spec, workers=workers), torch.tensor(labels, dtype=torch.int64),
+    return (LazyImages(data.image_paths, spec), torch.tensor(labels, dtype=torch.int64),
             torch.from_numpy(np.array(boxes, np.float32).reshape(-1, 4)), [c["name"] for c in categories])
 
 
@@ -79,10 +78,11 @@ class Task(TrainTask):
         self.spec = self.fitted_input(config)
         self.splits = {}
         for split in ("train", "val", "test"):
-            images, labels, boxes, classes = load_split(data_dir, split, self.spec, config.workers if config else 0)
+            images, labels, boxes, classes = load_split(data_dir, split, self.spec)
             self.splits[split] = (images, labels, boxes)
         self.classes = classes
         self.mean, self.std = channel_stats(self.splits["train"][0].sample())
+        self.flip = self.mirrors(data_dir, config)
 
     def __len__(self) -> int:
         return len(self.splits["train"][1])
@@ -92,6 +92,8 @@ class Task(TrainTask):
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, labels, boxes = (t[indices] for t in self.splits["train"])
+        flipped = flip_choice(len(indices), generator, self.flip)
+        images, boxes = mirror(images, flipped), torch.where(flipped[:, None], mirror_boxes(boxes, 1.0), boxes)
         logits, predicted = model(to_input(random_resample(images, generator), self.mean, self.std))
         return unwrap(model).loss(logits, predicted, labels, boxes)
 

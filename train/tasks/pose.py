@@ -24,7 +24,7 @@ from ..data.lazy import LazyImages
 from ..data.figures import TORSO, FigureConfig
 from ..models.pose import HEADS, build_pose_regressor
 from .base import TrainTask
-from .inputs import channel_stats, random_resample, to_input
+from .inputs import channel_stats, flip_choice, mirror, random_resample, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 8000, "val": 1000, "test": 1000},
@@ -77,11 +77,12 @@ class Task(TrainTask):
                 points[:, :2] = fit(image["height"], image["width"], self.spec).to_input(points[:, :2])
                 keypoints.append(points)
             keypoints = torch.from_numpy(np.array(keypoints, np.float32).reshape(len(data.images), -1, 3))
-            self.splits[split] = (LazyImages(data.image_paths, self.spec, workers=config.workers if config else 0),
+            self.splits[split] = (LazyImages(data.image_paths, self.spec),
                                   keypoints)
         self.joints = list(category["keypoints"])
         self.skeleton = [[a - 1, b - 1] for a, b in category["skeleton"]]
-        self.flip = flip_permutation(self.joints)
+        self.swap = flip_permutation(self.joints)
+        self.flip = self.mirrors(data_dir, config)
         self.classes = self.joints   # the manifest's classes: what the output's joint axis indexes
         self.mean, self.std = channel_stats(self.splits["train"][0].sample())
 
@@ -98,11 +99,11 @@ class Task(TrainTask):
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, keypoints = (t[indices] for t in self.splits["train"])
         xy, labelled = keypoints[..., :2] / self.size(), keypoints[..., 2] > 0
-        flip = torch.rand(len(indices), generator=generator) < 0.5
-        images[flip] = images[flip].flip(2)
-        mirrored = xy[flip][:, self.flip]
+        flip = flip_choice(len(indices), generator, self.flip)
+        images = mirror(images, flip)
+        mirrored = xy[flip][:, self.swap]
         mirrored[..., 0] = 1 - mirrored[..., 0]
-        xy[flip], labelled[flip] = mirrored, labelled[flip][:, self.flip]
+        xy[flip], labelled[flip] = mirrored, labelled[flip][:, self.swap]
         x = to_input(random_resample(images, generator), self.mean, self.std)
         return unwrap(model).loss(model(x), xy, labelled)
 

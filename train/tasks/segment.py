@@ -24,7 +24,7 @@ from ..data.build import SEMANTIC_PALETTE
 from ..data.masks import IGNORE, segmentation_classes, segmentation_split
 from ..models.segment import SegmenterConfig, build_segmenter
 from .base import TrainTask
-from .inputs import channel_stats, to_input
+from .inputs import channel_stats, flip_choice, mirror, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
 DATA_SIZES = {True: {"train": 6000, "val": 300, "test": 500},
@@ -58,10 +58,11 @@ class Task(TrainTask):
 
     def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
         self.spec = self.fitted_input(config)
-        self.splits = {split: segmentation_split(data_dir, split, self.spec, config.workers if config else 0)
+        self.splits = {split: segmentation_split(data_dir, split, self.spec)
                        for split in ("train", "val", "test")}
         self.classes = segmentation_classes(data_dir)
         self.mean, self.std = channel_stats(self.splits["train"][0].sample())
+        self.flip = self.mirrors(data_dir, config)
 
     def __len__(self) -> int:
         return len(self.splits["train"][0])
@@ -73,8 +74,9 @@ class Task(TrainTask):
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, maps = self.splits["train"]
-        x = to_input(images[indices], self.mean, self.std).contiguous(memory_format=torch.channels_last)
-        return F.cross_entropy(model(x), maps[indices].long(), ignore_index=IGNORE)
+        flipped = flip_choice(len(indices), generator, self.flip)
+        x = to_input(mirror(images[indices], flipped), self.mean, self.std).contiguous(memory_format=torch.channels_last)
+        return F.cross_entropy(model(x), mirror(maps[indices], flipped).long(), ignore_index=IGNORE)
 
     @torch.no_grad()
     def predict_maps(self, model: nn.Module, split: str, batch_size: int = 128) -> np.ndarray:

@@ -10,6 +10,11 @@ Loss: ``STYLE_WEIGHT · style + CONTENT_WEIGHT · content`` (relative Gram and f
 distances over a fixed random VGG-like network, see ``visionrt.runtime.tasks.style``). Metric:
 ``style_reduction``, the style loss of the content photo itself over that of the network's
 output (higher is better); the content loss says how much of the photo is kept.
+
+Or one's own: ``DIR/style.jpg`` (any image extension; the longer side shrunk to
+:data:`STYLE_SIDE`) and content photos in ``DIR/images/<split>/`` or ``DIR/images/`` (split by
+ratio, see :func:`visionrt.runtime.folders.read_photo_folder`), their longer side shrunk to at most
+:data:`USER_PHOTO_SIDE`. The photos are held in memory.
 """
 from __future__ import annotations
 
@@ -20,10 +25,12 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ...runtime.folders import SPLITS, image_files, read_photo_folder
 from ...runtime.manifest import InputSpec, OutputSpec
-from ...runtime.images import to_float, to_uint8
+from ...runtime.images import load_image, to_float, to_uint8
 from ...runtime.tasks.style import BENCH_SIDES, OUTPUT, LossNetwork, summarise
 from ..config import TrainConfig
+from ..data.errors import DatasetError
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_png, read_split, save_png, write_bench_inputs,
                            write_photo_dataset)
 from ..models.style import CONTENT_WEIGHT, STYLE_WEIGHT, GatysLoss, StyleConfig, build_transform
@@ -33,6 +40,8 @@ from .base import TrainTask
 STYLE_PHOTO, STYLE_SIDE = "ihc", 256
 #: Content photos: longer side at most this many pixels (quick, full).
 PHOTO_SIDE = {True: 256, False: 384}
+#: Content photos of one's own: longer side at most this many pixels.
+USER_PHOTO_SIDE = 512
 #: Training crops per epoch, and their side (px).
 CROPS_PER_EPOCH, CROP = 256, 128
 #: Sides the runtime accepts (px); the engine's profile spans them.
@@ -84,13 +93,21 @@ class Task(TrainTask):
     metric = "style_reduction"
 
     def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
-        info = dataset_info(data_dir, "style", fix="build one with `visionrt data --task style --out DIR`")
-        self.style_name = info["style"]
+        if (Path(data_dir) / "dataset.json").is_file():
+            info = dataset_info(data_dir, "style", fix="build one with `visionrt data --task style --out DIR`, or "
+                                                       "pass a folder with style.jpg and images/")
+            self.style_name = info["style"]
+            self.photos = {split: list(read_split(data_dir, "images", split).values()) for split in info["splits"]}
+            style = read_png(Path(data_dir) / "style.png")
+        else:
+            path = style_image(data_dir)
+            self.style_name, style = path.stem, shrink(load_image(path), STYLE_SIDE)
+            self.photos = {split: [shrink(load_image(p), USER_PHOTO_SIDE)
+                                   for p in read_photo_folder(Path(data_dir) / "images", split)] for split in SPLITS}
         self.classes: list[str] = []
-        self.photos = {split: list(read_split(data_dir, "images", split).values()) for split in info["splits"]}
         self.crops = [_at_least(photo, CROP) for photo in self.photos["train"]]
         self.network = LossNetwork()
-        self.objective = GatysLoss(self.network, to_tensor(read_png(Path(data_dir) / "style.png"))[0])
+        self.objective = GatysLoss(self.network, to_tensor(style)[0])
 
     def __len__(self) -> int:
         return CROPS_PER_EPOCH
@@ -147,6 +164,26 @@ class Task(TrainTask):
         """Batch and H/W of the input that span the accepted sides."""
         sides = [MIN_SIDE, OPT_SIDE, MAX_SIDE]
         return {"min_batch": 1, "opt_batch": 1, "max_batch": 8, "height": sides, "width": sides}
+
+    def train_sources(self) -> list:
+        return []  # photos held in memory
+
+
+def style_image(data_dir: str | Path) -> Path:
+    """``DIR/style.<ext>`` of a folder of one's own; :class:`DatasetError` when there is none."""
+    found = [p for p in image_files(Path(data_dir)) if p.stem == "style"] if Path(data_dir).is_dir() else []
+    if not found:
+        raise DatasetError(f"{data_dir} has no style image (style.jpg or style.png)",
+                           fix=f"put the style image at {Path(data_dir) / 'style.jpg'} and the content photos in "
+                               f"{Path(data_dir) / 'images'}/")
+    return found[0]
+
+
+def shrink(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` with its longer side shrunk (Lanczos) to at most ``side`` px."""
+    picture = Image.fromarray(image)
+    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(picture)
 
 
 def _at_least(image: np.ndarray, side: int) -> np.ndarray:

@@ -10,6 +10,12 @@ Data (:func:`build_data`): one dataset per scale, ``<out>/x2`` and ``<out>/x3``:
 ``visionrt.train.data.photos`` cropped to a multiple of the scale (``hr/``) and their antialiased
 bicubic downscales (``images/``, what the model is given). Test photos are whole held-out
 images. The scale is a property of the dataset: a model trained on ``x3`` is a ×3 model.
+
+Or a folder of one's own high-resolution photos (``DIR/<split>/*.jpg`` or ``DIR/*.jpg``, see
+:func:`visionrt.runtime.folders.read_photo_folder`), degraded the same way: each photo cropped
+(bottom/right) to a multiple of the scale, then Pillow's antialiased bicubic downscale
+(:func:`~visionrt.runtime.tasks.superres.downscale_bicubic`). Its scale is ``model_kwargs["scale"]``
+(default 2). The photos are held in memory.
 """
 from __future__ import annotations
 
@@ -21,8 +27,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...runtime.folders import SPLITS, read_photo_folder
 from ...runtime.manifest import InputSpec, OutputSpec
-from ...runtime.images import to_uint8
+from ...runtime.images import load_image, to_uint8
 from ...runtime.tasks.superres import BENCH_SIDES, OUTPUT, downscale_bicubic, quality, shave, upscale_bicubic
 from ..config import TrainConfig
 from ..data.errors import DatasetError
@@ -41,6 +48,8 @@ PATCHES_PER_EPOCH = 2048
 PATCH = 48
 #: Sides (low-resolution pixels) the runtime accepts; the engine's profile spans them.
 MIN_SIDE, MAX_OUTPUT_SIDE, OPT_SIDE = 8, 2048, 256
+#: The scale of a model trained on a folder of photos when ``model_kwargs`` names none.
+DEFAULT_SCALE = 2
 
 
 def build_data(out_dir: str | Path, quick: bool = True, seed: int = 0, progress=None) -> Path:
@@ -71,6 +80,27 @@ def _write_scale(root: Path, scale: int, splits: dict[str, list[str]], progress)
     return {"scale": scale}
 
 
+def read_photos(data_dir: str | Path, scale: int) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
+    """A folder of high-resolution photos, per split: the photos cropped to a multiple of ``scale``
+    and their bicubic downscales (the documented degradation); :class:`DatasetError` for a scale
+    that is no integer >= 2 or a photo smaller than a training patch."""
+    if not (isinstance(scale, int) and not isinstance(scale, bool) and scale >= 2):
+        raise DatasetError(f"super-resolution scale must be an integer >= 2, got {scale!r}",
+                           fix="set model_kwargs: {scale: 2} (or 3, 4) in the --config file")
+    hr, lr = {}, {}
+    for split in SPLITS:
+        hr[split] = []
+        for path in read_photo_folder(data_dir, split):
+            photo = load_image(path)
+            if min(photo.shape[:2]) < PATCH:
+                raise DatasetError(f"{path} is {photo.shape[1]}×{photo.shape[0]} px, smaller than a training "
+                                   f"patch ({PATCH} px)", fix="remove it or use photos of at least 48 px a side")
+            h, w = photo.shape[0] // scale * scale, photo.shape[1] // scale * scale
+            hr[split].append(np.ascontiguousarray(photo[:h, :w]))
+        lr[split] = [downscale_bicubic(photo, scale) for photo in hr[split]]
+    return hr, lr
+
+
 def default_config(quick: bool = True) -> TrainConfig:
     """VDSR with Adam (the scale comes from the dataset); the quick run with 16 channels instead of
     the paper's 64."""
@@ -98,12 +128,16 @@ class Task(TrainTask):
     metric = "psnr_gain"
 
     def __init__(self, data_dir: str | Path, config: TrainConfig | None = None):
-        info = dataset_info(data_dir, "superres", fix="build one with `visionrt data --task superres --out DIR` "
-                                                      "and pass DIR/x2 or DIR/x3")
-        self.scale = int(info["scale"])
+        if (Path(data_dir) / "dataset.json").is_file():
+            info = dataset_info(data_dir, "superres", fix="build one with `visionrt data --task superres --out DIR` "
+                                                          "and pass DIR/x2 or DIR/x3, or pass a folder of photos")
+            self.scale = int(info["scale"])
+            self.hr = {split: list(read_split(data_dir, "hr", split).values()) for split in info["splits"]}
+            self.lr = {split: list(read_split(data_dir, "images", split).values()) for split in info["splits"]}
+        else:
+            self.scale = (config.model_kwargs if config else {}).get("scale", DEFAULT_SCALE)
+            self.hr, self.lr = read_photos(data_dir, self.scale)
         self.classes: list[str] = []
-        self.hr = {split: list(read_split(data_dir, "hr", split).values()) for split in info["splits"]}
-        self.lr = {split: list(read_split(data_dir, "images", split).values()) for split in info["splits"]}
         self.bicubic = [upscale_bicubic(lr, self.scale) for lr in self.lr["train"]]
         self.lr_patch = PATCH // self.scale
         self.model_input = "lr"  # or "bicubic": what the network takes, set by build_model
@@ -188,3 +222,6 @@ class Task(TrainTask):
         f = 1 if self.model_input == "lr" else self.scale
         sides = [MIN_SIDE * f, OPT_SIDE * f, MAX_OUTPUT_SIDE // self.scale * f]
         return {"min_batch": 1, "opt_batch": 1, "max_batch": 8, "height": sides, "width": sides}
+
+    def train_sources(self) -> list:
+        return []  # photos held in memory
