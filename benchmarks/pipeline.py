@@ -101,14 +101,15 @@ def write_pictures(model_dir: ModelDir, data_dir: str | os.PathLike, count: int 
     from ..runtime.tasks import runtime_task
 
     task = runtime_task(model_dir.manifest.task)
-    paths, targets = task.heldout(data_dir, count)
+    paths, targets = task.heldout(data_dir, count, model_dir.manifest)
     written = []
     with Predictor(model_dir) as predictor:
-        for path, target in zip(paths, targets):
+        for i, (path, target) in enumerate(zip(paths, targets)):
             image = load_image(path)
             result = predictor.predict(image)[0]
             picture = task.report_picture(result, image, target)
-            out = model_dir.root / "pictures" / f"{Path(path).stem}.png"
+            name = Path(path).stem if isinstance(path, (str, os.PathLike)) else f"test-{i + 1}"  # or an array
+            out = model_dir.root / "pictures" / f"{name}.png"
             with atomic.atomic_path(out) as tmp:
                 Image.fromarray(picture).save(tmp, format="PNG")
             written.append(out)

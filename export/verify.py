@@ -51,7 +51,7 @@ def heldout_batches(model_dir: ModelDir, data_dir: str | Path, samples: int | No
     """Preprocessed test-split batches ``[(feed, targets)]`` from the image files on disk
     (the first ``samples`` images, or all), with the task's targets for them."""
     task = runtime_task(model_dir.manifest.task)
-    paths, targets = task.heldout(data_dir, samples)
+    paths, targets = task.heldout(data_dir, samples, model_dir.manifest)
     spec = model_dir.manifest.input
     batch = batch if spec.height else 1  # images of any size go one at a time
     for start in range(0, len(paths), batch):

@@ -61,8 +61,11 @@ class RuntimeTask(abc.ABC):
         own keywords (what ``predict`` accepts)."""
 
     @abc.abstractmethod
-    def heldout(self, data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
-        """The first ``count`` (or all) test-split image paths of the task's dataset and their targets."""
+    def heldout(self, data_dir: str | Path, count: int | None = None,
+                manifest: Manifest | None = None) -> tuple[list[Path | np.ndarray], np.ndarray]:
+        """The first ``count`` (or all) test-split images (paths, or arrays made from the data) of the
+        task's dataset and their targets; ``manifest``, the model's, where the data alone does not
+        say what its inputs are (super-resolution from a folder of photos: the scale)."""
 
     @abc.abstractmethod
     def evaluate(self, outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:

@@ -51,7 +51,8 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes:
             for p, row in zip(probs, order)]
 
 
-def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
+def heldout(data_dir: str | Path, count: int | None = None,
+            manifest: Manifest | None = None) -> tuple[list[Path], np.ndarray]:
     """Test-split image paths and their class indices: an ImageFolder's (class folders sorted by
     name) or a COCO split's (categories in id order)."""
     if is_image_folder(data_dir):

@@ -250,7 +250,8 @@ def coco_targets(coco: dict) -> tuple[np.ndarray, list[str]]:
     return targets, [c["name"] for c in categories]
 
 
-def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
+def heldout(data_dir: str | Path, count: int | None = None,
+            manifest: Manifest | None = None) -> tuple[list[Path], np.ndarray]:
     """Test-split image paths and their targets (:func:`coco_targets`)."""
     split = read_coco_split(data_dir, "test", count)
     targets, _ = coco_targets(split.coco)

@@ -76,7 +76,8 @@ def report_picture(result: Localization, image: np.ndarray, target: np.void) -> 
     return caption(drawn, f"IoU {iou:.2f} with the truth (white)")
 
 
-def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
+def heldout(data_dir: str | Path, count: int | None = None,
+            manifest: Manifest | None = None) -> tuple[list[Path], np.ndarray]:
     """Test-split image paths and their targets (:data:`TARGET`: class index, normalised box)."""
     split = read_coco_split(data_dir, "test", count)
     index_of = split.class_index

@@ -86,7 +86,8 @@ def report_picture(result: Pose, image: np.ndarray, target: np.void) -> np.ndarr
     return np.concatenate([true_pose.draw(image, "truth"), result.draw(image, f"predicted: {error:.1f} px off")], 1)
 
 
-def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
+def heldout(data_dir: str | Path, count: int | None = None,
+            manifest: Manifest | None = None) -> tuple[list[Path], np.ndarray]:
     """Test-split image paths and their targets (:func:`target_dtype`), one person per image."""
     split = read_coco_split(data_dir, "test", count)
     (category,) = split.categories

@@ -135,7 +135,8 @@ def read_maps(paths: list[Path]) -> np.ndarray:
     return out
 
 
-def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
+def heldout(data_dir: str | Path, count: int | None = None,
+            manifest: Manifest | None = None) -> tuple[list[Path], np.ndarray]:
     """Test-split image paths and their index masks (:func:`read_maps`): a mask folder's or the
     built-in dataset's semantic maps."""
     if is_mask_folder(data_dir):

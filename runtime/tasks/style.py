@@ -25,6 +25,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..datasets import photo_split_names
+from ..folders import image_files, read_photo_folder
 from ..images import load_image, to_float, to_uint8
 from ..manifest import Manifest
 from ..preprocess import require_sides
@@ -143,12 +144,19 @@ class HeldOut:
     style: Path
 
 
-def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
-    """Test content photos and, per photo, a :class:`HeldOut` (object array)."""
+def heldout(data_dir: str | Path, count: int | None = None,
+            manifest: Manifest | None = None) -> tuple[list[Path], np.ndarray]:
+    """Test content photos and, per photo, a :class:`HeldOut` (object array): the built-in
+    dataset's, or a folder's (``style.<ext>`` beside ``images/``, as training reads it)."""
     root = Path(data_dir)
-    names = photo_split_names(root, "test", count)
-    targets = np.empty(len(names), dtype=object)
-    targets[:] = [HeldOut(root / "images" / "test" / f"{n}.png", root / "style.png") for n in names]
+    if (root / "dataset.json").is_file():
+        names = photo_split_names(root, "test", count)
+        contents, style = [root / "images" / "test" / f"{n}.png" for n in names], root / "style.png"
+    else:
+        contents = read_photo_folder(root / "images", "test")[:count]
+        style = next((p for p in image_files(root) if p.stem == "style"), root / "style.png")
+    targets = np.empty(len(contents), dtype=object)
+    targets[:] = [HeldOut(content, style) for content in contents]
     return [t.content for t in targets], targets
 
 

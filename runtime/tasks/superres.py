@@ -24,8 +24,10 @@ import numpy as np
 from PIL import Image
 
 from ..datasets import photo_split_names
+from ..errors import InputError
+from ..folders import read_photo_folder
+from ..images import load_image, to_uint8
 from ..manifest import Manifest
-from ..images import to_uint8
 from ..preprocess import require_sides
 from ..render import side_by_side
 from .base import Architecture, ImageResult, RuntimeTask
@@ -57,6 +59,14 @@ def downscale_bicubic(image: np.ndarray, scale: int) -> np.ndarray:
 
 
 
+def degrade(photo: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """A high-resolution RGB uint8 photo -> (low-resolution input, target): the photo cropped
+    (bottom/right) to a multiple of ``scale``, and its :func:`downscale_bicubic`. The task's
+    documented degradation for a folder of photos."""
+    hr = np.ascontiguousarray(photo[:photo.shape[0] // scale * scale, :photo.shape[1] // scale * scale])
+    return downscale_bicubic(hr, scale), hr
+
+
 def prepare(image: np.ndarray, manifest: Manifest) -> np.ndarray:
     """The network's input for one low-resolution RGB uint8 image: itself, or its bicubic
     upscale; :class:`~visionrt.runtime.errors.InputError` outside the sizes the model and its engine take."""
@@ -85,18 +95,30 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes=
 # held-out data and metrics -----------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class HeldOut:
-    """A held-out photo: its low-resolution input and the original it came from."""
+    """A held-out photo: its low-resolution input and the original it came from (files, or arrays
+    made from a folder of photos)."""
 
-    lr: Path
-    hr: Path
+    lr: Path | np.ndarray
+    hr: Path | np.ndarray
 
 
-def heldout(data_dir: str | Path, count: int | None = None) -> tuple[list[Path], np.ndarray]:
-    """Low-resolution test inputs and, per input, a :class:`HeldOut` (object array)."""
+def heldout(data_dir: str | Path, count: int | None = None,
+            manifest: Manifest | None = None) -> tuple[list[Path | np.ndarray], np.ndarray]:
+    """Low-resolution test inputs and, per input, a :class:`HeldOut` (object array): the built-in
+    dataset's files, or a folder of photos degraded at the ``manifest``'s scale as in training
+    (:func:`degrade`)."""
     root = Path(data_dir)
-    names = photo_split_names(root, "test", count)
-    targets = np.empty(len(names), dtype=object)
-    targets[:] = [HeldOut(root / "images" / "test" / f"{n}.png", root / "hr" / "test" / f"{n}.png") for n in names]
+    if (root / "dataset.json").is_file():
+        names = photo_split_names(root, "test", count)
+        pairs = [(root / "images" / "test" / f"{n}.png", root / "hr" / "test" / f"{n}.png") for n in names]
+    else:
+        if manifest is None:
+            raise InputError(f"{root} is a folder of photos: its low-resolution inputs depend on the model's scale",
+                             fix="pass the model's manifest")
+        scale = manifest.postprocess["scale"]
+        pairs = [degrade(load_image(path), scale) for path in read_photo_folder(root, "test")[:count]]
+    targets = np.empty(len(pairs), dtype=object)
+    targets[:] = [HeldOut(lr, hr) for lr, hr in pairs]
     return [t.lr for t in targets], targets
 
 
@@ -158,8 +180,6 @@ def quality(outputs: list[np.ndarray], lr_images: list[np.ndarray], hr_images: l
 
 def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:
     """PSNR/SSIM of the model and of bicubic on the held-out photos (see :func:`quality`)."""
-    from ..images import load_image
-
     return quality([to_uint8(o) for o in outputs[OUTPUT]], [load_image(t.lr) for t in targets],
                    [load_image(t.hr) for t in targets], manifest.postprocess["scale"])
 

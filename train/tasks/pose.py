@@ -57,6 +57,20 @@ def flip_permutation(joints: list[str]) -> list[int]:
     return [joints.index(swap(name)) for name in joints]
 
 
+def reference_pair(joints: list[str], keypoints: np.ndarray) -> list[int]:
+    """The two joints whose true distance normalises PCK (the manifest's ``torso``): the torso
+    diagonal ``TORSO`` (COCO's and the built-in figures' names) where the joints have those names,
+    else the pair farthest apart on average over the labelled ``keypoints [N, J, 3]`` of training."""
+    if all(name in joints for name in TORSO):
+        return [joints.index(name) for name in TORSO]
+    xy, labelled = keypoints[..., :2], keypoints[..., 2] > 0
+    both = labelled[:, :, None] & labelled[:, None, :]
+    distance = np.linalg.norm(xy[:, :, None] - xy[:, None, :], axis=-1)
+    mean = np.where(both, distance, 0).sum(0) / np.maximum(both.sum(0), 1)
+    a, b = np.unravel_index(np.argmax(mean), mean.shape)
+    return sorted([int(a), int(b)])
+
+
 class Task(TrainTask):
     """One person per image (the built-in figures on real backgrounds, or a COCO keypoints
     dataset: the category's ``keypoints`` names and ``skeleton``); metric PCK@0.2."""
@@ -82,6 +96,7 @@ class Task(TrainTask):
         self.joints = list(category["keypoints"])
         self.skeleton = [[a - 1, b - 1] for a, b in category["skeleton"]]
         self.swap = flip_permutation(self.joints)
+        self.torso = reference_pair(self.joints, self.splits["train"][1].numpy())
         self.flip = self.mirrors(data_dir, config)
         self.classes = self.joints   # the manifest's classes: what the output's joint axis indexes
         self.mean, self.std = channel_stats(self.splits["train"][0].sample())
@@ -118,7 +133,7 @@ class Task(TrainTask):
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         predicted = (self.predict(model, split) * self.size()).double().numpy()
         truth = self.splits[split][1].double().numpy()
-        torso = tuple(self.joints.index(name) for name in TORSO)
+        torso = tuple(self.torso)
         return {**{f"pck@{a}": pck(predicted, truth, torso, a) for a in (0.2, 0.1)}, "images": len(truth)}
 
     def outputs(self) -> list[OutputSpec]:
@@ -128,4 +143,4 @@ class Task(TrainTask):
                            "image's width and height for pixels")]
 
     def postprocess(self) -> dict:
-        return {"skeleton": self.skeleton, "torso": [self.joints.index(name) for name in TORSO]}
+        return {"skeleton": self.skeleton, "torso": self.torso}

@@ -30,7 +30,8 @@ from torch.nn import functional as F
 from ...runtime.folders import SPLITS, read_photo_folder
 from ...runtime.manifest import InputSpec, OutputSpec
 from ...runtime.images import load_image, to_uint8
-from ...runtime.tasks.superres import BENCH_SIDES, OUTPUT, downscale_bicubic, quality, shave, upscale_bicubic
+from ...runtime.tasks.superres import (BENCH_SIDES, OUTPUT, degrade, downscale_bicubic, quality, shave,
+                                       upscale_bicubic)
 from ..config import TrainConfig
 from ..data.errors import DatasetError
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_split, save_png, write_bench_inputs,
@@ -48,8 +49,8 @@ PATCHES_PER_EPOCH = 2048
 PATCH = 48
 #: Sides (low-resolution pixels) the runtime accepts; the engine's profile spans them.
 MIN_SIDE, MAX_OUTPUT_SIDE, OPT_SIDE = 8, 2048, 256
-#: The scale of a model trained on a folder of photos when ``model_kwargs`` names none.
-DEFAULT_SCALE = 2
+#: The scale of a model trained on a folder of photos when ``model_kwargs`` names none, and the scales the networks take.
+DEFAULT_SCALE, SCALES_SUPPORTED = 2, (2, 3, 4)
 
 
 def build_data(out_dir: str | Path, quick: bool = True, seed: int = 0, progress=None) -> Path:
@@ -82,10 +83,10 @@ def _write_scale(root: Path, scale: int, splits: dict[str, list[str]], progress)
 
 def read_photos(data_dir: str | Path, scale: int) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]]]:
     """A folder of high-resolution photos, per split: the photos cropped to a multiple of ``scale``
-    and their bicubic downscales (the documented degradation); :class:`DatasetError` for a scale
-    that is no integer >= 2 or a photo smaller than a training patch."""
-    if not (isinstance(scale, int) and not isinstance(scale, bool) and scale >= 2):
-        raise DatasetError(f"super-resolution scale must be an integer >= 2, got {scale!r}",
+    and their bicubic downscales (:func:`~visionrt.runtime.tasks.superres.degrade`);
+    :class:`DatasetError` for a scale the networks lack or a photo smaller than a training patch."""
+    if not (isinstance(scale, int) and not isinstance(scale, bool) and scale in SCALES_SUPPORTED):
+        raise DatasetError(f"super-resolution scale must be 2, 3 or 4, got {scale!r}",
                            fix="set model_kwargs: {scale: 2} (or 3, 4) in the --config file")
     hr, lr = {}, {}
     for split in SPLITS:
@@ -95,9 +96,8 @@ def read_photos(data_dir: str | Path, scale: int) -> tuple[dict[str, list[np.nda
             if min(photo.shape[:2]) < PATCH:
                 raise DatasetError(f"{path} is {photo.shape[1]}×{photo.shape[0]} px, smaller than a training "
                                    f"patch ({PATCH} px)", fix="remove it or use photos of at least 48 px a side")
-            h, w = photo.shape[0] // scale * scale, photo.shape[1] // scale * scale
-            hr[split].append(np.ascontiguousarray(photo[:h, :w]))
-        lr[split] = [downscale_bicubic(photo, scale) for photo in hr[split]]
+            hr[split].append(photo)
+        lr[split], hr[split] = map(list, zip(*(degrade(photo, scale) for photo in hr[split])))
     return hr, lr
 
 
