@@ -8,7 +8,9 @@
 * **Mask folder** (segment, VOC style): ``DIR/images/<split>/<name>.jpg`` with the index mask
   ``DIR/masks/<split>/<name>.png`` (pixel value = class index, :data:`IGNORE` = not labelled) and
   the class names in ``DIR/classes.txt`` (one per line, line ``i`` = class ``i``) or
-  ``DIR/classes.json`` (a list).
+  ``DIR/classes.json`` (a list). Or PASCAL VOC's own layout (``JPEGImages/``,
+  ``SegmentationClass/``, ``ImageSets/Segmentation/{train,val}.txt``; VOC's 21 class names unless
+  a ``classes.txt`` says otherwise).
 """
 from __future__ import annotations
 
@@ -27,6 +29,13 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 #: Mask value of pixels without a label: excluded from the loss and from mIoU (as in PASCAL VOC).
 IGNORE = 255
+#: PASCAL VOC's own layout, read as it is: images, class masks (palette PNGs), split lists. Its
+#: test masks are not public: the test split is its val list, as VOC results are reported.
+VOC_IMAGES, VOC_MASKS, VOC_LISTS = "JPEGImages", "SegmentationClass", "ImageSets/Segmentation"
+VOC_SPLIT_LISTS = {"train": "train", "val": "val", "test": "val"}
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -45,9 +54,15 @@ def is_image_folder(data_dir: str | os.PathLike) -> bool:
             and bool(_subfolders(data_dir)))
 
 
+def is_voc(data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir`` is laid out as PASCAL VOC (``VOCdevkit/VOC2012``): ``SegmentationClass/``
+    and ``ImageSets/Segmentation/``."""
+    return (Path(data_dir) / VOC_MASKS).is_dir() and (Path(data_dir) / VOC_LISTS).is_dir()
+
+
 def is_mask_folder(data_dir: str | os.PathLike) -> bool:
-    """Whether ``data_dir`` is a mask folder (``masks/`` beside ``images/``)."""
-    return (Path(data_dir) / "masks").is_dir()
+    """Whether ``data_dir`` is a mask folder (``masks/`` beside ``images/``, or PASCAL VOC's layout)."""
+    return (Path(data_dir) / "masks").is_dir() or is_voc(data_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +145,8 @@ def read_class_names(data_dir: str | os.PathLike) -> list[str]:
         names = [line.strip() for line in text.read_text().splitlines() if line.strip()]
     elif js.is_file():
         names = json.loads(js.read_text())
+    elif is_voc(data_dir):
+        names = list(VOC_CLASSES)
     else:
         raise DatasetError(f"{data_dir} has masks/ but no classes.txt",
                            fix=f"write {text} with one class name per line (line 1 = mask value 0, the background)")
@@ -143,6 +160,14 @@ def read_mask_folder(data_dir: str | os.PathLike, split: str,
                      count: int | None = None) -> tuple[list[Path], list[Path]]:
     """The first ``count`` (or all) image paths of ``split`` and their mask paths (same stem, ``.png``)."""
     data_dir = Path(data_dir)
+    if is_voc(data_dir):
+        listing = data_dir / VOC_LISTS / f"{VOC_SPLIT_LISTS[split]}.txt"
+        if not listing.is_file():
+            raise DatasetError(f"no split {split!r} in {data_dir} ({listing} is missing)",
+                               fix=f"write {listing} with one image name (no extension) per line")
+        names = [line.strip() for line in listing.read_text().splitlines() if line.strip()][:count]
+        return ([data_dir / VOC_IMAGES / f"{name}.jpg" for name in names],
+                [data_dir / VOC_MASKS / f"{name}.png" for name in names])
     folder = data_dir / "images" / split
     if not folder.is_dir():
         raise DatasetError(f"no split {split!r} in {data_dir} ({folder} is missing)",

@@ -197,6 +197,33 @@ def test_check_summarises_each_format(image_folder, coco_photos, mask_folder):
     assert segment.ok, segment.problems and segment.summary["classes"][0] == "background"
 
 
+def test_pascal_voc_layout_is_read_as_it_is(mask_folder, tmp_path):
+    """VOCdevkit/VOC2012's folders and split lists, palette masks, VOC's class names, test = val."""
+    from visionrt.runtime.folders import VOC_CLASSES
+    from visionrt.train.data.check import check_dataset
+    from visionrt.train.data.masks import segmentation_classes, segmentation_split
+
+    voc = tmp_path / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / folder).mkdir(parents=True)
+    for split in ("train", "val"):
+        names = []
+        for image in sorted((mask_folder / "images" / split).iterdir()):
+            names.append(f"{split}_{image.stem}")
+            (voc / "JPEGImages" / f"{names[-1]}.jpg").write_bytes(image.read_bytes())
+            mask = Image.open(mask_folder / "masks" / split / f"{image.stem}.png").convert("P")
+            mask.putpalette([v for c in range(256) for v in (c * 40 % 256, c * 80 % 256, c * 120 % 256)])
+            mask.save(voc / "SegmentationClass" / f"{names[-1]}.png")
+        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    report = check_dataset(voc, "segment")
+    assert report.ok, report.problems
+    assert segmentation_classes(voc) == list(VOC_CLASSES)
+    spec = InputSpec(height=32, width=32)
+    train_images, train_masks = segmentation_split(voc, "train", spec)
+    assert len(train_images) == 24 and set(np.unique(train_masks[:].numpy())) <= {0, 1, 2, 3, 255}
+    assert segmentation_split(voc, "test", spec)[0].paths == segmentation_split(voc, "val", spec)[0].paths
+
+
 def _copy(src: Path, dst: Path) -> Path:
     import shutil
 
@@ -533,8 +560,9 @@ def test_resnet18_preset_at_224_trains_exports_and_builds(image_folder, tmp_path
 def test_yolo_preset_at_512_trains_exports_and_builds(coco_photos, tmp_path):
     from visionrt.train.tasks import configure
 
-    config = configure("detect", preset="standard", epochs=1, batch_size=8, patience=1)
-    config.model_kwargs["nms_in_graph"] = False  # NMS in the runtime: TensorRT-RTX takes no plugins
+    # yolo_raw: NMS in the runtime, as TensorRT-RTX takes no plugins
+    config = configure("detect", preset="standard", model="yolo_raw", epochs=1, batch_size=8, patience=1)
+    config.model_kwargs.update(configure("detect", preset="standard").model_kwargs)
     model_dir = _fit_preset(config, coco_photos, tmp_path / "m")
     assert model_dir.manifest.input.height == 512 and model_dir.manifest.input.resize == "letterbox"
     _build_one_target(model_dir)
