@@ -77,6 +77,8 @@ positive_float = _number(float, "a positive number", lambda v: v > 0)
 non_negative_float = _number(float, "a number >= 0", lambda v: v >= 0)
 #: Argument type: a finite number in [0, 1] (a threshold, a probability, a fraction).
 unit_float = _number(float, "a number between 0 and 1", lambda v: 0 <= v <= 1)
+#: Argument type: a fraction in [0, 1) (a jitter, a share that must leave something).
+fraction = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
 
 
 def int_list(text: str) -> list[int]:

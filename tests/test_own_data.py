@@ -500,6 +500,26 @@ def test_detection_flip_mirrors_boxes_and_masks_with_the_image():
     assert (kept.max(-1).values[:, 4:12, 2:10] == 255).all()  # no mirroring without flip
 
 
+def test_scale_jitter_zooms_boxes_and_masks_with_the_image():
+    import torch
+    from visionrt.train.tasks.detect import augment
+
+    images = torch.zeros((16, 48, 48, 3), dtype=torch.uint8)
+    images[:, 10:30, 14:26] = 255
+    masks = (images[..., 0] > 0).float()[:, None]
+    targets = [{"boxes": torch.tensor([[14.0, 10.0, 26.0, 30.0]]), "labels": torch.tensor([0]), "masks": masks[i]}
+               for i in range(16)]
+    out, moved = augment(images, targets, torch.Generator().manual_seed(0), jitter=0.5, max_shift=0)
+    areas = []
+    for image, target in zip(out, moved):
+        box, mask = target["boxes"][0], target["masks"][0] > 0
+        ys, xs = mask.nonzero(as_tuple=True)
+        np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], box.numpy(), atol=1.5)
+        assert (image[mask].float().mean() > 200) and (image[~mask].float().mean() < 30)  # the mask is the object
+        areas.append(float((box[2] - box[0]) * (box[3] - box[1])))
+    assert min(areas) < 0.8 * 240 and max(areas) > 1.2 * 240  # zoomed out and in (the box is 12×20 = 240 px²)
+
+
 def test_read_ahead_workers_hand_over_the_images_decoding_would_give(image_folder):
     import torch
     from visionrt.train.data.imagefolder import classification_split

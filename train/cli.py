@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..runtime import atomic
 from ..runtime.cli import (Command, emit, existing_dir, existing_file, non_negative_int, output_dir, positive_float,
-                           positive_int)
+                           positive_int, fraction)
 from ..runtime.manifest import MANIFEST_NAME
 from ..runtime.errors import InputError
 from ..runtime.progress import progress
@@ -72,7 +72,8 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 #: ``visionrt train`` flags that override TrainConfig fields when given.
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "image_size", "resize", "workers", "flip", "optimizer", "max_minutes")
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "image_size", "resize", "workers", "flip", "scale_jitter", "optimizer",
+               "max_minutes")
 
 
 def read_run_config(path: Path) -> dict:
@@ -162,6 +163,9 @@ def register(command: Command) -> None:
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror training images left-right at random, boxes, masks and joints with them "
                         "(default: yes, except on the built-in digits)")
+    p.add_argument("--scale-jitter", type=fraction,
+                   help="detect/instance: zoom each training image by a factor in 1 ± this, boxes kept whole "
+                        "(default 0.25; 0 on the built-in digits)")
     p.add_argument("--config", type=existing_file, help="YAML file of training options (flags win); the resolved "
                                                "options are written to <out>/config.json")
     p.add_argument("--no-check", action="store_true", help="skip the dataset check before training")

@@ -25,6 +25,7 @@ class TrainConfig:
     resize: str | None = None      # resize policy (visionrt.runtime.preprocess.RESIZE_POLICIES; None: the task's)
     workers: int = 0               # DataLoader processes decoding the training batches (0: in the training process)
     flip: bool | None = None       # mirror training images left-right at random (None: unless the data is the built-in digits)
+    scale_jitter: float | None = None  # detect/instance: zoom each image by 1 ± this (None: 0.25, 0 on the built-in digits)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

@@ -81,6 +81,8 @@ def check_config(config: TrainConfig) -> None:
         raise bad("weight_decay", "a finite number >= 0")
     if config.max_minutes is not None and not (is_number(config.max_minutes) and config.max_minutes > 0):
         raise bad("max_minutes", "a finite number > 0")
+    if config.scale_jitter is not None and not (is_number(config.scale_jitter) and 0 <= config.scale_jitter < 1):
+        raise bad("scale_jitter", "a number in [0, 1)")
     if config.image_size is not None and not (is_int(config.image_size) and config.image_size >= MIN_IMAGE_SIZE):
         raise bad("image_size", f"an integer >= {MIN_IMAGE_SIZE}")
 

@@ -118,14 +118,19 @@ def build_dataset(
                             lambda tmp: _write(tmp, config, progress, workers or os.cpu_count() or 1))
 
 
-def mirror_invariant(data_dir: str | os.PathLike) -> bool:
-    """Whether a left-right mirrored image is as valid a training sample as the original: not for
-    the built-in digits (a mirrored digit is no digit), yes for any other data."""
+def is_builtin_digits(data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir`` holds built-in digit scenes (its ``dataset.json`` says so)."""
     try:
         kind = json.loads((Path(data_dir) / "dataset.json").read_text())["config"]["scene_kind"]
     except (OSError, ValueError, KeyError, TypeError):
-        return True
-    return kind != SCENE_KINDS[SceneConfig].name
+        return False
+    return kind == SCENE_KINDS[SceneConfig].name
+
+
+def mirror_invariant(data_dir: str | os.PathLike) -> bool:
+    """Whether a left-right mirrored image is as valid a training sample as the original: not for
+    the built-in digits (a mirrored digit is no digit), yes for any other data."""
+    return not is_builtin_digits(data_dir)
 
 
 def build_atomically(out_dir: Path, config_hash: str, write: Callable[[Path], None]) -> Path:

@@ -35,6 +35,7 @@ from ...runtime.tasks import architectures
 from ...runtime.tasks import detect as runtime_detect
 from ..config import TrainConfig
 from ..data import build_dataset, load_coco
+from ..data.build import is_builtin_digits
 from ..data.coco import training_annotations
 from ..data.lazy import LazyImages
 from ..models.detection import FasterRCNN, FasterRCNNConfig, NmsSettings
@@ -124,19 +125,66 @@ def load_split(data_dir: str | Path, split: str, spec: InputSpec) -> tuple[Split
     return Split(LazyImages(data.image_paths, spec), boxes, labels, annotations, targets), classes
 
 
+def zoom(image: torch.Tensor, target: dict[str, torch.Tensor], scale: float,
+         generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A float ``[3, H, W]`` image and its target zoomed by ``scale`` (> 1 in, < 1 out, the border
+    edge-replicated) on a random window that holds every box whole (the zoom in is limited so that
+    one can): boxes scaled with it, masks resampled (nearest)."""
+    _, h, w = image.shape
+    boxes = target["boxes"]
+    if len(boxes):
+        spans = (boxes[:, 2:].max(0).values - boxes[:, :2].min(0).values).clamp(min=1e-3)
+        scale = min(scale, w / float(spans[0]), h / float(spans[1]))
+    corner = []
+    for axis, side in ((0, w), (1, h)):  # the window's corner: inside the image, or covering it
+        low, high = sorted((0.0, side - side / scale))
+        if len(boxes):
+            low = max(low, float(boxes[:, axis + 2].max()) - side / scale)
+            high = max(low, min(high, float(boxes[:, axis].min())))
+        corner.append(low + (high - low) * float(torch.rand(1, generator=generator)))
+    x0, y0 = corner
+    theta = torch.tensor([[[1 / scale, 0, 2 * x0 / w + 1 / scale - 1], [0, 1 / scale, 2 * y0 / h + 1 / scale - 1]]])
+    grid = F.affine_grid(theta, [1, 3, h, w], align_corners=False)
+    out = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    zoomed = {**target, "boxes": ((boxes - torch.tensor([x0, y0, x0, y0])) * scale).clamp(min=0)
+              .minimum(torch.tensor([w, h, w, h], dtype=boxes.dtype))}
+    if "masks" in target and len(target["masks"]):
+        zoomed["masks"] = F.grid_sample(target["masks"][:, None], grid.expand(len(target["masks"]), -1, -1, -1),
+                                        mode="nearest", align_corners=False)[:, 0]
+    return out, zoomed
+
+
+#: Scale jitter of detection training on data of one's own (zoom factors in 1 ± this).
+SCALE_JITTER = 0.25
+
+
+def scale_jitter(data_dir: str | Path, config: TrainConfig | None) -> float:
+    """``config.scale_jitter`` where set, else :data:`SCALE_JITTER` except on the built-in digits
+    (their scenes already vary the digits' scale, and the quick runs are tuned without it)."""
+    if config is not None and config.scale_jitter is not None:
+        return config.scale_jitter
+    return 0.0 if is_builtin_digits(data_dir) else SCALE_JITTER
+
+
 def augment(images: torch.Tensor, targets: list[dict[str, torch.Tensor]], generator: torch.Generator,
-            flip: bool = False, max_shift: int = 16) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+            flip: bool = False, jitter: float = 0.0,
+            max_shift: int = 16) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """Training augmentation of uint8 ``[N, H, W, 3]`` images and their targets: with ``flip``, half
     of them (at random) are mirrored left-right with their boxes and masks (not the built-in digits:
-    a mirrored digit is no digit); each image is translated by up to ``max_shift`` px
-    (edge-replicated), never so far that an object leaves it, and its colour channels are permuted."""
+    a mirrored digit is no digit); with ``jitter``, each is zoomed by a factor in ``1 ± jitter``
+    (:func:`zoom`); each is translated by up to ``max_shift`` px (edge-replicated), never so far
+    that an object leaves it, and its colour channels are permuted."""
     n, h, w, _ = images.shape
     flipped = flip_choice(n, generator, flip)
-    images = mirror(images, flipped)
+    x = mirror(images, flipped).permute(0, 3, 1, 2).float()
     targets = [{**t, "boxes": mirror_boxes(t["boxes"], w),
                 **({"masks": t["masks"].flip(2)} if "masks" in t else {})} if f else t
                for t, f in zip(targets, flipped.tolist())]
-    padded = F.pad(images.permute(0, 3, 1, 2).float(), [max_shift] * 4, mode="replicate")
+    if jitter:
+        scales = 1 + jitter * (2 * torch.rand(n, generator=generator) - 1)
+        zoomed = [zoom(x[i], target, float(scale), generator) for i, (target, scale) in enumerate(zip(targets, scales))]
+        x, targets = torch.stack([image for image, _ in zoomed]), [target for _, target in zoomed]
+    padded = F.pad(x, [max_shift] * 4, mode="replicate")
     out, moved = [], []
     for i, target in enumerate(targets):
         boxes = target["boxes"]
@@ -172,6 +220,7 @@ class Task(TrainTask):
             self.splits[split], self.classes = load_split(data_dir, split, self.spec)
         self.mean, self.std = channel_stats(self.splits["train"].images.sample())
         self.flip = self.mirrors(data_dir, config)
+        self.jitter = scale_jitter(data_dir, config)
         self.arch = "yolo"
 
     def __len__(self) -> int:
@@ -188,7 +237,7 @@ class Task(TrainTask):
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, targets = augment(self.splits["train"].images[indices], self.targets("train", indices), generator,
-                                  self.flip)
+                                  self.flip, self.jitter)
         return sum(model(to_input(images, self.mean, self.std), targets, generator).values())
 
     @torch.no_grad()
