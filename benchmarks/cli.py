@@ -12,7 +12,7 @@ from pathlib import Path
 from ..runtime import atomic
 from ..runtime.backends import BACKENDS
 from ..runtime.cli import (Command, emit, existing_dir, existing_file, int_list, name_list, non_negative_int,
-                           output_dir, positive_float)
+                           output_dir, positive_float, positive_int)
 from ..runtime.errors import InputError
 from ..runtime.precision import PRECISIONS
 from ..runtime.tasks import TASKS
@@ -69,7 +69,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
     options = dict(quick=not args.full, seed=args.seed, build=not args.no_build, bench_seconds=args.bench_seconds,
                    precisions=["fp32", *(p for p in args.precision if p != "fp32")],
-                   bench_batch_sizes=args.bench_batch_sizes)
+                   bench_batch_sizes=args.bench_batch_sizes, epochs=args.epochs)
     if args.task == "all":
         if args.model:
             raise InputError("--model names one task's architecture", fix="leave it out with 'all'")
@@ -110,6 +110,7 @@ def register(command: Command) -> None:
     p.add_argument("--full", action="store_true", help="larger data and longer training")
     p.add_argument("--model", help="architecture (default: the task's; `visionrt doctor` lists them)")
     p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--epochs", type=positive_int, help="train this many epochs (default: the configuration's)")
     p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine build")
     p.add_argument("--bench-seconds", type=positive_float, default=1.0, help="minimum measuring time per benchmark point")
     p.add_argument("--bench-batch-sizes", type=int_list, default=[1, 8, 32], help="batch sizes to benchmark (default 1,8,32)")

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: str | None = None,
                  seed: int = 0, build: bool = True, bench_seconds: float = 1.0,
                  precisions: Sequence[str] = ("fp32", "fp16", "int8"),
-                 bench_batch_sizes: Sequence[int] = (1, 8, 32)) -> dict[str, Any]:
+                 bench_batch_sizes: Sequence[int] = (1, 8, 32), epochs: int | None = None) -> dict[str, Any]:
     """Run every stage; returns the paths written and the headline figures.
 
     ``precisions``: beside fp32, the reduced precisions exported (``export/precision.py``: files,
@@ -33,7 +33,7 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
 
     ``bench_seconds``: minimum measuring time per benchmark point; warm-up and measuring each
     stop after five times that (slow points, e.g. large images, get fewer runs);
-    ``bench_batch_sizes``: the batch sizes benchmarked."""
+    ``bench_batch_sizes``: the batch sizes benchmarked; ``epochs``: instead of the configuration's."""
     from ..export.verify import export_and_verify
     from ..train import tasks
     from ..train.loop import fit
@@ -43,7 +43,8 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
     mode = "quick" if quick else "full"
     data_dir = build_data(task, out / "data" / task, quick=quick, seed=seed)
 
-    config = tasks.configure(task, quick, model, seed=seed, threads=os.cpu_count() or 1)
+    config = tasks.configure(task, quick, model, seed=seed, threads=os.cpu_count() or 1,
+                             **({"epochs": epochs} if epochs else {}))
     log.info("train: %s/%s (%s)", task, config.model, mode)
     model_dir = fit(config, data_dir, out / f"{task}-{config.model}", overwrite=True)  # a re-run replaces it
     log.info("train: wrote %s", model_dir.path("weights", verify=False))
