@@ -66,3 +66,14 @@ def test_ddp_two_gloo_processes_shard_the_data(tiny_data, tmp_path):
     top1 = {name: ModelDir.open(d).manifest.metrics["pytorch"]["test"]["top1"] for name, d in
             (("single", single), ("ddp", ddp))}
     assert abs(top1["single"] - top1["ddp"]) <= 0.1, top1
+
+
+def test_schedules_follow_the_same_warm_up():
+    from visionrt.train.loop import warmup_schedule
+
+    for name in ("cosine", "step", "constant"):  # 100 steps: 15 of warm-up
+        factor = warmup_schedule(100, name)
+        assert factor(0) == pytest.approx(1 / 15) and factor(14) == 1.0 and factor(15) == 1.0
+    step = warmup_schedule(100, "step")
+    assert step(60) == pytest.approx(0.1) and step(90) == pytest.approx(0.01)
+    assert warmup_schedule(100, "cosine")(99) < 0.01 and warmup_schedule(100, "constant")(99) == 1.0

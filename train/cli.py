@@ -24,6 +24,7 @@ from ..runtime.errors import InputError
 from ..runtime.progress import progress
 from ..runtime.preprocess import RESIZE_POLICIES
 from ..runtime.tasks import TASKS
+from .config import SCHEDULES
 from .presets import preset_names
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,8 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 #: ``visionrt train`` flags that override TrainConfig fields when given.
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "image_size", "resize", "workers", "flip", "scale_jitter", "optimizer",
-               "max_minutes")
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "schedule", "image_size", "resize", "workers", "flip", "scale_jitter",
+               "optimizer", "max_minutes")
 
 
 def read_run_config(path: Path) -> dict:
@@ -155,6 +156,8 @@ def register(command: Command) -> None:
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--optimizer", choices=("sgd", "adam"))
+    p.add_argument("--schedule", choices=tuple(SCHEDULES),
+                   help="learning rate after the warm-up (default cosine; step: x0.1 at 1/2 and 3/4 of training)")
     p.add_argument("--image-size", type=positive_int, help="model input side in px (default: the task's built-in size)")
     p.add_argument("--resize", choices=RESIZE_POLICIES,
                    help="how images fit the input (default: letterbox for boxes/joints, stretch otherwise)")

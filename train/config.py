@@ -2,7 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from typing import Any, Callable
+
+
+#: ``TrainConfig.schedule``: the learning rate after the linear warm-up, as a function of the
+#: fraction of the remaining steps done: cosine decay to zero; step decay (×0.1 at 1/2 and 3/4,
+#: the classic ResNet schedule); or constant.
+SCHEDULES: dict[str, Callable[[float], float]] = {
+    "cosine": lambda done: 0.5 * (1 + math.cos(math.pi * done)),
+    "step": lambda done: 0.1 ** ((done >= 0.5) + (done >= 0.75)),
+    "constant": lambda done: 1.0,
+}
 
 
 @dataclasses.dataclass
@@ -12,7 +23,8 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     epochs: int = 12
     batch_size: int = 64          # global: split across DDP processes
-    lr: float = 0.1               # peak of the warm-up + cosine schedule
+    lr: float = 0.1               # peak learning rate, reached after the warm-up
+    schedule: str = "cosine"      # after the warm-up: "cosine", "step" (x0.1 at 1/2 and 3/4) or "constant"
     optimizer: str = "sgd"        # "sgd" (Nesterov momentum) or "adam"
     momentum: float = 0.9         # SGD only
     weight_decay: float = 5e-4

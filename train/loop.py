@@ -24,7 +24,7 @@ from ..runtime.images import MIN_SIDE as MIN_IMAGE_SIZE
 from ..runtime.manifest import MANIFEST_NAME, Manifest, ModelDir
 from ..runtime.progress import progress
 from . import checkpoint, tasks
-from .config import TrainConfig
+from .config import SCHEDULES, TrainConfig
 from .data.lazy import read_ahead
 from .distributed import Dist
 from .tasks import load_task
@@ -33,14 +33,15 @@ WEIGHTS_FILE = "weights.safetensors"
 log = logging.getLogger(__name__)
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float = 0.15) -> Callable[[int], float]:
-    """LR multiplier per step: linear warm-up, then cosine decay to zero at ``total_steps``."""
-    warmup = max(1, int(warmup_fraction * total_steps))
+def warmup_schedule(total_steps: int, schedule: str = "cosine", warmup_fraction: float = 0.15) -> Callable[[int], float]:
+    """LR multiplier per step: linear warm-up over ``warmup_fraction`` of ``total_steps``, then
+    ``SCHEDULES[schedule]`` (:mod:`visionrt.train.config`)."""
+    warmup, after = max(1, int(warmup_fraction * total_steps)), SCHEDULES[schedule]
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+        return after(min(1.0, (step - warmup) / max(1, total_steps - warmup)))
     return factor
 
 
@@ -79,6 +80,8 @@ def check_config(config: TrainConfig) -> None:
         raise bad("momentum", "a number in [0, 1)")
     if not (is_number(config.weight_decay) and config.weight_decay >= 0):
         raise bad("weight_decay", "a finite number >= 0")
+    if config.schedule not in SCHEDULES:
+        raise bad("schedule", f"one of {', '.join(SCHEDULES)}")
     if config.max_minutes is not None and not (is_number(config.max_minutes) and config.max_minutes > 0):
         raise bad("max_minutes", "a finite number > 0")
     if config.scale_jitter is not None and not (is_number(config.scale_jitter) and 0 <= config.scale_jitter < 1):
@@ -116,7 +119,8 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
     per_rank = max(1, config.batch_size // ddp.world)
     steps_per_epoch = len(task) // ddp.world // per_rank
     optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.epochs * steps_per_epoch,
+                                                                             config.schedule))
     ckpt_dir = out_dir / "checkpoints"
     state = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "seconds": 0.0, "history": []}
     if config.resume and (ckpt_dir / checkpoint.RESUME_FILE).is_file():
