@@ -14,12 +14,16 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 
 from ..runtime.backends import Runner, open_runner
 from ..runtime.backends.torch import NAME as TORCH_NAME
-from ..runtime.errors import ArtifactError, BackendUnavailable, InputError
+from ..runtime.errors import ArtifactError, BackendUnavailable, InputError, VisionRTError
+from ..runtime.folders import image_files
+from ..runtime.images import load_image
 from ..runtime.manifest import ModelDir
 from ..runtime.predictor import Predictor
+from ..runtime.preprocess import centre_square
 from ..runtime.tasks import runtime_task
 from ..runtime.tensorrt_env import FLAVOURS
 from .compare import reference_workload
@@ -32,20 +36,37 @@ BASELINE = TORCH_NAME
 log = logging.getLogger(__name__)
 
 
-def test_images(model_dir: ModelDir, data_dir: str | os.PathLike | None, count: int = 64) -> list[Path]:
-    """Up to ``count`` image files (PNG/JPEG) of the dataset's test split (the manifest's dataset by
-    default), or of ``data_dir`` itself where it is a plain folder of images."""
+def test_images(model_dir: ModelDir, data_dir: str | os.PathLike | None,
+                count: int = 64) -> list[Path | np.ndarray]:
+    """Up to ``count`` inputs: the images of ``data_dir`` itself where it is a plain folder of
+    images, else the held-out test inputs of the dataset (the manifest's by default) in any layout
+    its task reads (``RuntimeTask.heldout``)."""
     if data_dir is None and "dataset" not in model_dir.manifest.model:
         raise InputError(f"{model_dir.root} records no dataset to take images from (an imported or own model)",
                          fix="pass --data DIR, a folder of images")
     root = Path(data_dir or model_dir.manifest.model["dataset"])
-    split = root / "images" / "test"
-    folder = split if split.is_dir() else root
-    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:count]
-    if not paths:
-        raise InputError(f"no test images under {folder}",
-                         fix="pass --data DIR: a folder of images, or a dataset made by `visionrt data`")
-    return paths
+    plain = image_files(root) if root.is_dir() else []
+    if plain:
+        return plain[:count]
+    try:
+        inputs, _ = runtime_task(model_dir.manifest.task).heldout(root, count, model_dir.manifest)
+    except VisionRTError as err:
+        raise InputError(f"no test images under {root}: {err}",
+                         fix="pass --data DIR: a folder of images, or the dataset the model was trained on") from err
+    if not inputs:
+        raise InputError(f"no test images under {root}",
+                         fix="pass --data DIR: a folder of images, or the dataset the model was trained on")
+    return list(inputs)
+
+
+def bench_image(model_dir: ModelDir, data_dir: str | os.PathLike | None, side: int) -> Path | np.ndarray:
+    """The benchmark input of one side for a model of any input size: the dataset's
+    ``bench/<side>x<side>.png`` (datasets made by ``visionrt data``), else the largest centred
+    square of its first test input resized to ``side`` × ``side`` (a folder of one's own photos)."""
+    path = Path(data_dir or model_dir.manifest.model.get("dataset", "")) / "bench" / f"{side}x{side}.png"
+    if path.is_file():
+        return path
+    return centre_square(load_image(test_images(model_dir, data_dir, 1)[0]), side)
 
 
 def bench_cases(model_dir: ModelDir, data_dir: str | os.PathLike | None,
@@ -54,21 +75,18 @@ def bench_cases(model_dir: ModelDir, data_dir: str | os.PathLike | None,
 
     Models for images of any size are measured per input size: their task's runtime module
     lists ``BENCH_SIDES`` (and may cap the pixels of a batch with ``BENCH_PIXELS``), and their
-    dataset holds ``bench/<side>x<side>.png``; one case per side, labelled e.g. "256×256".
+    dataset holds ``bench/<side>x<side>.png`` (:func:`bench_image`); one case per side, labelled
+    e.g. "256×256".
     Otherwise: one unlabelled case of test images."""
     task = runtime_task(model_dir.manifest.task)
     sides = task.BENCH_SIDES
     if not sides:
         return [("", test_images(model_dir, data_dir, max(batch_sizes)), batch_sizes)]
-    root = Path(data_dir or model_dir.manifest.model.get("dataset", "")) / "bench"
     budget = task.BENCH_PIXELS
     cases = []
     for side in sides:
-        path = root / f"{side}x{side}.png"
-        if not path.is_file():
-            raise InputError(f"no benchmark image {path}", fix="pass --data DIR of a dataset made by `visionrt data`")
         fitting = [b for b in batch_sizes if budget is None or b * side * side <= budget]
-        cases.append((f"{side}×{side}", [path], fitting or [min(batch_sizes)]))
+        cases.append((f"{side}×{side}", [bench_image(model_dir, data_dir, side)], fitting or [min(batch_sizes)]))
     return cases
 
 
@@ -178,11 +196,12 @@ def _precision_runner(name: str) -> bool:
 
 def precision_accuracy(manifest) -> list[dict]:
     """Accuracy rows of the precision files measured at export (``manifest.precisions``): the
-    task's metrics, their change vs PyTorch fp32 and the verdict, for onnxruntime CPU (the
-    TensorRT-layout int8 file, run in onnxruntime, as its own row)."""
+    task's metrics, their change vs PyTorch fp32, the worst raw output difference from it, the
+    file's size (MB) and the verdict, for onnxruntime CPU (the TensorRT-layout int8 file, run in
+    onnxruntime, as its own row)."""
     rows = []
     for precision, record in manifest.precisions.items():
-        for entry in (record.get("files") or {}).values() if isinstance(record, dict) else ():
+        for key, entry in (record.get("files") or {}).items() if isinstance(record, dict) else ():
             accuracy = entry.get("accuracy")
             if not accuracy:
                 continue
@@ -193,6 +212,10 @@ def precision_accuracy(manifest) -> list[dict]:
                 if "tolerance" in figures:
                     row[name] = figures["value"]
                     row[f"{name} vs fp32"] = figures["change"]
+            if "max_abs_diff" in accuracy:
+                row["max |diff| vs fp32"] = accuracy["max_abs_diff"]
+            if key in manifest.files:
+                row["file MB"] = manifest.files[key].bytes / 1e6
             rows.append(row)
     return rows
 

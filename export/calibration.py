@@ -21,8 +21,9 @@ from onnxruntime.quantization.calibrate import save_tensors_data
 
 from ..runtime.errors import InputError
 from ..runtime.images import load_image
-from ..runtime.manifest import ModelDir
+from ..runtime.manifest import Manifest, ModelDir
 from ..runtime.preprocess import model_input
+from ..runtime.tasks import runtime_task
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,15 @@ METHOD = CalibrationMethod.MinMax
 OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def sample_images(data_dir: str | Path, count: int = DEFAULT_COUNT, seed: int = 0,
+def sample_images(data_dir: str | Path, manifest: Manifest, count: int = DEFAULT_COUNT, seed: int = 0,
                   minimum: int = MIN_IMAGES) -> list[Path]:
-    """``count`` training images (all if fewer) of ``data_dir/images/train``, drawn with ``seed``,
-    sorted by name; :class:`InputError` when fewer than ``minimum`` exist."""
-    root = Path(data_dir) / "images" / "train"
-    available = sorted(root.glob("*.png")) + sorted(root.glob("*.jpg"))
+    """``count`` training images (all if fewer) of the dataset in ``data_dir`` (any layout, see
+    ``RuntimeTask.training_images``), drawn with ``seed``, sorted by path; :class:`InputError`
+    when fewer than ``minimum`` exist."""
+    available = sorted(runtime_task(manifest.task).training_images(data_dir, manifest))
     if len(available) < minimum:
-        raise InputError(f"int8 calibration needs at least {minimum} training images, {root} has {len(available)}",
-                         fix="pass --data DIR of the dataset the model was trained on (images/train/)")
+        raise InputError(f"int8 calibration needs at least {minimum} training images, {data_dir} has "
+                         f"{len(available)}", fix="pass --data DIR of the dataset the model was trained on")
     chosen = np.random.default_rng(seed).choice(len(available), size=min(count, len(available)), replace=False)
     return sorted(available[i] for i in chosen)
 
@@ -60,11 +61,12 @@ class ImageReader(CalibrationDataReader):
 
     def __init__(self, model_dir: ModelDir, images: list[Path]):
         self.manifest, self.images, self.position = model_dir.manifest, images, 0
+        self.task = runtime_task(self.manifest.task)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.position >= len(self.images):
             return None
-        image = load_image(self.images[self.position])
+        image = self.task.model_image(load_image(self.images[self.position]), self.manifest)
         self.position += 1
         return {self.manifest.input.name: model_input([image], self.manifest)}
 
@@ -77,7 +79,7 @@ def calibrate(model_dir: ModelDir, data_dir: str | Path, count: int = DEFAULT_CO
     """The calibration cache of ``model_dir``'s fp32 ONNX and its record; reused when the manifest
     records one made from the same ONNX, images and method (and the file is intact), else computed
     and registered under key ``calibration``."""
-    images = sample_images(data_dir, count, seed, minimum)
+    images = sample_images(data_dir, model_dir.manifest, count, seed, minimum)
     record = {"count": len(images), "seed": seed, "images_sha256": image_list_sha256(images),
               "method": METHOD.name, "op_types": list(OP_TYPES), "onnx_sha256": model_dir.manifest.files["onnx"].sha256,
               "split": "train", "preprocessing": "runtime (images.load_image + preprocess.model_input)"}

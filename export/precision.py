@@ -258,6 +258,7 @@ def measure_precisions(model_dir: ModelDir, data_dir: str | Path, precisions: Se
         record = model_dir.manifest.precisions[precision]
         record["files"][key]["accuracy"] = {
             "runner": report.candidate, "samples": report.samples, "passed": report.passed,
+            "max_abs_diff": max(float(o.max_abs) for o in report.outputs),  # worst raw output vs PyTorch fp32
             "metrics": {name: {"fp32_pytorch": t["reference"], "value": t["candidate"],
                                "change": t["candidate"] - t["reference"],
                                **({"tolerance": t["tolerance"]} if name in tolerance else {})}

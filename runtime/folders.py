@@ -137,6 +137,23 @@ def read_photo_folder(data_dir: str | os.PathLike, split: str, seed: int = 0) ->
     return files
 
 
+def training_images(data_dir: str | os.PathLike) -> list[Path]:
+    """The training split's image files of a dataset in any layout visionrt reads: a mask folder
+    (or VOC), ``images/train/`` (COCO, the built-in data, photo folders with splits), ``images/``
+    split by ratio (a style folder), or an ImageFolder."""
+    data_dir = Path(data_dir)
+    if is_mask_folder(data_dir):
+        return read_mask_folder(data_dir, "train")[0]
+    if (data_dir / "images" / "train").is_dir():
+        return image_files(data_dir / "images" / "train")
+    if (data_dir / "images").is_dir():
+        return read_photo_folder(data_dir / "images", "train")
+    if is_image_folder(data_dir):
+        return read_image_folder(data_dir, "train").image_paths
+    raise DatasetError(f"{data_dir} holds no training images in a layout visionrt reads",
+                       fix="pass the dataset the model was trained on (see train/data/README.md)")
+
+
 def read_class_names(data_dir: str | os.PathLike) -> list[str]:
     """A mask folder's class names: ``classes.txt`` (one per line) or ``classes.json`` (a list)."""
     data_dir = Path(data_dir)

@@ -26,6 +26,15 @@ def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear")
     return np.asarray(Image.fromarray(image).resize((width, height), _RESAMPLE[method]))
 
 
+def centre_square(image: np.ndarray, side: int) -> np.ndarray:
+    """The largest centred square of an RGB uint8 image ``[H, W, 3]``, resized (bicubic) to ``[side, side, 3]``:
+    a benchmark input of one size for models of any input size."""
+    h, w = image.shape[:2]
+    s = min(h, w)
+    square = np.ascontiguousarray(image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s])
+    return resize(square, side, side, "bicubic")
+
+
 @dataclasses.dataclass(frozen=True)
 class Fit:
     """Where an original image lands in the model input: input pixel = original pixel × ``scale`` +

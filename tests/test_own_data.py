@@ -343,6 +343,35 @@ def test_imagefolder_of_photos_trains_exports_and_predicts(image_folder, tmp_pat
 
 
 @pytest.mark.slow
+def test_the_documented_commands_take_an_image_folder_through_every_stage(image_folder, tmp_path):
+    """README's own-data commands, as a user types them: check, train, export (+ int8), build, bench, predict."""
+    out, photo = tmp_path / "m", tmp_path / "cat.jpg"
+    Image.fromarray(load_photo("chelsea", max_side=300)).save(photo)
+    config = _yaml(tmp_path, "model_kwargs: {widths: [8, 16], blocks: 1}\nthreads: 2")
+    train = ["train", "--task", "classify", "--data", str(image_folder), "--out", str(out), "--image-size", "32",
+             "--epochs", "2", "--workers", "2", "--resize", "center-crop", "--config", str(config)]
+    refused = cli(*train)  # 48 training images, the default batch is 64
+    assert refused.returncode == 2 and "48 samples, fewer than one batch of 64" in refused.stderr
+    assert "--batch-size 48" in refused.stderr and not out.exists()
+    commands = [["data", "check", str(image_folder), "--task", "classify"],
+                [*train, "--batch-size", "16"],
+                ["export", str(out), "--precision", "fp32,int8"],
+                *([["build", str(out)]] if HAS_RTX else []),
+                ["bench", str(out), "--backends", "onnxruntime", "--batch-sizes", "1", "--seconds", "0.05",
+                 "--precision", "fp32,int8"],
+                ["predict", str(out), str(photo), "--json"]]
+    for command in commands:
+        result = cli(*command)
+        assert result.returncode == 0, (command, result.stderr[-2000:])
+    prediction = json.loads(result.stdout)
+    assert json.dumps(prediction).count("chelsea") + json.dumps(prediction).count("coffee") + \
+        json.dumps(prediction).count("rocket") >= 1  # a label of the folder's classes
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input"]["resize"] == "center-crop" and manifest["classes"] == list(CLASSES)
+    assert (out / "bench" / "bench.json").is_file() and "int8" in (out / "bench" / "bench.md").read_text()
+
+
+@pytest.mark.slow
 def test_coco_photos_of_varying_sizes_train_a_letterboxed_detector(coco_photos, tmp_path):
     model_dir = _train("detect", coco_photos, tmp_path / "m", model="yolo", epochs=2, batch_size=8, optimizer="adam",
                        lr=0.002, image_size=64, model_kwargs={"widths": [8, 16, 16], "head": 32})
@@ -406,6 +435,11 @@ def test_folder_of_photos_trains_a_super_resolver(photo_folder, tmp_path, monkey
     assert model_dir.manifest.metrics["pytorch"]["test"]["psnr_gain"] > -1.0  # near bicubic or better
     image = load_photo("astronaut", max_side=70)
     assert _predict(model_dir, image).image.shape == (image.shape[0] * 3, image.shape[1] * 3, 3)
+    from visionrt.benchmarks.run import bench_model_dir
+
+    # no bench/ inputs in a folder of one's own: squares of a held-out photo, per benchmarked side
+    paths = bench_model_dir(model_dir, backends=["onnxruntime"], batch_sizes=[1], min_seconds=0.01, max_seconds=0.05)
+    assert all(f"{side}×{side}" in paths["markdown"].read_text() for side in (64, 128, 256))
 
 
 @pytest.mark.slow

@@ -116,12 +116,46 @@ def test_too_few_calibration_images(tmp_path):
     from PIL import Image
 
     from visionrt.export.calibration import sample_images
+    from visionrt.runtime.manifest import InputSpec, Manifest
 
     (tmp_path / "images" / "train").mkdir(parents=True)
     for i in range(3):
         Image.new("RGB", (8, 8)).save(tmp_path / "images" / "train" / f"{i}.png")
+    manifest = Manifest("classify", {"arch": "resnet"}, ["a", "b"], InputSpec(height=8, width=8), [])
     with pytest.raises(InputError, match="at least 8 training images.*has 3"):
-        sample_images(tmp_path)
+        sample_images(tmp_path, manifest)
+
+
+@pytest.mark.parametrize("layout", ["imagefolder", "mask folder", "superres photos"])
+def test_calibration_samples_the_training_images_of_every_layout(layout, tmp_path):
+    from PIL import Image
+
+    from visionrt.export.calibration import sample_images
+    from visionrt.runtime.manifest import InputSpec, Manifest
+
+    def image(path, size=(64, 48)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size).save(path)
+
+    task = {"imagefolder": "classify", "mask folder": "segment", "superres photos": "superres"}[layout]
+    for i in range(10):
+        if layout == "imagefolder":
+            image(tmp_path / "train" / ("cat" if i % 2 else "dog") / f"{i}.jpg")
+            image(tmp_path / "val" / "cat" / f"{i}.jpg")
+        elif layout == "mask folder":
+            image(tmp_path / "images" / "train" / f"{i}.jpg")
+            image(tmp_path / "images" / "val" / f"{i}.jpg")
+            (tmp_path / "masks" / "train").mkdir(parents=True, exist_ok=True)
+        else:
+            image(tmp_path / f"{i}.jpg")
+    manifest = Manifest(task, {"arch": "x"}, [], InputSpec(height=8, width=8), [], postprocess={"scale": 2})
+    chosen = sample_images(tmp_path, manifest, count=6)
+    assert len(chosen) == 6 and all("val" not in p.parts for p in chosen)
+    if layout == "superres photos":  # calibrated on the degraded inputs the model is given
+        from visionrt.runtime.tasks import runtime_task
+
+        low = runtime_task("superres").model_image(np.zeros((48, 64, 3), np.uint8), manifest)
+        assert low.shape == (24, 32, 3)
 
 
 def test_keys_follow_one_scheme():

@@ -36,6 +36,7 @@ def test_reduced_precisions_within_tolerance(quick_run, task):
             else:
                 accuracy = entry["accuracy"]
                 assert accuracy["passed"], f"{task} {key}: {accuracy['metrics']}"
+                assert 0 <= accuracy["max_abs_diff"] < float("inf"), (task, key)
                 judged = [name for name, figure in accuracy["metrics"].items() if "tolerance" in figure]
                 assert judged, f"{task} {key}: no metric was judged against a tolerance"
                 for name, figure in accuracy["metrics"].items():
@@ -53,6 +54,7 @@ def test_benchmark_report_has_every_precision(quick_run, task):
     report = (run["model_dir"] / "bench" / "bench.md").read_text()
     for precision in ("fp32", "fp16", "int8"):
         assert precision in report, f"{task}: no {precision} row in bench.md"
+    assert "max |diff| vs fp32" in report and "file MB" in report, task
 
 
 @pytest.mark.skipif(not HAS_RTX, reason="the rtx extra (TensorRT-RTX) is not installed")

@@ -118,6 +118,9 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
         model = torch.nn.parallel.DistributedDataParallel(model)
     per_rank = max(1, config.batch_size // ddp.world)
     steps_per_epoch = len(task) // ddp.world // per_rank
+    if steps_per_epoch == 0:
+        raise InputError(f"the training split has {len(task)} samples, fewer than one batch of {config.batch_size}",
+                         fix=f"pass --batch-size {len(task) // ddp.world} or less, or add training images")
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_schedule(config.epochs * steps_per_epoch,
                                                                              config.schedule))

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import folders
 from ..manifest import Manifest
 from ..render import side_by_side
 
@@ -70,6 +71,16 @@ class RuntimeTask(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:
         """Task metrics of the model outputs for :meth:`heldout` images against their targets."""
+
+    def training_images(self, data_dir: str | Path, manifest: Manifest) -> list[Path]:
+        """The training split's image files (what int8 calibration samples); default:
+        :func:`~visionrt.runtime.folders.training_images` of the dataset's layout."""
+        return folders.training_images(data_dir)
+
+    def model_image(self, image: np.ndarray, manifest: Manifest) -> np.ndarray:
+        """A :meth:`training_images` image as the model's users give it (before :meth:`prepare`);
+        default: itself (super-resolution degrades its high-resolution photos)."""
+        return image
 
     def prepare(self, image: np.ndarray, manifest: Manifest) -> np.ndarray:
         """The task's own step before the generic preprocessing, on one RGB uint8 image (run by the

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..datasets import photo_split_names
 from ..errors import InputError
-from ..folders import read_photo_folder
+from ..folders import image_files, read_photo_folder
 from ..images import load_image, to_uint8
 from ..manifest import Manifest
 from ..preprocess import require_sides
@@ -120,6 +120,19 @@ def heldout(data_dir: str | Path, count: int | None = None,
     targets = np.empty(len(pairs), dtype=object)
     targets[:] = [HeldOut(lr, hr) for lr, hr in pairs]
     return [t.lr for t in targets], targets
+
+
+def training_images(data_dir: str | Path, manifest: Manifest) -> list[Path]:
+    """The high-resolution training photos: the built-in dataset's ``hr/train/``, or a folder's."""
+    root = Path(data_dir)
+    if (root / "dataset.json").is_file():
+        return image_files(root / "hr" / "train")
+    return read_photo_folder(root, "train")
+
+
+def model_image(image: np.ndarray, manifest: Manifest) -> np.ndarray:
+    """A high-resolution photo -> the low-resolution input the model is given (:func:`degrade`)."""
+    return degrade(image, manifest.postprocess["scale"])[0]
 
 
 def psnr(a: np.ndarray, b: np.ndarray, border: int = 0) -> float:
@@ -230,6 +243,8 @@ class SuperResTask(RuntimeTask):
     evaluate = staticmethod(evaluate)
     prepare = staticmethod(prepare)
     report_picture = staticmethod(report_picture)
+    training_images = staticmethod(training_images)
+    model_image = staticmethod(model_image)
 
 
 TASK = SuperResTask()

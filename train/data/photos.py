@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ...runtime.images import load_image
+from ...runtime.preprocess import centre_square
 from .build import build_atomically
 from .errors import DatasetError
 from .sources import _load_background
@@ -111,12 +112,9 @@ def write_photo_dataset(out_dir: str | os.PathLike, config: Mapping[str, Any],
 
 def write_bench_inputs(root: Path, image: np.ndarray, sides: Sequence[int]) -> None:
     """``root/bench/<side>x<side>.png``: the largest centred square of ``image`` resized (bicubic)
-    to each side, for benchmarks per input size."""
-    h, w = image.shape[:2]
-    s = min(h, w)
-    square = Image.fromarray(image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s])
+    to each side (:func:`~visionrt.runtime.preprocess.centre_square`), for benchmarks per input size."""
     for side in sides:
-        save_png(root / "bench" / f"{side}x{side}.png", np.asarray(square.resize((side, side), Image.BICUBIC)))
+        save_png(root / "bench" / f"{side}x{side}.png", centre_square(image, side))
 
 
 def photo_splits(exclude: Sequence[str] = ()) -> dict[str, list[str]]:
