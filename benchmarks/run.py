@@ -59,34 +59,30 @@ def test_images(model_dir: ModelDir, data_dir: str | os.PathLike | None,
     return list(inputs)
 
 
-def bench_image(model_dir: ModelDir, data_dir: str | os.PathLike | None, side: int) -> Path | np.ndarray:
-    """The benchmark input of one side for a model of any input size: the dataset's
-    ``bench/<side>x<side>.png`` (datasets made by ``visionrt data``), else the largest centred
-    square of its first test input resized to ``side`` × ``side`` (a folder of one's own photos)."""
-    path = Path(data_dir or model_dir.manifest.model.get("dataset", "")) / "bench" / f"{side}x{side}.png"
-    if path.is_file():
-        return path
-    return centre_square(load_image(test_images(model_dir, data_dir, 1)[0]), side)
-
-
 def bench_cases(model_dir: ModelDir, data_dir: str | os.PathLike | None,
                 batch_sizes: list[int]) -> list[tuple[str, list[Path], list[int]]]:
     """What to measure: ``(label, images, batch sizes)`` per case.
 
     Models for images of any size are measured per input size: their task's runtime module
     lists ``BENCH_SIDES`` (and may cap the pixels of a batch with ``BENCH_PIXELS``), and their
-    dataset holds ``bench/<side>x<side>.png`` (:func:`bench_image`); one case per side, labelled
-    e.g. "256×256".
+    dataset holds ``bench/<side>x<side>.png`` (datasets made by ``visionrt data``; a folder of one's
+    own photos has none: the largest centred square of its first test input, resized); one case
+    per side, labelled e.g. "256×256".
     Otherwise: one unlabelled case of test images."""
     task = runtime_task(model_dir.manifest.task)
     sides = task.BENCH_SIDES
     if not sides:
         return [("", test_images(model_dir, data_dir, max(batch_sizes)), batch_sizes)]
+    root = Path(data_dir or model_dir.manifest.model.get("dataset", "")) / "bench"
     budget = task.BENCH_PIXELS
-    cases = []
+    cases, photo = [], None
     for side in sides:
+        image = root / f"{side}x{side}.png"
+        if not image.is_file():
+            photo = load_image(test_images(model_dir, data_dir, 1)[0]) if photo is None else photo
+            image = centre_square(photo, side)
         fitting = [b for b in batch_sizes if budget is None or b * side * side <= budget]
-        cases.append((f"{side}×{side}", [bench_image(model_dir, data_dir, side)], fitting or [min(batch_sizes)]))
+        cases.append((f"{side}×{side}", [image], fitting or [min(batch_sizes)]))
     return cases
 
 

@@ -509,12 +509,12 @@ def test_center_crop_is_refused_where_it_would_cut_objects(coco_photos, tmp_path
 
 
 def test_mirroring_is_off_for_the_built_in_digits_only(tmp_path, coco_photos):
-    from visionrt.train.data.build import mirror_invariant
+    from visionrt.train.data.build import is_builtin_digits
 
     (tmp_path / "dataset.json").write_text(json.dumps({"config": {"scene_kind": "digits"}}))
-    assert not mirror_invariant(tmp_path) and mirror_invariant(coco_photos)
+    assert is_builtin_digits(tmp_path) and not is_builtin_digits(coco_photos)
     (tmp_path / "dataset.json").write_text(json.dumps({"config": {"scene_kind": "figures"}}))
-    assert mirror_invariant(tmp_path)
+    assert not is_builtin_digits(tmp_path)
 
 
 def test_detection_flip_mirrors_boxes_and_masks_with_the_image():

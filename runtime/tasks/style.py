@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..datasets import photo_split_names
+from ..datasets import DatasetError, photo_split_names
 from ..folders import image_files, read_photo_folder
 from ..images import load_image, to_float, to_uint8
 from ..manifest import Manifest
@@ -144,17 +144,27 @@ class HeldOut:
     style: Path
 
 
+def style_image(data_dir: str | Path) -> Path:
+    """The style image of a style dataset, ``DIR/style.<ext>`` (the built-in one's is ``style.png``);
+    :class:`DatasetError` when there is none."""
+    root = Path(data_dir)
+    found = [p for p in image_files(root) if p.stem == "style"] if root.is_dir() else []
+    if not found:
+        raise DatasetError(f"{root} has no style image (style.jpg or style.png)",
+                           fix=f"put the style image at {root / 'style.jpg'} and the content photos in {root / 'images'}/")
+    return found[0]
+
+
 def heldout(data_dir: str | Path, count: int | None = None,
             manifest: Manifest | None = None) -> tuple[list[Path], np.ndarray]:
     """Test content photos and, per photo, a :class:`HeldOut` (object array): the built-in
     dataset's, or a folder's (``style.<ext>`` beside ``images/``, as training reads it)."""
     root = Path(data_dir)
     if (root / "dataset.json").is_file():
-        names = photo_split_names(root, "test", count)
-        contents, style = [root / "images" / "test" / f"{n}.png" for n in names], root / "style.png"
+        contents = [root / "images" / "test" / f"{n}.png" for n in photo_split_names(root, "test", count)]
     else:
         contents = read_photo_folder(root / "images", "test")[:count]
-        style = next((p for p in image_files(root) if p.stem == "style"), root / "style.png")
+    style = style_image(root)
     targets = np.empty(len(contents), dtype=object)
     targets[:] = [HeldOut(content, style) for content in contents]
     return [t.content for t in targets], targets

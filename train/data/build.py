@@ -127,11 +127,6 @@ def is_builtin_digits(data_dir: str | os.PathLike) -> bool:
     return kind == SCENE_KINDS[SceneConfig].name
 
 
-def mirror_invariant(data_dir: str | os.PathLike) -> bool:
-    """Whether a left-right mirrored image is as valid a training sample as the original: not for
-    the built-in digits (a mirrored digit is no digit), yes for any other data."""
-    return not is_builtin_digits(data_dir)
-
 
 def build_atomically(out_dir: Path, config_hash: str, write: Callable[[Path], None]) -> Path:
     """``out_dir`` as it is if its ``dataset.json`` records ``config_hash``; else ``write(tmp)``

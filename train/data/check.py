@@ -17,10 +17,11 @@ import numpy as np
 
 from ...runtime.datasets import DatasetError
 from ...runtime.errors import VisionRTError
-from ...runtime.folders import (IGNORE, SPLITS, image_files, is_image_folder, is_mask_folder, read_class_names,
+from ...runtime.folders import (IGNORE, SPLITS, is_image_folder, is_mask_folder, read_class_names,
                                 read_image_folder, read_mask_folder, read_photo_folder)
 from ...runtime.images import load_image
 from ...runtime.tasks.segment import read_map
+from ...runtime.tasks.style import style_image
 
 @dataclasses.dataclass
 class Report:
@@ -116,8 +117,11 @@ def _check_photos(data_dir: Path, split: str, task: str, report: Report) -> None
     """A folder of photos (superres: ``DIR/`` or the built-in ``DIR/hr/``; style: ``DIR/images/``
     beside a style image)."""
     if task == "style":
-        if split == SPLITS[0] and not any(p.stem == "style" for p in image_files(data_dir)):
-            report.problem(data_dir, "has no style image", f"put it at {data_dir / 'style.jpg'}")
+        if split == SPLITS[0]:
+            try:
+                style_image(data_dir)
+            except VisionRTError as err:
+                report.problem(data_dir, "has no style image", err.fix)
         folder = data_dir / "images"
     else:
         folder = data_dir / "hr" if (data_dir / "dataset.json").is_file() else data_dir

@@ -46,14 +46,20 @@ def load_photo(name: str, max_side: int | None = None, multiple: int = 1) -> np.
     """Photo ``name`` as RGB uint8 ``[H, W, 3]``: shrunk (Lanczos) so its longer side is at most
     ``max_side``, then cropped (bottom/right) so that H and W are multiples of ``multiple``."""
     try:
-        image = Image.fromarray(_photo(name))
+        array = _photo(name)
     except AttributeError as err:
         raise DatasetError(f"unknown photo {name!r}", fix=f"use one of {', '.join(all_photos())}") from err
     if max_side is not None:
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    array = np.asarray(image)
+        array = shrink(array, max_side)
     h, w = array.shape[0] // multiple * multiple, array.shape[1] // multiple * multiple
     return np.ascontiguousarray(array[:h, :w])
+
+
+def shrink(image: np.ndarray, side: int) -> np.ndarray:
+    """An RGB uint8 image with its longer side shrunk (Lanczos) to at most ``side`` px."""
+    picture = Image.fromarray(image)
+    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return np.asarray(picture)
 
 
 def all_photos() -> tuple[str, ...]:

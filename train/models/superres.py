@@ -85,6 +85,10 @@ class VDSR(nn.Module):
 ARCHITECTURES = {"srcnn": SRCNN, "fsrcnn": FSRCNN, "vdsr": VDSR}
 
 
+#: The upscaling factors the networks are built for.
+SUPPORTED_SCALES = (2, 3, 4)
+
+
 @dataclasses.dataclass
 class SuperResConfig:
     """Which network, its upscaling factor and its keyword arguments (e.g. ``{"f2": 1}``)."""
@@ -97,6 +101,6 @@ class SuperResConfig:
 def build_superres(config: SuperResConfig) -> nn.Module:
     if config.arch not in ARCHITECTURES:
         raise ValueError(f"unknown super-resolution network '{config.arch}' (choose from {', '.join(ARCHITECTURES)})")
-    if config.scale not in (2, 3, 4):
+    if config.scale not in SUPPORTED_SCALES:
         raise ValueError(f"scale {config.scale} is not supported (2, 3 or 4)")
     return ARCHITECTURES[config.arch](config.scale, **config.kwargs)

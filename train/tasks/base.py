@@ -23,7 +23,7 @@ from torch import nn
 from ...runtime.errors import InputError
 from ...runtime.manifest import InputSpec, OutputSpec
 from ..config import TrainConfig
-from ..data.build import mirror_invariant
+from ..data.build import is_builtin_digits
 from ..data.lazy import LazyImages
 
 
@@ -60,10 +60,10 @@ class TrainTask(abc.ABC):
     @staticmethod
     def mirrors(data_dir: str | os.PathLike, config: TrainConfig | None) -> bool:
         """Whether training mirrors images left-right at random: ``config.flip`` where set, else
-        unless the data is the built-in digits."""
+        unless the data is the built-in digits (a mirrored digit is no digit)."""
         if config is not None and config.flip is not None:
             return config.flip
-        return mirror_invariant(data_dir)
+        return not is_builtin_digits(data_dir)
 
     @abc.abstractmethod
     def __len__(self) -> int:

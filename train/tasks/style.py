@@ -25,14 +25,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ...runtime.folders import SPLITS, image_files, read_photo_folder
+from ...runtime.folders import SPLITS, read_photo_folder
 from ...runtime.manifest import InputSpec, OutputSpec
 from ...runtime.images import load_image, to_float, to_uint8
-from ...runtime.tasks.style import BENCH_SIDES, OUTPUT, LossNetwork, summarise
+from ...runtime.tasks.style import BENCH_SIDES, OUTPUT, LossNetwork, style_image, summarise
 from ..config import TrainConfig
-from ..data.errors import DatasetError
-from ..data.photos import (dataset_info, load_photo, photo_splits, read_png, read_split, save_png, write_bench_inputs,
-                           write_photo_dataset)
+from ..data.photos import (dataset_info, load_photo, photo_splits, read_png, read_split, save_png, shrink,
+                           write_bench_inputs, write_photo_dataset)
 from ..models.style import CONTENT_WEIGHT, STYLE_WEIGHT, GatysLoss, StyleConfig, build_transform
 from .base import TrainTask
 
@@ -167,23 +166,6 @@ class Task(TrainTask):
 
     def train_sources(self) -> list:
         return []  # photos held in memory
-
-
-def style_image(data_dir: str | Path) -> Path:
-    """``DIR/style.<ext>`` of a folder of one's own; :class:`DatasetError` when there is none."""
-    found = [p for p in image_files(Path(data_dir)) if p.stem == "style"] if Path(data_dir).is_dir() else []
-    if not found:
-        raise DatasetError(f"{data_dir} has no style image (style.jpg or style.png)",
-                           fix=f"put the style image at {Path(data_dir) / 'style.jpg'} and the content photos in "
-                               f"{Path(data_dir) / 'images'}/")
-    return found[0]
-
-
-def shrink(image: np.ndarray, side: int) -> np.ndarray:
-    """``image`` with its longer side shrunk (Lanczos) to at most ``side`` px."""
-    picture = Image.fromarray(image)
-    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return np.asarray(picture)
 
 
 def _at_least(image: np.ndarray, side: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from ..config import TrainConfig
 from ..data.errors import DatasetError
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_split, save_png, write_bench_inputs,
                            write_photo_dataset)
-from ..models.superres import SuperResConfig, build_superres
+from ..models.superres import SUPPORTED_SCALES, SuperResConfig, build_superres
 from .base import TrainTask
 
 #: Datasets written by :func:`build_data`, one per scale.
@@ -49,8 +49,8 @@ PATCHES_PER_EPOCH = 2048
 PATCH = 48
 #: Sides (low-resolution pixels) the runtime accepts; the engine's profile spans them.
 MIN_SIDE, MAX_OUTPUT_SIDE, OPT_SIDE = 8, 2048, 256
-#: The scale of a model trained on a folder of photos when ``model_kwargs`` names none, and the scales the networks take.
-DEFAULT_SCALE, SCALES_SUPPORTED = 2, (2, 3, 4)
+#: The scale of a model trained on a folder of photos when ``model_kwargs`` names none.
+DEFAULT_SCALE = 2
 
 
 def build_data(out_dir: str | Path, quick: bool = True, seed: int = 0, progress=None) -> Path:
@@ -85,19 +85,20 @@ def read_photos(data_dir: str | Path, scale: int) -> tuple[dict[str, list[np.nda
     """A folder of high-resolution photos, per split: the photos cropped to a multiple of ``scale``
     and their bicubic downscales (:func:`~visionrt.runtime.tasks.superres.degrade`);
     :class:`DatasetError` for a scale the networks lack or a photo smaller than a training patch."""
-    if not (isinstance(scale, int) and not isinstance(scale, bool) and scale in SCALES_SUPPORTED):
+    if not (isinstance(scale, int) and not isinstance(scale, bool) and scale in SUPPORTED_SCALES):
         raise DatasetError(f"super-resolution scale must be 2, 3 or 4, got {scale!r}",
                            fix="set model_kwargs: {scale: 2} (or 3, 4) in the --config file")
     hr, lr = {}, {}
     for split in SPLITS:
-        hr[split] = []
+        hr[split], lr[split] = [], []
         for path in read_photo_folder(data_dir, split):
             photo = load_image(path)
             if min(photo.shape[:2]) < PATCH:
                 raise DatasetError(f"{path} is {photo.shape[1]}×{photo.shape[0]} px, smaller than a training "
-                                   f"patch ({PATCH} px)", fix="remove it or use photos of at least 48 px a side")
-            hr[split].append(photo)
-        lr[split], hr[split] = map(list, zip(*(degrade(photo, scale) for photo in hr[split])))
+                                   f"patch ({PATCH} px)", fix=f"remove it or use photos of at least {PATCH} px a side")
+            low, high = degrade(photo, scale)
+            lr[split].append(low)
+            hr[split].append(high)
     return hr, lr
 
 
