@@ -12,8 +12,8 @@ TASK  ?= all
 .PHONY: setup browser demo test test-fast
 setup: $(VENV)/.installed
 
-# The page test drives a real headless Chromium (Debian's packages); it skips with the reason
-# where they cannot be installed (no root, no apt).
+# The page test drives a real headless Chromium (Debian's packages); under `make test` it fails
+# where they cannot be installed (no root, no apt); a plain `pytest` skips it with the reason.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
@@ -29,9 +29,11 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/visionrt pipeline $(TASK) --out $(OUT)
 
+# The extras `setup` installs are required here: a test that would skip for want of one fails
+# (tests/conftest.py: require_or_skip). Only "no GPU" and "no full TensorRT" remain skips.
 test: setup browser
-	$(PY) -m pytest
+	VISIONRT_REQUIRE_EXTRAS=1 $(PY) -m pytest
 
 # pytest exits 5 when nothing was collected: that fails here like any other non-zero exit.
 test-fast: setup browser
-	$(PY) -m pytest -m "not slow"
+	VISIONRT_REQUIRE_EXTRAS=1 $(PY) -m pytest -m "not slow"

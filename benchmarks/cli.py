@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ..runtime import atomic
 from ..runtime.backends import BACKENDS
-from ..runtime.cli import (Command, emit, existing_dir, existing_file, int_list, name_list, non_negative_int,
-                           output_dir, positive_float, positive_int)
+from ..runtime.argtypes import (existing_dir, existing_file, int_list, name_list, non_negative_int, output_dir,
+                                positive_float, positive_int)
+from ..runtime.cli import Command, emit
 from ..runtime.errors import InputError
 from ..runtime.precision import PRECISIONS
 from ..runtime.tasks import TASKS
@@ -57,7 +58,7 @@ def check_batch_memory(manifest, batch_sizes: list[int]) -> None:
     from .machine import check_bench_memory
 
     spec = manifest.input
-    sides = runtime_task(manifest.task).BENCH_SIDES or (224,)
+    sides = runtime_task(manifest.task).bench_sides or (224,)
     pixels = (spec.height or min(sides)) * (spec.width or min(sides))
     check_bench_memory(2 * sum(batch_sizes) * spec.channels * pixels * 4,
                        f"batch sizes {','.join(map(str, batch_sizes))} of {spec.channels}×{spec.height or min(sides)}"
@@ -114,5 +115,5 @@ def register(command: Command) -> None:
     p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine build")
     p.add_argument("--bench-seconds", type=positive_float, default=1.0, help="minimum measuring time per benchmark point")
     p.add_argument("--bench-batch-sizes", type=int_list, default=[1, 8, 32], help="batch sizes to benchmark (default 1,8,32)")
-    p.add_argument("--precision", default=["fp32", "fp16", "int8"], type=name_list(*PRECISIONS),
+    p.add_argument("--precision", default=list(PRECISIONS), type=name_list(*PRECISIONS),
                    help="precisions to export, build and benchmark beside fp32 (default: fp32,fp16,int8)")

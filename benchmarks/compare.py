@@ -112,7 +112,9 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any], max_slowdown: float 
     """Every point and accuracy figure of ``new`` against ``old`` (two bench.json documents).
     ``tolerances``: ``{task: {metric: (atol, rtol)}}`` an accuracy figure may drop by."""
     if tolerances is None:
-        from ..export.precision import TOLERANCE as tolerances
+        from ..runtime.tasks import TASKS, runtime_task
+
+        tolerances = {task: runtime_task(task).precision_tolerance for task in TASKS}
     scale_old = scale_new = 1.0
     if normalise:
         scale_old, scale_new = (_reference_ms(doc) for doc in (old, new))

@@ -2,7 +2,10 @@
 
     python -m visionrt.benchmarks.gpu_plugins --out results/gpu_plugins
 
-Each kernel is compiled by NVRTC for this GPU (CUBIN), loaded with ``cuModuleLoadData`` and
+Each kernel is compiled by NVRTC for this GPU, by default as PTX for its ``compute_XY`` (the form
+TensorRT's ahead-of-time plugins embed, JIT-compiled by the driver, which must be no older than
+the NVRTC: checked first, as the engine build does) or with ``--kernel-format cubin`` as machine
+code for its ``sm_XY``; loaded with ``cuModuleLoadData`` and
 launched with ``cuLaunchKernel`` using the launch its TensorRT plugin uses: the op module's
 ``launch*`` and ``defines`` functions (``runtime/plugins/<op>/tensorrt.py``), arguments in
 TensorRT's AOT order (inputs, int32 scalars, outputs). Every output is checked against the
@@ -30,7 +33,7 @@ import numpy as np
 
 from visionrt.runtime import atomic
 from visionrt.runtime.errors import BackendUnavailable
-from visionrt.runtime.plugins import nvrtc, registry
+from visionrt.runtime.plugins import nvrtc, registry, tensorrt_registration
 from visionrt.runtime.plugins.launch import KernelLaunch
 from visionrt.runtime.plugins.max_unpool import tensorrt as max_unpool
 from visionrt.runtime.plugins.nms import tensorrt as nms
@@ -193,9 +196,10 @@ def moved_bytes(arrays: Sequence[np.ndarray]) -> int:
 
 # the GPU -------------------------------------------------------------------------------------
 class Gpu:
-    """One CUDA device through the driver API (cuda-python), on its primary context."""
+    """One CUDA device through the driver API (cuda-python), on its primary context; kernels
+    compiled as ``output`` (``"ptx"``, as TensorRT embeds them, or ``"cubin"``)."""
 
-    def __init__(self, ordinal: int = 0):
+    def __init__(self, ordinal: int = 0, output: nvrtc.Output = "ptx"):
         try:
             from cuda.bindings import driver
         except ImportError as err:
@@ -217,6 +221,10 @@ class Gpu:
         clock_khz = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE, self.device)[1]
         bus_bits = driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, self.device)[1]
         self.peak_bytes_per_s = peak_bandwidth(clock_khz, bus_bits)
+        self.driver_version = self._call(driver.cuDriverGetVersion())
+        if output == "ptx":  # PluginError, as at engine build, when the driver cannot JIT this NVRTC's PTX
+            tensorrt_registration.kernel_format(self.driver_version, nvrtc.nvrtc_version())
+        self.output = output
         self._modules: dict[tuple, Any] = {}
 
     def _call(self, result):
@@ -230,10 +238,10 @@ class Gpu:
         return self._call(self.driver.cuDeviceGetAttribute(attribute, self.device))
 
     def function(self, kernel: Path, defines: Mapping[str, str], name: str):
-        """The compiled entry point ``name`` of ``kernel`` (CUBIN for this GPU), loaded once."""
+        """The compiled entry point ``name`` of ``kernel`` (PTX or CUBIN for this GPU), loaded once."""
         key = (kernel, tuple(sorted(defines.items())))
         if key not in self._modules:
-            code = nvrtc.compile_file(kernel, self.arch, defines).code
+            code = nvrtc.compile_file(kernel, self.arch, defines, self.output).code
             self._modules[key] = self._call(self.driver.cuModuleLoadData(code))
         return self._call(self.driver.cuModuleGetFunction(self._modules[key], name.encode()))
 
@@ -385,7 +393,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     device = report["device"]
     peak = f", peak {device['peak_gb_s']:.0f} GB/s" if device["peak_gb_s"] else ""
     lines = ["# visionrt plugin kernels on a GPU", "",
-             f"{device['name']} (sm_{device['arch']}{peak}); NVRTC {report['nvrtc']}; "
+             f"{device['name']} (sm_{device['arch']}{peak}); NVRTC {report['nvrtc']}, "
+             f"{report.get('kernel_format', 'cubin').upper()} kernels; "
              f"median of {report['runs']} launches after {report['warmup']} warm-up, CUDA events.", "",
              "| case | reference | kernel ms (p90) | torchvision ms | speed-up | GB/s | of peak |",
              "|---|---|---|---|---|---|---|"]
@@ -420,13 +429,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", type=int, default=0, help="CUDA device ordinal")
     parser.add_argument("--quick", action="store_true", help="small sizes: a correctness run")
     parser.add_argument("--no-torchvision", action="store_true", help="skip the torchvision comparison")
+    parser.add_argument("--kernel-format", choices=("ptx", "cubin"), default="ptx",
+                        help="ptx (default: what TensorRT embeds in the engine) or cubin")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every case; exit status 1 if any kernel disagrees with its reference."""
     args = parse_args(argv)
-    gpu = Gpu(args.device)
+    gpu = Gpu(args.device, args.kernel_format)
     tv = None if args.no_torchvision else import_torchvision()
     if tv is not None:
         tv[0].cuda.set_device(args.device)  # torch's events and streams then time the same device
@@ -435,8 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(run_case(gpu, case, args.runs, args.warmup, tv))
         print(f"{case.name}: {'ok' if rows[-1]['reference']['ok'] else 'FAIL'} "
               f"{rows[-1]['kernel']['median_ms']:.4f} ms", file=sys.stderr)
-    report = {"device": {"name": gpu.name, "arch": gpu.arch,
+    report = {"device": {"name": gpu.name, "arch": gpu.arch, "driver": gpu.driver_version,
                          "peak_gb_s": gpu.peak_bytes_per_s / 1e9 if gpu.peak_bytes_per_s else None},
+              "kernel_format": gpu.output,
               "nvrtc": ".".join(map(str, nvrtc.nvrtc_version())), "runs": args.runs, "warmup": args.warmup,
               "torchvision": tv is not None, "machine": describe_machine(), "rows": rows}
     for path in write_gpu_plugin_report(report, args.out):

@@ -13,6 +13,13 @@ counted as N images in the throughput:
   directory's own preprocessing when ``--model-dir`` is given, else random values of the shape
   ``GET /v2/models/{m}`` reports (which then must have no free axis but the batch).
 
+The load generator is Python (httpx on asyncio): one process drives at most one core, and on the
+server's machine it takes cores from the server. Per level it measures its own CPU (CPU seconds ÷
+wall seconds of each of its processes) and flags the level **client-bound** when one process used
+≥ 0.9 of a core: then the figure is the client's limit, not the server's. ``--processes N`` spreads
+the load over N processes; for reference figures use a C client on separate cores
+(``python -m visionrt.benchmarks.serving --wrk``).
+
 Per level: images/s, latency p50/p90/p95/p99/mean (milliseconds; successful requests only),
 errors by HTTP status or exception, and, where the server exposes visionrt's Prometheus metrics,
 the batch sizes it formed (``visionrt_batch_size`` histogram, scraped before and after: the
@@ -20,7 +27,10 @@ difference). Reports: JSON, Markdown, a CSV with perf_analyzer's ``--verbose-csv
 (latencies in microseconds; columns it cannot measure from outside, e.g. Client Send, are 0) and
 a PNG of latency against throughput.
 
-It contacts nothing but the URL it is given (http or https), and stops by itself.
+It contacts nothing but the URL it is given (http or https), and stops by itself. For a server
+started with ``--api-key-file``, pass ``--api-key-file`` too: the key is read from a file, so it stays
+out of the shell's history and the process list, and the report records the file's path, never the key;
+``--cacert PEM`` trusts a self-signed server certificate.
 """
 from __future__ import annotations
 
@@ -35,6 +45,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -55,6 +66,8 @@ PERF_ANALYZER_COLUMNS = ("Concurrency", "Inferences/Second", "Client Send", "Net
                          "Client Recv", "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Avg latency",
                          "request/response", "response wait")
 PERCENTILES = (50, 90, 95, 99)
+#: Cores of one load-generator process from which a level counts as client-bound.
+CLIENT_BOUND = 0.9
 BATCH_METRIC, QUEUE_METRIC, COMPUTE_METRIC = "visionrt_batch_size", "visionrt_queue_seconds", "visionrt_compute_seconds"
 
 
@@ -73,6 +86,9 @@ class LoadSettings:
     timeout_s: float = 30.0
     seed: int = 0
     images_per_request: int = 1
+    processes: int = 1
+    api_key_file: str | None = None
+    cacert: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +113,13 @@ class LevelResult:
     latency_ms: dict[str, float]
     errors: dict[str, int]
     server: dict[str, Any] | None
+    #: cores each load-generator process used (CPU s / wall s); None where not measured
+    client_cpu: list[float] | None = None
+
+    @property
+    def client_bound(self) -> bool:
+        """Whether a load-generator process used nearly a whole core (the figure measures the client)."""
+        return bool(self.client_cpu) and max(self.client_cpu) >= CLIENT_BOUND
 
 
 # targets and payloads ----------------------------------------------------------------------------
@@ -270,8 +293,51 @@ def summarise(concurrency: int, request_rate: float | None, measured: Mapping[st
     if samples:
         latency = {f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(latencies, PERCENTILES))}
         latency.update(mean=float(latencies.mean()), min=float(latencies.min()), max=float(latencies.max()))
+    cpu = measured.get("cpu")
     return LevelResult(concurrency, request_rate, len(samples) + sum(measured["errors"].values()), images, seconds,
-                       images / seconds if seconds > 0 else 0.0, latency, dict(measured["errors"]), server)
+                       images / seconds if seconds > 0 else 0.0, latency, dict(measured["errors"]), server,
+                       [c / seconds for c in cpu] if cpu and seconds > 0 else None)
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split over at most ``parts`` non-zero shares differing by at most one."""
+    return [n for n in (total // parts + (i < total % parts) for i in range(parts)) if n]
+
+
+async def measure_level(client, path: str, payloads: Sequence[Payload], settings: LoadSettings, concurrency: int,
+                        duration_s: float, pool=None) -> dict[str, Any]:
+    """:func:`run_level` in this process, or (``pool``: a process pool of ``settings.processes``) its
+    concurrency, request cap and rate shared over that many processes; with ``"cpu"``: the CPU
+    seconds of each process while it sent."""
+    if pool is None:
+        cpu = time.process_time()
+        measured = await run_level(client, path, payloads, concurrency, duration_s, settings.max_requests,
+                                   settings.request_rate, settings.seed)
+        return {**measured, "cpu": [time.process_time() - cpu]}
+    loop = asyncio.get_running_loop()
+    split = shares(concurrency, settings.processes)
+    parts = await asyncio.gather(*(loop.run_in_executor(pool, _level_process, settings, payloads, path, share,
+                                                        duration_s, len(split), settings.seed + i)
+                                   for i, share in enumerate(split)))
+    errors: dict[str, int] = {}
+    for part in parts:
+        for status, n in part["errors"].items():
+            errors[status] = errors.get(status, 0) + n
+    return {"samples": [s for part in parts for s in part["samples"]], "errors": errors,
+            "started": min(part["started"] for part in parts), "cpu": [c for part in parts for c in part["cpu"]]}
+
+
+def _level_process(settings: LoadSettings, payloads: Sequence[Payload], path: str, concurrency: int,
+                   duration_s: float, processes: int, seed: int) -> dict[str, Any]:
+    """One process's share of a level (``time.perf_counter`` is CLOCK_MONOTONIC, so samples merge)."""
+    async def share() -> dict[str, Any]:
+        async with _client(settings, concurrency + 1) as client:
+            cpu = time.process_time()
+            measured = await run_level(client, path, payloads, concurrency, duration_s,
+                                       max(1, settings.max_requests // processes),
+                                       settings.request_rate / processes if settings.request_rate else None, seed)
+            return {**measured, "cpu": [time.process_time() - cpu]}
+    return asyncio.run(share())
 
 
 # the server's own metrics -------------------------------------------------------------------------
@@ -330,11 +396,24 @@ def endpoint_path(settings: LoadSettings) -> str:
             else f"/v2/models/{settings.model}/infer")
 
 
-def fetch_metadata(url: str, model: str, timeout_s: float = 10.0) -> dict[str, Any]:
-    """``GET {url}/v2/models/{model}`` (the v2 model metadata)."""
+def client_options(settings: LoadSettings) -> dict[str, Any]:
+    """httpx options: the header ``Authorization: Bearer <key>`` with the first key of
+    ``settings.api_key_file``, and for https the certificates of ``settings.cacert`` (else the system's)."""
+    options: dict[str, Any] = {"headers": {}}
+    if settings.api_key_file is not None:
+        from visionrt.runtime.server.auth import read_keys
+
+        options["headers"]["Authorization"] = f"Bearer {read_keys(settings.api_key_file)[0]}"
+    if settings.cacert is not None:
+        options["verify"] = ssl.create_default_context(cafile=settings.cacert)
+    return options
+
+
+def fetch_metadata(url: str, model: str, timeout_s: float = 10.0, **options: Any) -> dict[str, Any]:
+    """``GET {url}/v2/models/{model}`` (the v2 model metadata); ``options`` as :func:`client_options`."""
     import httpx
 
-    response = httpx.get(f"{check_url(url)}/v2/models/{model}", timeout=timeout_s)
+    response = httpx.get(f"{check_url(url)}/v2/models/{model}", timeout=timeout_s, **options)
     if response.status_code != 200:
         raise InputError(f"{url} has no model '{model}' (GET /v2/models/{model}: {response.status_code})")
     return response.json()
@@ -342,28 +421,51 @@ def fetch_metadata(url: str, model: str, timeout_s: float = 10.0) -> dict[str, A
 
 async def sweep(settings: LoadSettings, payloads: Sequence[Payload]) -> list[LevelResult]:
     """Every concurrency level in turn: warm-up, scrape, measure, scrape."""
-    import httpx
-
-    url = check_url(settings.url)
+    check_url(settings.url)
     path = endpoint_path(settings)
+    pool = None
+    if settings.processes > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        pool = concurrent.futures.ProcessPoolExecutor(settings.processes, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return await _levels(settings, payloads, path, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+async def _levels(settings: LoadSettings, payloads: Sequence[Payload], path: str, pool) -> list[LevelResult]:
     results = []
-    limits = httpx.Limits(max_connections=max(settings.concurrency) + 1, max_keepalive_connections=max(settings.concurrency) + 1)
-    async with httpx.AsyncClient(base_url=url, timeout=settings.timeout_s, limits=limits, trust_env=False,
-                                 follow_redirects=False) as client:
+    async with _client(settings, max(settings.concurrency) + 1) as client:
         for concurrency in settings.concurrency:
             if settings.warmup_s > 0:
-                await run_level(client, path, payloads, concurrency, settings.warmup_s, settings.max_requests)
+                await measure_level(client, path, payloads, settings, concurrency, settings.warmup_s, pool)
             before = await _scrape(client, settings.model)
-            measured = await run_level(client, path, payloads, concurrency, settings.duration_s, settings.max_requests,
-                                       settings.request_rate, settings.seed)
+            measured = await measure_level(client, path, payloads, settings, concurrency, settings.duration_s, pool)
             after = await _scrape(client, settings.model)
             result = summarise(concurrency, settings.request_rate, measured,
                                server_delta(before, after) if before is not None and after is not None else None)
             log.info("concurrency %d: %.1f images/s, p50 %.1f ms, p99 %.1f ms, errors %s", concurrency,
                      result.images_per_s, result.latency_ms.get("p50", float("nan")),
                      result.latency_ms.get("p99", float("nan")), result.errors or "none")
+            if result.client_bound:
+                log.warning("concurrency %d is client-bound: a load-generator process used %.2f of a core, so %.1f "
+                            "images/s is the client's limit, not the server's (spread it: --processes N; or measure "
+                            "with a C client: python -m visionrt.benchmarks.serving --wrk)", concurrency,
+                            max(result.client_cpu), result.images_per_s)
             results.append(result)
     return results
+
+
+def _client(settings: LoadSettings, connections: int):
+    """The load generator's ``httpx.AsyncClient`` for ``settings.url``, ``connections`` at most."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=check_url(settings.url), timeout=settings.timeout_s, limits=limits,
+                             trust_env=False, follow_redirects=False, **client_options(settings))
 
 
 def run_loadtest(settings: LoadSettings, images_dir: str | os.PathLike | None = None,
@@ -382,7 +484,8 @@ def run_loadtest(settings: LoadSettings, images_dir: str | os.PathLike | None = 
     else:
         if model_dir is not None and files is None:
             raise InputError("--model-dir preprocesses images", fix="pass --images DIR as well")
-        payloads = infer_payloads(fetch_metadata(settings.url, settings.model, settings.timeout_s), files, model_dir,
+        metadata = fetch_metadata(settings.url, settings.model, settings.timeout_s, **client_options(settings))
+        payloads = infer_payloads(metadata, files, model_dir,
                                   settings.seed, settings.images_per_request)
     return asyncio.run(sweep(settings, payloads))
 
@@ -410,15 +513,21 @@ def markdown(results: Sequence[LevelResult], settings: LoadSettings) -> str:
     lines = [f"# Load test: {settings.model} at {settings.url} ({settings.endpoint})", "",
              f"{mode}{settings.duration_s:g} s per level after {settings.warmup_s:g} s warm-up, "
              f"{settings.images_per_request} image(s) per request.",
-             "", "| concurrency | requests | images/s | p50 ms | p90 ms | p95 ms | p99 ms | errors | mean batch | batch sizes |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+             "", "| concurrency | requests | images/s | p50 ms | p90 ms | p95 ms | p99 ms | errors | mean batch | batch sizes "
+                 "| client CPU (cores) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
     for r in results:
         lat = [f"{r.latency_ms[k]:.1f}" if k in r.latency_ms else "—" for k in ("p50", "p90", "p95", "p99")]
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items())) or "0"
         batch = f"{r.server['mean_batch']:.2f}" if r.server else "—"
         sizes = ", ".join(f"{k}: {v}" for k, v in r.server["batch_sizes"].items()) if r.server else "—"
+        client = " + ".join(f"{c:.2f}" for c in r.client_cpu) if r.client_cpu else "—"
         lines.append(f"| {r.concurrency} | {r.requests} | {r.images_per_s:.1f} | {' | '.join(lat)} | {errors} | "
-                     f"{batch} | {sizes} |")
+                     f"{batch} | {sizes} | {client}{' **client-bound**' if r.client_bound else ''} |")
+    if any(r.client_bound for r in results):
+        lines += ["", f"**client-bound**: a load-generator process used ≥ {CLIENT_BOUND} of a core; that level's "
+                      "images/s is the client's limit, not the server's (spread it with `--processes N`, or measure "
+                      "with `python -m visionrt.benchmarks.serving --wrk`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -471,7 +580,9 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
     settings = LoadSettings(url=args.url, model=args.model, endpoint=args.endpoint, concurrency=tuple(args.concurrency),
                             duration_s=args.duration, warmup_s=args.warmup, request_rate=args.request_rate,
                             max_requests=args.max_requests, timeout_s=args.timeout, seed=args.seed,
-                            images_per_request=args.images_per_request)
+                            images_per_request=args.images_per_request, processes=args.processes,
+                            api_key_file=str(args.api_key_file) if args.api_key_file else None,
+                            cacert=str(args.cacert) if args.cacert else None)
     results = run_loadtest(settings, args.images, args.model_dir)
     paths = write_reports(results, settings, args.out)
     emit(args, {"reports": {k: str(v) for k, v in paths.items()}, "levels": [dataclasses.asdict(r) for r in results]},
@@ -480,8 +591,8 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
 
 def register(command) -> None:
     """Add ``loadtest`` through the root CLI's ``command(name, func, help)``."""
-    from visionrt.runtime.cli import existing_dir, int_list, non_negative_float, non_negative_int, output_dir, \
-        positive_float, positive_int
+    from visionrt.runtime.argtypes import (existing_dir, existing_file, int_list, non_negative_float,
+                                           non_negative_int, output_dir, positive_float, positive_int)
 
     p = command("loadtest", cmd_loadtest, "measure a running server: throughput and latency per concurrency level")
     p.add_argument("url", help="the server, e.g. http://127.0.0.1:8000 (nothing else is contacted)")
@@ -499,4 +610,11 @@ def register(command) -> None:
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--images-per-request", type=positive_int, default=1,
                    help="images in each request: a multipart form (predict) or an N-row tensor (infer); default 1")
+    p.add_argument("--processes", type=positive_int, default=1,
+                   help="load-generator processes sharing each level's concurrency (default 1; one Python process "
+                        "drives at most one core)")
     p.add_argument("--out", type=output_dir, default=Path("loadtest"), help="report folder (default ./loadtest)")
+    p.add_argument("--api-key-file", type=existing_file, metavar="FILE",
+                   help="send 'Authorization: Bearer <key>' with the first key of FILE (a server's --api-key-file)")
+    p.add_argument("--cacert", type=existing_file, metavar="PEM",
+                   help="https: trust the certificates of PEM (e.g. a self-signed server's; default: the system's)")

@@ -22,6 +22,7 @@ from ..export.build import parse_shapes
 from ..runtime.backends.base import Runner, TensorSpec
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 from ..runtime.errors import BackendUnavailable, InputError
+from ..runtime.file_kind import require_file
 from .harness import BenchSettings, Result, bench_model
 from .machine import check_bench_memory, usable_cpus
 from .report import write_report
@@ -106,8 +107,7 @@ def bench_onnx_file(path: str | os.PathLike, shapes: Mapping[str, tuple[int, ...
     """Model-only benchmark of the ONNX file on each backend at each batch size (default: the batch
     that ``shapes`` or the file gives, else 1); writes the report and returns its paths."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"ONNX file {path} does not exist", fix="pass the path of an .onnx file")
+    require_file(path, "ONNX file", InputError, fix="pass the path of an .onnx file")
     shapes = dict(shapes or {})
     threads = threads or usable_cpus()
     settings = BenchSettings(min_seconds=min_seconds, threads=threads,

@@ -17,6 +17,7 @@ from PIL import Image
 from ..runtime import atomic
 from ..runtime.errors import ArtifactError, BackendUnavailable, PluginError, VisionRTError
 from ..runtime.manifest import ModelDir
+from ..runtime.precision import PRECISIONS
 from ..train.cli import build_data
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: str | None = None,
                  seed: int = 0, build: bool = True, bench_seconds: float = 1.0,
-                 precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+                 precisions: Sequence[str] = PRECISIONS,
                  bench_batch_sizes: Sequence[int] = (1, 8, 32), epochs: int | None = None) -> dict[str, Any]:
     """Run every stage; returns the paths written and the headline figures.
 
@@ -34,7 +35,7 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
     ``bench_seconds``: minimum measuring time per benchmark point; warm-up and measuring each
     stop after five times that (slow points, e.g. large images, get fewer runs);
     ``bench_batch_sizes``: the batch sizes benchmarked; ``epochs``: instead of the configuration's."""
-    from ..export.verify import export_and_verify
+    from ..export.stage import export_and_verify
     from ..train import tasks
     from ..train.loop import fit
     from .run import bench_model_dir

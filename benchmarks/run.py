@@ -23,7 +23,7 @@ from ..runtime.folders import image_files
 from ..runtime.images import load_image
 from ..runtime.manifest import ModelDir
 from ..runtime.predictor import Predictor
-from ..runtime.preprocess import centre_square
+from ..runtime.preprocess import centre_square, generated_images
 from ..runtime.tasks import runtime_task
 from ..runtime.tensorrt_env import FLAVOURS
 from .compare import reference_workload
@@ -42,8 +42,9 @@ def test_images(model_dir: ModelDir, data_dir: str | os.PathLike | None,
     images, else the held-out test inputs of the dataset (the manifest's by default) in any layout
     its task reads (``RuntimeTask.heldout``)."""
     if data_dir is None and "dataset" not in model_dir.manifest.model:
-        raise InputError(f"{model_dir.root} records no dataset to take images from (an imported or own model)",
-                         fix="pass --data DIR, a folder of images")
+        log.info("bench: %s records no dataset: generated images of the input size (--data DIR for your own)",
+                 model_dir.root)
+        return generated_images(model_dir.manifest.input, min(count, GENERATED))
     root = Path(data_dir or model_dir.manifest.model["dataset"])
     plain = image_files(root) if root.is_dir() else []
     if plain:
@@ -59,22 +60,26 @@ def test_images(model_dir: ModelDir, data_dir: str | os.PathLike | None,
     return list(inputs)
 
 
+#: How many distinct images are generated for a model without data (batches repeat them).
+GENERATED = 8
+
+
 def bench_cases(model_dir: ModelDir, data_dir: str | os.PathLike | None,
                 batch_sizes: list[int]) -> list[tuple[str, list[Path], list[int]]]:
     """What to measure: ``(label, images, batch sizes)`` per case.
 
     Models for images of any size are measured per input size: their task's runtime module
-    lists ``BENCH_SIDES`` (and may cap the pixels of a batch with ``BENCH_PIXELS``), and their
+    lists ``bench_sides`` (and may cap the pixels of a batch with ``bench_pixels``), and their
     dataset holds ``bench/<side>x<side>.png`` (datasets made by ``visionrt data``; a folder of one's
     own photos has none: the largest centred square of its first test input, resized); one case
     per side, labelled e.g. "256×256".
     Otherwise: one unlabelled case of test images."""
     task = runtime_task(model_dir.manifest.task)
-    sides = task.BENCH_SIDES
+    sides = task.bench_sides
     if not sides:
         return [("", test_images(model_dir, data_dir, max(batch_sizes)), batch_sizes)]
     root = Path(data_dir or model_dir.manifest.model.get("dataset", "")) / "bench"
-    budget = task.BENCH_PIXELS
+    budget = task.bench_pixels
     cases, photo = [], None
     for side in sides:
         image = root / f"{side}x{side}.png"
@@ -146,11 +151,14 @@ def bench_model_dir(model_dir: ModelDir, backends: Iterable[str] = ("onnxruntime
     cases = bench_cases(model_dir, data_dir, batch_sizes)
     arch = m.model["arch"]
     results: list[Result] = []
+    broken: list[ArtifactError] = []
     for label, precision, make in _runners(model_dir, backends, threads, precisions):
         try:
             runner = make()
             predictor = Predictor(model_dir, runner=runner)
         except (BackendUnavailable, ArtifactError) as err:
+            if isinstance(err, ArtifactError):
+                broken.append(err)
             results.append(Result(task=m.task, model=arch, backend=label, precision=precision, batch=batch_sizes[0],
                                   mode="model", timing=None, notes=f"skipped: {err}"))
             continue
@@ -167,9 +175,12 @@ def bench_model_dir(model_dir: ModelDir, backends: Iterable[str] = ("onnxruntime
                                          settings=settings, **point)
             results += [dataclasses.replace(r, notes="; ".join(filter(None, (r.notes, note)))) for r in measured]
         predictor.close()
+    if broken and all(r.timing is None for r in results):  # nothing measured: the model's files are the problem
+        raise broken[0]
     accuracy = [{"task": m.task, "backend": backend, "precision": "fp32",
                  m.primary_metric: values["test"][m.primary_metric]}
-                for backend, values in m.metrics.items() if isinstance(values, dict) and "test" in values
+                for backend, values in m.metrics.items() if isinstance(values, dict)
+                and m.primary_metric in values.get("test", {})  # an import's: agreement with its fp32, no metric
                 and not _precision_runner(backend)]
     accuracy += precision_accuracy(m)
     paths = write_report(results, Path(out_dir or model_dir.root / "bench"), accuracy=accuracy,

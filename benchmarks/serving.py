@@ -1,6 +1,23 @@
-"""The serving figures: ``python -m visionrt.benchmarks.serving MODEL_DIR --images DIR [--out DIR] [-- SERVER_OPTIONS]``.
+"""The serving figures: ``python -m visionrt.benchmarks.serving MODEL_DIR --images DIR [--wrk] [--out DIR] [-- SERVER_OPTIONS]``.
 
-Each figure runs a fresh ``visionrt serve`` subprocess on 127.0.0.1 (a free port; options after
+**Reference figures** (``--wrk``, :func:`reference_figures`): the server pinned to one core
+(``taskset``, one onnxruntime thread), the C load generator ``wrk`` pinned to another, and
+``Predictor`` in this process pinned to the server's core, measured back to back before each
+server figure. Per setup (HTTP predict batched / ``--max-batch-size 1`` / 8 images a request, HTTP
+v2 infer, gRPC infer, 2 workers): images/s, latency, the mean batch, the client's CPU, and
+
+- **server efficiency** = server images/s ÷ in-process images/s on the same core;
+- **CPU efficiency** = in-process CPU s per image ÷ server CPU s per image (``/proc`` of the server
+  and its workers): less sensitive than throughput to other load on the machine;
+- **overhead** = server CPU ms per request beyond the in-process cost of its images (model + decode).
+
+gRPC is driven by :mod:`.grpc_load` (Python: no C gRPC load tool installs here) on the client core;
+2 workers run on both cores, sharing the client's (compare their CPU efficiency, not throughput).
+Each setup runs ``repeat`` times; the report gives the median and the spread, and the load average.
+
+**Quick figures** (without ``--wrk``, :func:`serving_figures`): client (:mod:`.loadtest`, Python)
+and server share this machine's cores, unpinned, so the client takes CPU from the server and
+usually saturates first: these figures bound the server from below. Each figure runs a fresh ``visionrt serve`` subprocess on 127.0.0.1 (a free port; options after
 ``--`` go to every server) and loads it with :mod:`.loadtest` (``predict`` endpoint,
 ``images_per_request`` images a request, counted as that many images):
 
@@ -31,7 +48,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from visionrt.runtime import atomic
-from visionrt.runtime.cli import positive_int
+from visionrt.runtime.argtypes import positive_int
 from visionrt.runtime.errors import VisionRTError
 
 from .harness import run_timed
@@ -53,13 +70,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(model_dirs: Sequence[str | os.PathLike], *options: str, ready_s: float = 120.0) -> Iterator[RunningServer]:
-    """``python -m visionrt.runtime.server MODEL_DIR ... OPTIONS`` on 127.0.0.1 and a free port,
-    until the block ends (SIGTERM, then its exit is awaited)."""
+def running_server(model_dirs: Sequence[str | os.PathLike], *options: str, ready_s: float = 120.0,
+                   prefix: Sequence[str] = ()) -> Iterator[RunningServer]:
+    """``python -m visionrt.runtime.server MODEL_DIR ... OPTIONS`` on 127.0.0.1 and a free port
+    (after ``prefix``, e.g. ``taskset -c 0``), until the block ends (SIGTERM, then its exit is awaited)."""
     import httpx
 
     port = free_port()
-    command = [sys.executable, "-m", "visionrt.runtime.server", *map(str, model_dirs), "--host", "127.0.0.1",
+    command = [*prefix, sys.executable, "-m", "visionrt.runtime.server", *map(str, model_dirs), "--host", "127.0.0.1",
                "--port", str(port), *options]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -98,13 +116,51 @@ def rss_kib(pid: int) -> int:
 
 def in_process_images_per_s(model_dir: str | os.PathLike, blobs: Sequence[bytes], batch: int, seconds: float) -> float:
     """Images/s of ``Predictor.predict`` on ``batch`` encoded images per call (decode included)."""
+    return in_process_rate(model_dir, blobs, batch, seconds)[0]
+
+
+def in_process_rate(model_dir: str | os.PathLike, blobs: Sequence[bytes], batch: int, seconds: float,
+                    decode: bool = True, threads: int = 0) -> tuple[float, float]:
+    """(images/s, CPU seconds per image) of ``Predictor.predict`` on ``batch`` encoded images per call
+    (``decode=False``: ``Predictor.infer`` on them preprocessed, what a v2 request costs the model)."""
     from visionrt.runtime.predictor import Predictor
 
     chosen = [blobs[i % len(blobs)] for i in range(batch)]
-    with Predictor(model_dir) as predictor:
-        predictor.predict(chosen)  # warm-up
-        samples = run_timed(lambda: predictor.predict(chosen), min_runs=3, min_seconds=seconds, max_seconds=10 * seconds)
-    return batch / (float(np.median(samples)) / 1e3)
+    with Predictor(model_dir, threads=threads) as predictor:
+        rows = predictor.preprocess(chosen)
+        call = (lambda: predictor.predict(chosen)) if decode else (lambda: predictor.infer(rows))
+        call()  # warm-up
+        cpu = time.process_time()
+        samples = run_timed(call, min_runs=3, min_seconds=seconds, max_seconds=10 * seconds)
+        cpu = time.process_time() - cpu
+    return batch / (float(np.median(samples)) / 1e3), cpu / (batch * len(samples))
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants (``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:  # the process ended meanwhile
+            continue
+    return total
+
+
+@contextlib.contextmanager
+def pinned_to(cores: set[int]) -> Iterator[None]:
+    """Run this process on ``cores`` only, for the block."""
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
 
 
 def predict_latency_ms(model_dir: str | os.PathLike, blob: bytes, seconds: float) -> float:
@@ -164,6 +220,165 @@ def serving_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLike,
     return figures
 
 
+# reference figures (--wrk) -------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """One reference figure: what is sent (``predict``, ``infer``: HTTP v2, ``grpc``), how many images a
+    request, extra server options, and whether the server may use the client's core too."""
+
+    name: str
+    endpoint: str
+    images_per_request: int = 1
+    server_options: tuple[str, ...] = ()
+    both_cores: bool = False
+
+
+SETUPS = (
+    Setup("HTTP predict, dynamic batching", "predict"),
+    Setup("HTTP predict, --max-batch-size 1", "predict", server_options=("--max-batch-size", "1")),
+    Setup("HTTP predict, 8 images a request", "predict", 8),
+    Setup("HTTP v2 infer (binary tensor), dynamic batching", "infer"),
+    Setup("gRPC v2 infer, dynamic batching", "grpc"),
+    Setup("HTTP predict, --workers 2 (both cores, sharing the client's)", "predict",
+          server_options=("--workers", "2"), both_cores=True),
+)
+
+
+def _load_setup(setup: Setup, server: RunningServer, model: str, model_dir, files, connections: int,
+                seconds: float, client_core: int, grpc_address: str | None) -> dict:
+    """Warm up, then load ``server`` for ``seconds``: its images/s, latency, server and client CPU, batches."""
+    import httpx
+
+    from .grpc_load import grpc_load
+    from .loadtest import fetch_metadata, infer_payloads, parse_metrics, server_delta
+    from .wrk import run_wrk
+
+    def scrape() -> dict:
+        return parse_metrics(httpx.get(f"{server.url}/metrics", trust_env=False).text, model)
+
+    if setup.endpoint == "grpc":
+        from visionrt.runtime.predictor import Predictor
+
+        with Predictor(model_dir) as predictor:
+            rows = predictor.preprocess(files[:setup.images_per_request])
+
+        def load(duration: float):
+            r = grpc_load(grpc_address, model, rows, processes=2, threads=connections // 2, seconds=duration,
+                          cores={client_core})
+            return r.requests, r.seconds, r.latency_ms, r.errors, r.client_cpu_s
+    else:
+        payload = (predict_payloads(files, setup.images_per_request)[0] if setup.endpoint == "predict" else
+                   infer_payloads(fetch_metadata(server.url, model), files, model_dir,
+                                  images_per_request=setup.images_per_request)[0])
+        path = f"/v1/models/{model}/predict" if setup.endpoint == "predict" else f"/v2/models/{model}/infer"
+
+        def load(duration: float):
+            r = run_wrk(server.url + path, payload, connections, duration, str(client_core))
+            return r.requests, r.seconds, r.latency_ms, sum(r.errors.values()), r.client_cpu_s
+
+    load(min(2.0, seconds))  # warm-up
+    before, cpu = scrape(), process_cpu_s(server.pid)
+    requests, wall, latency, errors, client_cpu = load(seconds)
+    server_cpu = process_cpu_s(server.pid) - cpu
+    batches = server_delta(before, scrape()) or {}
+    images = requests * setup.images_per_request
+    return {"images_per_s": images / wall, "latency_ms": latency, "errors": errors, "requests": requests,
+            "server_cpu_s_per_image": server_cpu / images if images else None,
+            "server_cores": server_cpu / wall, "client_cores": client_cpu / wall,
+            "mean_batch": batches.get("mean_batch")}
+
+
+def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLike, *, seconds: float = 10.0,
+                      connections: int = 16, repeat: int = 3, server_core: int = 0, client_core: int = 1,
+                      setups: Sequence[Setup] = SETUPS) -> dict:
+    """The reference figures of the module docstring, as a JSON-ready dict."""
+    from .machine import describe_machine
+    from .wrk import command_line, pinned, wrk_executable
+
+    wrk_executable()
+    model = Path(model_dir).resolve().name
+    files = image_files(images_dir)
+    blobs = [f.read_bytes() for f in files]
+    runs: dict[str, list[dict]] = {setup.name: [] for setup in setups}
+    load_before = os.getloadavg()
+    for _ in range(repeat):
+        for setup in setups:
+            with pinned_to({server_core}):  # back to back with the server figure, on the server's core
+                in_rate, in_cpu = in_process_rate(model_dir, blobs, 16, min(seconds, 3.0),
+                                                  decode=setup.endpoint == "predict", threads=1)
+            cores = f"{server_core},{client_core}" if setup.both_cores else str(server_core)
+            grpc_address = f"127.0.0.1:{free_port()}" if setup.endpoint == "grpc" else None
+            options = ["--threads", "1", *setup.server_options]
+            if grpc_address:
+                options += ["--grpc-port", grpc_address.rsplit(":", 1)[1]]
+            with running_server([model_dir], *options, prefix=pinned(cores)) as server:
+                figure = _load_setup(setup, server, model, model_dir, files, connections, seconds, client_core,
+                                     grpc_address)
+            per_image = figure["server_cpu_s_per_image"]
+            figure.update(in_process_images_per_s=in_rate, in_process_cpu_s_per_image=in_cpu,
+                          efficiency=None if setup.both_cores else figure["images_per_s"] / in_rate,
+                          cpu_efficiency=in_cpu / per_image if per_image else None,
+                          overhead_ms_per_request=(per_image - in_cpu) * setup.images_per_request * 1e3
+                          if per_image else None)
+            log.info("%s: %.0f images/s, efficiency %s, CPU efficiency %.2f", setup.name, figure["images_per_s"],
+                     f"{figure['efficiency']:.2f}" if figure["efficiency"] else "—", figure["cpu_efficiency"] or 0)
+            runs[setup.name].append(figure)
+    return {"model": model, "connections": connections, "seconds": seconds, "repeat": repeat,
+            "server_core": server_core, "client_core": client_core, "machine": describe_machine(),
+            "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+            "commands": {"server": f"taskset -c {server_core} visionrt serve MODEL_DIR --threads 1 [options]",
+                         "client": command_line(str(client_core), connections, seconds, "URL"),
+                         "grpc_client": f"benchmarks/grpc_load.py: 2 processes x {connections // 2} threads "
+                                        f"of tritonclient.grpc, pinned to core {client_core}",
+                         "in_process": f"Predictor(threads=1).predict(16 images) pinned to core {server_core}"},
+            "setups": [{**dataclasses.asdict(setup), "runs": runs[setup.name],
+                        "median": _medians(runs[setup.name])} for setup in setups]}
+
+
+def _medians(runs: list[dict]) -> dict:
+    keys = ("images_per_s", "efficiency", "cpu_efficiency", "overhead_ms_per_request", "mean_batch",
+            "server_cores", "client_cores", "in_process_images_per_s")
+    out = {}
+    for key in keys:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            out[key] = {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values))}
+    p50 = [r["latency_ms"]["p50"] for r in runs if r["latency_ms"]]
+    p99 = [r["latency_ms"]["p99"] for r in runs if r["latency_ms"]]
+    if p50:
+        out["p50_ms"], out["p99_ms"] = float(np.median(p50)), float(np.median(p99))
+    return out
+
+
+def reference_markdown(figures: dict) -> str:
+    """The reference figures as a Markdown table (median, and min–max over the repeats)."""
+    def cell(median: dict, key: str, fmt: str) -> str:
+        if key not in median:
+            return "—"
+        m = median[key]
+        return f"{m['median']:{fmt}}" + (f" ({m['min']:{fmt}}–{m['max']:{fmt}})" if figures["repeat"] > 1 else "")
+
+    machine = figures["machine"]
+    lines = [f"# Serving reference figures: {figures['model']}", "",
+             f"{machine['cpu']}, {machine['usable_cpus']} usable cores; server on core {figures['server_core']} "
+             f"(one onnxruntime thread), client on core {figures['client_core']}; {figures['connections']} "
+             f"connections, {figures['seconds']:g} s a figure, {figures['repeat']} repeat(s): median (min–max). "
+             f"Load average before/after: {' '.join(f'{x:.2f}' for x in figures['load_average']['before'])} / "
+             f"{' '.join(f'{x:.2f}' for x in figures['load_average']['after'])}.", "",
+             "| setup | img/s | p50 / p99 ms | mean batch | server efficiency | CPU efficiency | "
+             "overhead ms/request | in-process img/s | client cores |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for setup in figures["setups"]:
+        m = setup["median"]
+        latency = f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f}" if "p50_ms" in m else "—"
+        lines.append(f"| {setup['name']} | {cell(m, 'images_per_s', '.0f')} | {latency} | {cell(m, 'mean_batch', '.1f')} | "
+                     f"{cell(m, 'efficiency', '.2f')} | {cell(m, 'cpu_efficiency', '.2f')} | "
+                     f"{cell(m, 'overhead_ms_per_request', '.3f')} | {cell(m, 'in_process_images_per_s', '.0f')} | "
+                     f"{cell(m, 'client_cores', '.2f')} |")
+    lines += ["", "Commands: " + "; ".join(f"{k}: `{v}`" for k, v in figures["commands"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m visionrt.benchmarks.serving", description=__doc__.splitlines()[0],
                                      epilog="options after -- go to every `visionrt serve`, e.g. -- --threads 1")
@@ -173,12 +388,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per throughput/latency figure")
     parser.add_argument("--soak", type=float, default=60.0, help="seconds of the soak")
     parser.add_argument("--images-per-request", type=positive_int, default=1, help="images in each request (default 1)")
-    parser.add_argument("--out", type=Path, help="write serving.json here")
+    parser.add_argument("--out", type=Path, help="write serving.json (--wrk: serving-reference.json and .md) here")
+    parser.add_argument("--wrk", action="store_true",
+                        help="the reference figures: server and wrk pinned to separate cores (see the docstring)")
+    parser.add_argument("--repeat", type=positive_int, default=3, help="--wrk: runs of each setup (default 3)")
+    parser.add_argument("--server-core", type=int, default=0, help="--wrk: the server's core (default 0)")
+    parser.add_argument("--client-core", type=int, default=1, help="--wrk: the client's core (default 1)")
     argv = sys.argv[1:] if argv is None else argv
     server_options = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request costs the load client CPU
+    if args.wrk:
+        figures = reference_figures(args.model_dir, args.images, seconds=args.seconds, connections=args.clients,
+                                    repeat=args.repeat, server_core=args.server_core, client_core=args.client_core)
+        text = reference_markdown(figures)
+        if args.out:
+            atomic.write_text(args.out / "serving-reference.json", json.dumps(figures, indent=2) + "\n")
+            atomic.write_text(args.out / "serving-reference.md", text)
+        print(text)
+        return 0
     figures = serving_figures(args.model_dir, args.images, clients=args.clients, seconds=args.seconds,
                               soak_s=args.soak, server_options=server_options,
                               images_per_request=args.images_per_request)

@@ -16,6 +16,7 @@ TensorRT 11 requires. This module never imports torch: engines are built on targ
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -30,8 +31,9 @@ import numpy as np
 
 from visionrt.runtime import atomic, tensorrt_env
 from visionrt.runtime.errors import ArtifactError, BackendUnavailable, InputError, VisionRTError
+from visionrt.runtime.file_kind import require_file
 from visionrt.runtime.manifest import ModelDir
-from visionrt.runtime.plugins.registry import DOMAIN as PLUGIN_DOMAIN
+from visionrt.runtime.plugins.op import DOMAIN as PLUGIN_DOMAIN
 from visionrt.runtime.precision import resolve_onnx_key
 
 #: Manifest key of the TensorRT-flavoured ONNX (``export/trt_flavour.py``), which the build prefers.
@@ -116,8 +118,7 @@ def build_onnx_file(onnx_path: str | os.PathLike, *, out: str | os.PathLike | No
     given shape's batch, else :data:`DEFAULT_BATCH`); ``height``/``width`` span the dynamic H/W of
     ``[N, C, H, W]`` inputs given no shape, as in :func:`build`."""
     onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise ArtifactError(f"ONNX file {onnx_path} does not exist", fix="pass the path of an .onnx file")
+    require_file(onnx_path, "ONNX file", ArtifactError, fix="pass the path of an .onnx file")
     spec = tensorrt_env.resolve(flavour)
     trt = tensorrt_env.import_tensorrt(spec.name)
     batch, batch_given = _batch_range({}, min_batch, opt_batch, max_batch)
@@ -162,8 +163,9 @@ def _build_file(trt: ModuleType, spec: tensorrt_env.Flavour, onnx_path: Path, en
     log_path = _log_path(engine_path)
     logger = tensorrt_env.make_logger(trt)
     try:
-        built = _build_engine(trt, spec, onnx_path, engine_path, logger, batch, batch_given, sizes, shapes, targets,
-                              workspace_mib)
+        with _plugin_callback_failures(onnx_facts.plugin_ops):
+            built = _build_engine(trt, spec, onnx_path, engine_path, logger, batch, batch_given, sizes, shapes,
+                                  targets, workspace_mib)
     except VisionRTError as err:
         _write_log(log_path, logger, {"error": str(err)})
         raise
@@ -228,7 +230,14 @@ def scan_onnx(path: str | os.PathLike) -> OnnxFacts:
     except ImportError:
         raise BackendUnavailable("the engine builder needs the onnx package",
                                  fix="pip install onnx (included in visionrt[rtx] and visionrt[trt])") from None
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError, onnx's own errors: not an ONNX file
+        raise ArtifactError(f"{path} is not an ONNX model ({type(err).__name__}: {str(err)[:200]})",
+                            fix="pass an .onnx file (visionrt export or import writes one)") from err
+    if not model.graph.output:  # an empty file parses as an empty model
+        raise ArtifactError(f"{path} is not an ONNX model (no graph outputs)",
+                            fix="pass an .onnx file (visionrt export or import writes one)")
     nodes = [*_nodes(model.graph), *(n for f in model.functions for n in f.node)]
     plugin_ops = sorted({n.op_type for n in nodes if n.domain == PLUGIN_DOMAIN})
     external = sorted({entry.value for t in model.graph.initializer for entry in t.external_data
@@ -264,13 +273,27 @@ def _nodes(graph) -> Iterator[Any]:
 
 
 def check_plugins(plugin_ops: list[str], trt: ModuleType) -> None:
-    """Refuse, before parsing, plugin ops the chosen TensorRT cannot take; register them where it can."""
+    """Refuse, before parsing, plugin ops the chosen TensorRT cannot take; where it can, find the
+    build GPU, check its driver loads the kernels and compile each op's kernel (the pre-flight:
+    these failures inside TensorRT's plugin callbacks would reach the user as a generic build
+    error), then register the plugins."""
     if not plugin_ops:
         return
     from ..runtime.plugins import tensorrt_registration
 
     tensorrt_registration.check_tensorrt_takes_plugins(trt, plugin_ops)
-    tensorrt_registration.register_plugins(trt)
+    arch, output = tensorrt_registration.preflight(plugin_ops)
+    tensorrt_registration.register_plugins(trt, arch=arch, output=output)
+
+
+def _plugin_callback_failures(plugin_ops: list[str]) -> Any:
+    """Around the parse and build of a network with plugin ops: an exception a plugin callback
+    raised (which TensorRT swallows) is raised in place of TensorRT's generic error."""
+    if not plugin_ops:
+        return contextlib.nullcontext()
+    from ..runtime.plugins import tensorrt_registration
+
+    return tensorrt_registration.callback_failures()
 
 
 # the network -------------------------------------------------------------------------------
@@ -289,8 +312,21 @@ def _parse(trt: ModuleType, network: Any, onnx_path: Path, logger: Any, spec: te
         failures.append(f"{where}: {error.code().name}{detail}")
     ops = ", ".join(sorted({op for op in ops if op}))
     raise BuildError(f"{spec.title} cannot parse {onnx_path.name}: " + "; ".join(failures or logger.errors()),
-                     fix=f"for ops {spec.title} lacks ({ops}): build the TensorRT-flavour ONNX (plugin ops) with "
-                         "full TensorRT >= 10.9, or run the onnxruntime backend" if ops else None)
+                     fix=_parse_fix(spec, ops) if ops else None)
+
+
+def _parse_fix(spec: tensorrt_env.Flavour, ops: str) -> str:
+    """What to do about ops ``spec``'s parser refused: TensorRT-RTX lacks ops that full TensorRT
+    takes as plugins; full TensorRT (>= 10.9 takes the plugins) needs them as plugin nodes."""
+    if spec.name == "tensorrt_rtx":
+        return (f"for ops TensorRT-RTX lacks ({ops}): build the TensorRT-flavour ONNX (plugin ops) with full "
+                "TensorRT >= 10.9, or run the onnxruntime backend")
+    from ..runtime.plugins import tensorrt_registration
+
+    if set(ops.split(", ")) <= set(tensorrt_registration.plugin_names()):
+        return "TensorRT's messages are in the build log; `visionrt doctor` checks the plugins on this machine"
+    return (f"for ops TensorRT cannot import ({ops}): build the TensorRT-flavour ONNX that `visionrt export` "
+            "writes (those ops as visionrt plugin nodes), or run the onnxruntime backend")
 
 
 def _profile_shapes(network: Any, batch: tuple[int, int, int], batch_given: bool,

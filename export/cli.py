@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from ..runtime import atomic
-from ..runtime.cli import (Command, emit, existing_dir, existing_file, int_list, name_list, output_dir,
-                           positive_int)
+from ..runtime.argtypes import existing_dir, existing_file, int_list, name_list, output_dir, positive_int
+from ..runtime.cli import Command, emit
 from ..runtime.errors import InputError
 from ..runtime.precision import PRECISIONS
 from ..runtime.tasks import TASKS
+from ..runtime.tensorrt_env import FLAVOURS
 from .import_onnx import add_description_arguments
 
 
@@ -30,7 +31,8 @@ def size_range(text: str) -> int | tuple[int, int, int]:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from ..runtime.manifest import ModelDir
-    from .verify import export_and_verify
+    from .fp32_reference import check_backends, is_imported
+    from .stage import export_and_verify
 
     if args.module:
         from .user_module import cmd_export_module
@@ -44,15 +46,19 @@ def cmd_export(args: argparse.Namespace) -> None:
     reduced = [p for p in args.precision if p != "fp32"]
     model_dir = ModelDir.open(args.model_dir)
     with atomic.transaction(model_dir.root):  # a failure leaves the model directory as it was
-        report = export_and_verify(model_dir, args.data, samples=args.samples)
+        if is_imported(model_dir):  # an imported ONNX: parity of the other backends against onnxruntime fp32
+            report = check_backends(model_dir, args.data, samples=args.samples)
+        else:
+            report = export_and_verify(model_dir, args.data, samples=args.samples)
         precisions = {}
         if reduced:
             from .precision import export_precisions
 
             precisions = export_precisions(model_dir, args.data, reduced, samples=args.samples)
+    facts = report.to_dict() if report else {"parity": "no backend beside onnxruntime to compare"}
     if args.json:
-        print(json.dumps({**report.to_dict(), "precisions": precisions} if reduced else report.to_dict(), indent=2))
-    if not report.passed or not all(precisions[p].get("passed") for p in reduced):
+        print(json.dumps({**facts, "precisions": precisions} if reduced else facts, indent=2))
+    if (report and not report.passed) or not all(precisions[p].get("passed") for p in reduced):
         sys.exit(1)
 
 
@@ -109,7 +115,7 @@ def register(command: Command) -> None:
     p.add_argument("model_dir", type=Path, metavar="MODEL", help="a model directory or an .onnx file")
     p.add_argument("--shapes", help="an .onnx file's input shapes, trtexec style: name:AxBxC[,name:...]")
     p.add_argument("--out", type=Path, help="an .onnx file's engine path (default: beside it)")
-    p.add_argument("--flavour", choices=("auto", "tensorrt", "tensorrt_rtx"), default="auto")
+    p.add_argument("--flavour", choices=("auto", *FLAVOURS), default="auto")
     p.add_argument("--onnx-key", help="which ONNX file of the manifest to build (default: the TensorRT "
                                       "flavour onnx_trt where export wrote one, else onnx)")
     p.add_argument("--min-batch", type=positive_int, help="optimisation profile (default 1, 8, 32)")
@@ -120,5 +126,5 @@ def register(command: Command) -> None:
     p.add_argument("--compute-capability", action="append",
                    help="TensorRT-RTX target, e.g. 8.6 (repeatable; default: every supported one)")
     p.add_argument("--workspace-mib", type=positive_int, help="TensorRT builder workspace limit (MiB)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="build from that precision's ONNX (export it first with --precision)")

@@ -13,6 +13,7 @@ The describing part (:func:`describe`, :func:`add_description_arguments`) is sha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -22,16 +23,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import onnx
 
 from ..runtime import atomic
+from ..runtime.backends import open_runner
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 from ..runtime.backends.base import TensorSpec
 from ..runtime.contracts import (CONTRACTS, ContractError, check_input, check_outputs, check_postprocess,
                                  contract, default_postprocess)
-from ..runtime.cli import existing_file, output_dir
+from ..runtime.argtypes import existing_file, output_dir
 from ..runtime.errors import ArtifactError, InputError
+from ..runtime.file_kind import require_file
 from ..runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
-from ..runtime.preprocess import RESIZE_POLICIES
+from ..runtime.output_adapters import LAYOUTS, adapt, raw_names
+from ..runtime.preprocess import RESIZE_POLICIES, normalise
+from . import conventions
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +50,7 @@ def onnx_io(path: str | os.PathLike) -> tuple[list[TensorSpec], list[TensorSpec]
     """The inputs and outputs of an ONNX file as onnxruntime loads it (dynamic axes: their name or
     ``None``); :class:`ArtifactError` if onnxruntime cannot load it."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"ONNX file {path} does not exist", fix="pass the path of an .onnx file")
+    require_file(path, "ONNX file", InputError, fix="pass the path of an .onnx file")
     with OnnxRuntimeRunner(path) as runner:
         return runner.inputs, runner.outputs
 
@@ -54,13 +59,15 @@ def describe(task: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSp
              classes: Sequence[str] = (), image_size: tuple[int, int] | None = None,
              mean: Sequence[float] | None = None, std: Sequence[float] | None = None, resize: str = "bilinear",
              postprocess: dict[str, Any] | None = None, batch: int | None = None,
-             shape_check: tuple[int, int] | None = None) -> tuple[InputSpec, list[OutputSpec], dict[str, Any]]:
+             shape_check: tuple[int, int] | None = None,
+             conventions: dict[str, str] | None = None) -> tuple[InputSpec, list[OutputSpec], dict[str, Any]]:
     """Input spec, output specs and post-processing parameters of a model whose ``inputs`` and
     ``outputs`` are as found, checked against ``task``'s contract (:class:`ContractError`).
 
     ``mean``/``std``: per-channel normalisation of pixels scaled to [0, 1] (default: none);
     ``shape_check``: the (H, W) the found outputs were computed at, when they come from a run
-    of a model of any image size (their sides are checked against it)."""
+    of a model of any image size (their sides are checked against it); ``conventions``: the
+    input's ``layout``, ``color``, ``scale`` and ``dtype`` where not the default (:mod:`.conventions`)."""
     c = contract(task)
     classes = list(classes)
     if c.classes and not classes:
@@ -73,7 +80,7 @@ def describe(task: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSp
     check_postprocess(task, variant, post, source)
     spec = InputSpec(name=name, height=height, width=width, resize=resize,
                      mean=tuple(float(v) for v in (mean or (0.0, 0.0, 0.0))),
-                     std=tuple(float(v) for v in (std or (1.0, 1.0, 1.0))))
+                     std=tuple(float(v) for v in (std or (1.0, 1.0, 1.0))), **(conventions or {}))
     if len(spec.mean) != 3 or len(spec.std) != 3 or min(spec.std) <= 0:
         raise InputError(f"mean {spec.mean} and std {spec.std} must have 3 values each (RGB), std > 0",
                          fix="e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225")
@@ -83,14 +90,38 @@ def describe(task: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSp
 def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathLike, *,
                 classes: Sequence[str] = (), image_size: tuple[int, int] | None = None,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, resize: str = "bilinear",
-                postprocess: dict[str, Any] | None = None, name: str | None = None) -> ModelDir:
+                postprocess: dict[str, Any] | None = None, name: str | None = None,
+                layout: str | None = None, channels: str = "RGB", scale: str = "0-1", outputs: str | None = None,
+                output_layout: str | None = None, output_roles: Sequence[tuple[str, str]] = ()) -> ModelDir:
     """Make ``out_dir`` a model directory for ``onnx_path`` (see the module doc); returns it.
 
-    Refuses an ``out_dir`` that already holds a manifest (a model directory is never overwritten)."""
+    The conventions of models other exporters write (:mod:`.conventions`): ``layout`` NCHW/NHWC
+    (default: from the input's shape), ``channels`` RGB/BGR, ``scale`` of the values before
+    mean/std (``"0-1"`` or ``"0-255"``), ``outputs`` logits/probabilities (default: from the
+    graph's last op), ``output_layout`` (:data:`~visionrt.runtime.output_adapters.LAYOUTS`) and
+    ``output_roles`` ``[(output name, role)]``. Refuses an ``out_dir`` that already holds a manifest."""
     source = Path(onnx_path)
-    inputs, outputs = onnx_io(source)
-    spec, output_specs, post = describe(task, inputs, outputs, source.name, classes=classes, image_size=image_size,
-                                        mean=mean, std=std, resize=resize, postprocess=postprocess)
+    inputs, found = onnx_io(source)
+    if len(inputs) != 1:
+        raise ContractError(f"{source.name} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); a "
+                            f"{task} model takes one image batch", fix="export the model with a single image input")
+    view, convention = conventions.read_input(inputs[0], layout, source.name)
+    convention.update(color=channels, scale=scale)
+    if convention["dtype"] == "uint8" and (mean or std or scale != "0-1"):
+        raise InputError(f"{source.name} input '{view.name}' is uint8: the model takes the pixels as they are, so "
+                         "--mean, --std and --scale do not apply", fix="drop them")
+    if convention["dtype"] == "uint8":
+        convention["scale"] = "0-255"
+    graph = onnx.load(str(source), load_external_data=False)
+    ordered, recorded, last_op = conventions.read_outputs(task, graph, found, classes, source.name, kind=outputs,
+                                                         output_layout=output_layout, roles=output_roles)
+    post_in = {**recorded, **(postprocess or {})}
+    batch = None
+    if recorded.get("output_layout"):  # the contract reads what the adapter makes of a run's outputs
+        ordered, batch = _adapted_outputs(source, view, convention, image_size, post_in, task, classes)
+    spec, output_specs, post = describe(task, [view], ordered, source.name, classes=classes, image_size=image_size,
+                                        mean=mean, std=std, resize=resize, postprocess=post_in, batch=batch,
+                                        conventions=convention)
     out = Path(out_dir)
     if (out / "manifest.json").exists():
         raise ArtifactError(f"{out} already holds a model directory", fix="choose another --out, or delete it")
@@ -99,29 +130,55 @@ def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathL
         shutil.copyfile(source, tmp)
     digest = atomic.sha256(out / ONNX_FILE)
     manifest = Manifest(task=task, model={"arch": name or source.stem, "imported_from": str(source.resolve()),
-                                          "source_sha256": digest},
+                                          "source_sha256": digest, "producer": graph.producer_name,
+                                          "last_op": last_op},
                         classes=list(classes), input=spec, outputs=output_specs, postprocess=post)
     model_dir = ModelDir(out, manifest)
     model_dir.add_file("onnx", out / ONNX_FILE, role=f"{IMPORTED} (copied from {source.name})")
     _check_run(model_dir, source.name)
     model_dir.record("import", source=str(source.resolve()), sha256=digest)
     model_dir.save()
-    log.info("imported %s as a %s model into %s", source, task, out)
+    log.info("imported %s as a %s model into %s (%s)", source, task, out, post["outputs"])
     return model_dir
 
 
+def _zero_batch(spec: InputSpec, batch: int) -> np.ndarray:
+    """A black image batch as the model takes it (its layout, dtype, normalisation)."""
+    return normalise(np.zeros((batch, spec.height, spec.width, 3), np.uint8), spec)
+
+
+def _adapted_outputs(source: Path, view: TensorSpec, convention: dict[str, str], image_size, post: dict[str, Any],
+                     task: str, classes: Sequence[str]) -> tuple[list[TensorSpec], int]:
+    """The outputs the adapter makes of one run (the raw ones are not the contract's), and the batch run."""
+    _, height, width = check_input(task, [view], image_size, source.name)
+    spec = InputSpec(name=view.name, height=height, width=width, **convention)
+    with OnnxRuntimeRunner(source) as runner:
+        batch = view.shape[0] if isinstance(view.shape[0], int) and view.shape[0] > 0 else 1
+        found = runner.infer({view.name: _zero_batch(spec, batch)})
+    values = adapt(found, post, height, width)
+    scores = values.get("candidate_scores")
+    if scores is not None and scores.shape[-1] != len(classes):
+        raw = ", ".join(f"'{n}' {list(found[n].shape)}" for n in raw_names(post, list(found)).values())
+        raise ContractError(f"{source.name} output {raw} read as {post['output_layout']} gives {scores.shape[-1]} "
+                            f"class score(s) per candidate; --classes names {len(classes)}",
+                            fix="check --output-layout (yolov5 [N,A,5+C], yolov8 [N,4+C,A], ssd with background) "
+                                "and the class names")
+    return [TensorSpec(name, array.shape, array.dtype.name) for name, array in values.items()], batch
+
+
 def _check_run(model_dir: ModelDir, source: str) -> None:
-    """One batch of zeros through onnxruntime (which also proves the copy loads: external weight files
-    are not copied); the actual output shapes against the contract."""
+    """One batch of black images through onnxruntime as the runtime feeds it (which also proves the copy
+    loads: external weight files are not copied); the actual output shapes (adapted where the manifest
+    records an output layout) against the contract."""
     spec = model_dir.manifest.input
     post = model_dir.manifest.postprocess
     side = post.get("min_side", 64) * (post.get("scale", 1) if post.get("model_input") == "bicubic" else 1)
-    height, width = spec.height or side, spec.width or side
-    with OnnxRuntimeRunner(model_dir.path("onnx")) as runner:
+    run_spec = dataclasses.replace(spec, height=spec.height or side, width=spec.width or side)
+    with open_runner(model_dir, "onnxruntime") as runner:
         batch = runner.inputs[0].shape[0] if isinstance(runner.inputs[0].shape[0], int) else 1
-        values = runner.infer({spec.name: np.zeros((batch, 3, height, width), np.float32)})
+        values = runner.infer({spec.name: _zero_batch(run_spec, batch)})
     found = [TensorSpec(name, array.shape, array.dtype.name) for name, array in values.items()]
-    check_outputs(model_dir.manifest.task, found, model_dir.manifest.classes, height, width,
+    check_outputs(model_dir.manifest.task, found, model_dir.manifest.classes, run_spec.height, run_spec.width,
                   source=f"{source} (run in onnxruntime)", batch=batch)
 
 
@@ -193,14 +250,28 @@ def description(args: argparse.Namespace) -> dict[str, Any]:
             "name": args.name}
 
 
+def _role(text: str) -> tuple[str, str]:
+    """Argument type of ``--output NAME=ROLE``."""
+    name, sep, role = text.rpartition("=")
+    if not sep or not name or not role:
+        raise argparse.ArgumentTypeError(f"expected NAME=ROLE (an output's name and its role), got {text!r}")
+    return name, role
+
+
 def cmd_import(args: argparse.Namespace) -> None:
     with atomic.transaction(args.out):  # a failed import leaves --out as it was (or absent)
-        model_dir = import_onnx(args.onnx, args.task, args.out, **description(args))
+        model_dir = import_onnx(args.onnx, args.task, args.out, **description(args), layout=args.layout,
+                                channels=args.channels, scale=args.scale, outputs=args.outputs,
+                                output_layout=args.output_layout, output_roles=args.output)
     m = model_dir.manifest
     outputs = ", ".join(f"{o.name} {o.shape}" for o in m.outputs)
-    payload = {"model_dir": str(model_dir.root), "task": m.task, "outputs": [o.name for o in m.outputs]}
+    payload = {"model_dir": str(model_dir.root), "task": m.task, "outputs": [o.name for o in m.outputs],
+               "scores": m.postprocess.get("outputs"), "input": {"layout": m.input.layout, "color": m.input.color,
+                                                                 "scale": m.input.scale, "dtype": m.input.dtype}}
     print(json.dumps(payload, indent=2) if args.json else
-          f"model directory written to {model_dir.root} ({m.task}; outputs {outputs})")
+          f"model directory written to {model_dir.root} ({m.task}; outputs {outputs}; scores are "
+          f"{m.postprocess.get('outputs')}{' (' + m.model['last_op'] + ' in the graph)' if m.model.get('last_op') else ''}; "
+          f"input {m.input.layout} {m.input.color} {m.input.dtype} {m.input.scale})")
 
 
 def register(command) -> None:
@@ -210,3 +281,17 @@ def register(command) -> None:
     p.add_argument("--task", required=True, choices=tuple(CONTRACTS))
     p.add_argument("--out", required=True, type=output_dir, help="the model directory to write")
     add_description_arguments(p)
+    g = p.add_argument_group("conventions of other exporters")
+    g.add_argument("--layout", choices=conventions.INPUT_LAYOUTS, help="the input's layout (default: from its shape)")
+    g.add_argument("--channels", choices=("RGB", "BGR"), default="RGB", help="channel order the model takes "
+                   "(default RGB; mean/std are in this order)")
+    g.add_argument("--scale", choices=("0-1", "0-255"), default="0-1", help="pixel values before mean/std: "
+                   "value/255 (0-1, default) or value (0-255)")
+    g.add_argument("--outputs", choices=conventions.OUTPUT_KINDS, help="the scores the model returns (default: "
+                   "probabilities where the graph ends in Softmax/Sigmoid, and for detectors; else logits)")
+    g.add_argument("--output-layout", choices=tuple(LAYOUTS), help="a detector's raw output layout (yolov5 "
+                   "[N,A,5+C], yolov8 [N,4+C,A], ssd boxes + scores with background column 0), or binary "
+                   "(a one-channel segmenter); box format and units: --postprocess box_format=xyxy|yxyx|cxcywh, "
+                   "box_units=pixels|normalised")
+    g.add_argument("--output", type=_role, action="append", default=[], metavar="NAME=ROLE",
+                   help="which output plays which role (repeatable; outputs not named are ignored)")

@@ -10,7 +10,7 @@
   (symmetric s8, zero points 0, bias left float). The output heads (the last quantisable node
   on each path to an output) stay float, and so does anything after them (NMS, decoding).
 * Each file's task metric on the held-out test split is measured in onnxruntime against
-  PyTorch fp32 (``verify.py``) and judged against :data:`TOLERANCE`; an int8 file outside it
+  PyTorch fp32 (``stage.py``) and judged against the task spec's ``precision_tolerance``; an int8 file outside it
   gets a per-layer sensitivity search (one node kept float at a time) that keeps the culprit
   float and records it.
 
@@ -32,31 +32,20 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
+from ..runtime.errors import InputError
 from ..runtime.manifest import ModelDir
-from ..runtime.plugins.registry import DOMAIN as PLUGIN_DOMAIN
+from ..runtime.plugins.op import DOMAIN as PLUGIN_DOMAIN
 from ..runtime.precision import check_precision, onnx_key
 from ..runtime.tasks import runtime_task
-from . import calibration
+from . import calibration, fp32_reference
 from .onnx_export import write_onnx
 from .parity import concat_outputs
-from .verify import heldout_batches, verify
+from .stage import heldout_batches, verify
 
 log = logging.getLogger(__name__)
 
 #: Op types an fp16 file keeps float32 (beside onnxruntime's defaults, and every plugin op).
 FP16_KEEP_FLOAT = ("NonMaxSuppression", "TopK", "RoiAlign", "MaxRoiPool", "MaxUnpool", "Softmax", "EfficientNms")
-#: Largest loss of the task metric vs PyTorch fp32 a reduced precision may show: per task,
-#: ``{metric: (atol, rtol)}`` (points are fractions: 0.005 is half a point).
-TOLERANCE: dict[str, dict[str, tuple[float, float]]] = {
-    "classify": {"top1": (0.005, 0.0)},
-    "localize": {"top1": (0.005, 0.0), "mean_iou": (0.005, 0.0)},
-    "segment": {"miou": (0.005, 0.0)},
-    "pose": {"pck@0.2": (0.005, 0.0)},
-    "detect": {"map50": (0.02, 0.0)},
-    "instance": {"box_map50": (0.02, 0.0), "mask_map50": (0.02, 0.0)},
-    "superres": {"psnr": (0.1, 0.0)},
-    "style": {"style_loss": (0.0, 0.05)},
-}
 #: The two int8 layouts: quantize_static arguments per target.
 INT8_LAYOUTS = {
     "portable": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={}),
@@ -79,6 +68,10 @@ def export_precisions(model_dir: ModelDir, data_dir: str | Path | None = None,
     measure each on the held-out test split (first ``samples`` images, or all) and record it all
     in ``manifest.precisions``; returns that record."""
     precisions = [check_precision(p) for p in precisions]
+    imported = fp32_reference.is_imported(model_dir)
+    if data_dir is None and "dataset" not in model_dir.manifest.model:
+        raise InputError(f"{model_dir.root} records no dataset (an imported model): calibration and the accuracy "
+                         "check need your images", fix="pass --data DIR, a folder of your photos")
     data_dir = Path(data_dir or model_dir.manifest.model["dataset"])
     model_dir.path("onnx")  # exported, intact
     targets = ["portable", *(["tensorrt"] if model_dir.has(onnx_key("fp32", "tensorrt")) else [])]
@@ -94,7 +87,10 @@ def export_precisions(model_dir: ModelDir, data_dir: str | Path | None = None,
     measure_precisions(model_dir, data_dir, [p for p in precisions if p != "fp32"], samples)
     for precision in precisions:
         if precision == "int8" and not model_dir.manifest.precisions["int8"]["passed"]:
-            _keep_sensitive_float(model_dir, data_dir, samples)
+            if imported:  # the search scores nodes on labelled held-out data, which an import has not
+                log.warning("int8 is outside its tolerance against fp32; the per-layer search needs labelled data")
+            else:
+                _keep_sensitive_float(model_dir, data_dir, samples)
     model_dir.record("export", precisions=precisions)
     model_dir.save()
     return model_dir.manifest.precisions
@@ -239,9 +235,11 @@ def runner_name(precision: str, target: str = "portable") -> str:
 def measure_precisions(model_dir: ModelDir, data_dir: str | Path, precisions: Sequence[str],
                        samples: int | None = None) -> dict[str, Any]:
     """Each precision's files run in onnxruntime CPU on the held-out test split against PyTorch
-    fp32; their task metrics, change and verdict (:data:`TOLERANCE`) go to ``manifest.precisions``.
+    fp32; their task metrics, change and verdict (the task spec's ``precision_tolerance``) go to
+    ``manifest.precisions``.
     Files of the TensorRT flavour with plugin ops are not run here (they need the plugins)."""
-    tolerance = TOLERANCE.get(model_dir.manifest.task, {})
+    tolerance = runtime_task(model_dir.manifest.task).precision_tolerance
+    imported = fp32_reference.is_imported(model_dir)  # no PyTorch: judged against the fp32 ONNX
     candidates = [(precision, key, entry["target"]) for precision in precisions
                   for key, entry in model_dir.manifest.precisions.get(precision, {}).get("files", {}).items()
                   if entry["target"] == "portable" or not model_dir.has(onnx_key("fp32", "tensorrt"))]
@@ -250,16 +248,20 @@ def measure_precisions(model_dir: ModelDir, data_dir: str | Path, precisions: Se
     with contextlib.ExitStack() as stack:
         runners = []
         for precision, key, target in candidates:
-            runner = stack.enter_context(OnnxRuntimeRunner(model_dir.path(key)))
+            runner = stack.enter_context(
+                fp32_reference.precision_runner(model_dir, model_dir.path(key), runner_name(precision, target))
+                if imported else OnnxRuntimeRunner(model_dir.path(key)))
             runner.name = runner_name(precision, target)
             runners.append(runner)
-        reports = verify(model_dir, runners, data_dir, samples, metric_tolerance=tolerance, judge_outputs=False)
+        reports = (fp32_reference.judge(model_dir, runners, fp32_reference.photos(data_dir)[:samples], tolerance,
+                                        judge_outputs=False) if imported else
+                   verify(model_dir, runners, data_dir, samples, metric_tolerance=tolerance, judge_outputs=False))
     for (precision, key, target), report in zip(candidates, reports):
         record = model_dir.manifest.precisions[precision]
         record["files"][key]["accuracy"] = {
             "runner": report.candidate, "samples": report.samples, "passed": report.passed,
             "max_abs_diff": max(float(o.max_abs) for o in report.outputs),  # worst raw output vs PyTorch fp32
-            "metrics": {name: {"fp32_pytorch": t["reference"], "value": t["candidate"],
+            "metrics": {name: {"fp32_onnx" if imported else "fp32_pytorch": t["reference"], "value": t["candidate"],
                                "change": t["candidate"] - t["reference"],
                                **({"tolerance": t["tolerance"]} if name in tolerance else {})}
                         for name, t in report.task.items()}}
@@ -281,7 +283,7 @@ def layer_sensitivity(model_dir: ModelDir, data_dir: str | Path, target: str = "
     least loss first (keeping the first one float helps most)."""
     manifest = model_dir.manifest
     task = runtime_task(manifest.task)
-    metric = next(iter(TOLERANCE[manifest.task]))
+    metric = next(iter(task.precision_tolerance))
     batches = list(heldout_batches(model_dir, data_dir, samples))
     targets = np.concatenate([t for _, t in batches])
 

@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..runtime.cli import non_negative_int, output_dir, positive_int
+from ..runtime.argtypes import non_negative_int, output_dir, positive_int
 from ..runtime.errors import ArtifactError, InputError
 from ..runtime.manifest import MANIFEST_NAME, ModelDir
 from .build import DEFAULT_BATCH, scan_onnx

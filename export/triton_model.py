@@ -6,6 +6,7 @@ visionrt itself. Its ``mode`` (a ``parameters`` entry of ``config.pbtxt``) picks
 - ``predict``: encoded images in (``IMAGE``, BYTES ``[N, 1]``), the task's results out as JSON
   (``RESULT``, BYTES ``[N, 1]``, each ``result.to_dict()``): a :class:`Predictor` on the
   ONNX file copied beside this file, so the results equal ``visionrt predict``;
+  the other modes are its steps (``Pipeline.preprocess``, ``Predictor.infer``, ``Pipeline.postprocess``):
 - ``preprocess``: ``IMAGE`` in; the model input (float32 ``[N, C, H, W]``, named as in the
   manifest) and ``ORIGINAL_SIZE`` (int32 ``[N, 2]``, height and width) out;
 - ``postprocess``: the model's outputs and ``ORIGINAL_SIZE`` in, ``RESULT`` out;
@@ -43,11 +44,11 @@ class TritonPythonModel:
             from visionrt.runtime.predictor import Predictor
 
             threads = int(config["parameters"].get("threads", {}).get("string_value", "0"))
-            self.predictor = Predictor(model_dir, threads=threads)
+            self.pipeline = self.predictor = Predictor(model_dir, threads=threads)
         else:
-            from visionrt.runtime.tasks import runtime_task
+            from visionrt.runtime.predictor import Pipeline
 
-            self.task = runtime_task(self.manifest.task)
+            self.pipeline = Pipeline(model_dir)
 
     def execute(self, requests: list) -> list:
         """One response per request; a request whose images fail gets an error naming why, the
@@ -80,16 +81,15 @@ class TritonPythonModel:
 
     def _preprocess(self, request) -> dict[str, np.ndarray]:
         from visionrt.runtime.images import load_image
-        from visionrt.runtime.preprocess import model_input
 
         decoded = [load_image(image) for image in self._images(request)]
-        return {self.manifest.input.name: model_input(decoded, self.manifest),
+        return {self.manifest.input.name: self.pipeline.preprocess(decoded),
                 "ORIGINAL_SIZE": np.array([image.shape[:2] for image in decoded], dtype=np.int32)}
 
     def _postprocess(self, request) -> dict[str, np.ndarray]:
         outputs = {spec.name: self._input(request, spec.name) for spec in self.manifest.outputs}
         sizes = [tuple(int(v) for v in row) for row in self._input(request, "ORIGINAL_SIZE")]
-        return {"RESULT": _json_rows(self.task.postprocess(outputs, self.manifest, image_sizes=sizes))}
+        return {"RESULT": _json_rows(self.pipeline.postprocess(outputs, sizes))}
 
     def _infer(self, request) -> dict[str, np.ndarray]:
         return self.predictor.infer(self._input(request, self.manifest.input.name))

@@ -31,6 +31,7 @@ from onnx import helper, shape_inference
 from ..runtime import atomic
 from ..runtime.errors import ArtifactError, PluginError
 from ..runtime.plugins import registry
+from ..runtime.plugins.op import DOMAIN, PLUGIN_VERSION
 
 _NMS_FIX = ("build the model's NMS with visionrt.train.ops.efficient_nms (fixed-size outputs) and export "
             "with visionrt.train.ops.export_with_ops")
@@ -52,12 +53,12 @@ def to_trt_flavour(model: onnx.ModelProto) -> onnx.ModelProto:
     del flavour.graph.node[:]
     flavour.graph.node.extend(nodes)
     _drop_unused(flavour.graph)
-    kept = [f for f in flavour.functions if f.domain != registry.DOMAIN]
+    kept = [f for f in flavour.functions if f.domain != DOMAIN]
     del flavour.functions[:]
     flavour.functions.extend(kept)
-    if any(n.domain == registry.DOMAIN for n in nodes) and not any(
-            o.domain == registry.DOMAIN for o in flavour.opset_import):
-        flavour.opset_import.append(helper.make_opsetid(registry.DOMAIN, int(registry.PLUGIN_VERSION)))
+    if any(n.domain == DOMAIN for n in nodes) and not any(
+            o.domain == DOMAIN for o in flavour.opset_import):
+        flavour.opset_import.append(helper.make_opsetid(DOMAIN, int(PLUGIN_VERSION)))
     return flavour
 
 
@@ -70,7 +71,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
 
 def plugin_ops(model: onnx.ModelProto) -> list[str]:
     """The plugin ops a (TensorRT-flavoured) model uses, sorted."""
-    return sorted({n.op_type for n in model.graph.node if n.domain == registry.DOMAIN})
+    return sorted({n.op_type for n in model.graph.node if n.domain == DOMAIN})
 
 
 # ---------------------------------------------------------------------------------------- per op
@@ -127,7 +128,7 @@ _CONVERSIONS: dict[tuple[str, str], Callable[..., Any]] = {
     ("", "MaxPool"): _max_pool,
     ("", "MaxUnpool"): _max_unpool,
     ("", "NonMaxSuppression"): _bare_nms,
-    (registry.DOMAIN, "EfficientNms"): _efficient_nms,
+    (DOMAIN, "EfficientNms"): _efficient_nms,
 }
 
 

@@ -45,7 +45,7 @@ from ..train import checkpoint
 from .import_onnx import add_description_arguments, describe, description
 from .onnx_export import export_onnx
 from .parity import check_parity
-from .verify import ATOL, PARITY_FILE, RTOL, export_trt_flavour, trt_flavour_runner
+from .stage import ATOL, PARITY_FILE, RTOL, export_trt_flavour, trt_flavour_runner
 
 log = logging.getLogger(__name__)
 

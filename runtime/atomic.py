@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import ArtifactError
+from .file_kind import file_problem
 
 
 @contextlib.contextmanager
@@ -52,15 +53,11 @@ def transaction(root: str | os.PathLike) -> Iterator[Path]:
                                 fix=f"wait for it; if none runs, copy the files in {JOURNAL_NAME} back over the "
                                     "directory to undo the killed stage, or delete it to keep the directory as it is"
                                 ) from None
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if rel.parts[0] == JOURNAL_NAME:
-                continue
-            if path.is_dir() and not path.is_symlink():
-                before_dirs.add(rel)
-            else:
-                (journal / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, journal / rel, follow_symlinks=False)
+        try:
+            before_dirs = _journal(root, journal)
+        except BaseException:
+            shutil.rmtree(journal, ignore_errors=True)
+            raise
     try:
         yield root
     except (Exception, KeyboardInterrupt):
@@ -69,6 +66,27 @@ def transaction(root: str | os.PathLike) -> Iterator[Path]:
     finally:
         if existed:
             shutil.rmtree(journal, ignore_errors=True)
+
+
+def _journal(root: Path, journal: Path) -> set[Path]:
+    """Copy every file of ``root`` into ``journal`` (symbolic links as links); the folders, relative.
+    A named pipe, socket or device in the directory is an :class:`ArtifactError` (copying one
+    would block or fail)."""
+    folders = set()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0] == JOURNAL_NAME:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            folders.add(rel)
+            continue
+        problem = None if path.is_symlink() else file_problem(path)
+        if problem:
+            raise ArtifactError(f"{path} {problem}: a model directory holds only files and folders",
+                                fix="remove it, or put the file the manifest names in its place")
+        (journal / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, journal / rel, follow_symlinks=False)
+    return folders
 
 
 def _roll_back(root: Path, journal: Path, existed: bool, before_dirs: set[Path]) -> None:

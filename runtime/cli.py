@@ -14,14 +14,17 @@ import importlib.util
 import io
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
+from .argtypes import output_dir
+from .backends import RUNTIME_BACKENDS
+from .backends.onnxruntime import PROVIDERS
 from .errors import BackendUnavailable, InputError, VisionRTError
 from .precision import PRECISIONS
+from .tasks import prediction_options
 
 #: Subcommands of the stages: name -> (module whose ``register(command)`` adds it, the extra it
 #: needs or None). ``command(name, func, help) -> argparse.ArgumentParser`` adds one subcommand
@@ -48,109 +51,20 @@ EXTRAS: dict[str, tuple[str, str]] = {
 Command = Callable[[str, Callable[[argparse.Namespace], None], str], argparse.ArgumentParser]
 
 
-# argument types: every stage's flags use these, so a bad value is refused before anything runs ---
-def _number(kind: type, what: str, accept: Callable[[Any], bool]) -> Callable[[str], Any]:
-    """An argument type: ``text`` as ``kind`` (floats finite) for which ``accept`` holds, else an
-    ``ArgumentTypeError`` saying ``expected <what>``."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text.strip())
-        except (ValueError, TypeError, AttributeError):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r} (not a finite number)")
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-#: Argument type: an integer >= 1 (a count: epochs, batch size, samples, ...).
-positive_int = _number(int, "a positive integer", lambda v: v >= 1)
-#: Argument type: an integer >= 0 (threads, workers, seeds: 0 often means the default).
-non_negative_int = _number(int, "an integer >= 0", lambda v: v >= 0)
-#: Argument type: a TCP port, 0..65535 (0: any free port).
-port = _number(int, "a port number (0..65535)", lambda v: 0 <= v <= 65535)
-#: Argument type: a finite number > 0 (a time in seconds, a size, a factor).
-positive_float = _number(float, "a positive number", lambda v: v > 0)
-#: Argument type: a finite number >= 0 (a delay that may be zero).
-non_negative_float = _number(float, "a number >= 0", lambda v: v >= 0)
-#: Argument type: a finite number in [0, 1] (a threshold, a probability, a fraction).
-unit_float = _number(float, "a number between 0 and 1", lambda v: 0 <= v <= 1)
-#: Argument type: a fraction in [0, 1) (a jitter, a share that must leave something).
-fraction = _number(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
-
-
-def int_list(text: str) -> list[int]:
-    """Argument type: comma-separated positive integers."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def name_list(*choices: str) -> Callable[[str], list[str]]:
-    """Argument type: comma-separated names, each one of ``choices`` (duplicates dropped, order kept)."""
-    def parse(text: str) -> list[str]:
-        names = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
-        unknown = [n for n in names if n not in choices]
-        if not names or unknown:
-            raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown)) or 'empty list'}: "
-                                             f"choose from {', '.join(choices)} (comma-separated)")
-        return names
-    return parse
-
-
-def existing_path(text: str) -> Path:
-    """Argument type: a path that exists (file or directory)."""
-    path = Path(text)
-    try:
-        if path.exists():
-            return path
-    except (OSError, ValueError) as err:  # name too long, NUL in the name
-        raise argparse.ArgumentTypeError(f"cannot use {text[:200]!r}: {err}") from None
-    raise argparse.ArgumentTypeError(f"{text!r} does not exist")
-
-
-def existing_dir(text: str) -> Path:
-    """Argument type: an existing directory."""
-    path = existing_path(text)
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
-    return path
-
-
-def existing_file(text: str) -> Path:
-    """Argument type: an existing regular file."""
-    path = existing_path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a file")
-    return path
-
-
-def output_dir(text: str) -> Path:
-    """Argument type: a directory to write into: it may not exist yet, but must not be a file."""
-    path = Path(text)
-    try:
-        if path.exists() and not path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a directory to write into")
-        if any(len(part.encode()) > 255 for part in path.parts):
-            raise argparse.ArgumentTypeError(f"{text[:200]!r}: a path component is longer than 255 bytes")
-    except (OSError, ValueError) as err:
-        raise argparse.ArgumentTypeError(f"cannot use {text[:200]!r}: {err}") from None
-    return path
-
-
 def emit(args: argparse.Namespace, payload: Any, text: str) -> None:
     """The command's result on stdout: ``payload`` as JSON with ``--json``, else ``text``."""
     print(json.dumps(payload, indent=2, default=str) if args.json else text)
 
 
-#: ``predict`` flags passed to the task's post-processing when given.
-PREDICT_OPTIONS = ("top_k", "score_threshold", "iou_threshold", "max_detections", "mask_threshold")
+def option_type(option: Any) -> Callable[[str], Any]:
+    """Argument type of a task's post-processing option: parsed and checked by its spec, so a bad
+    value gets the words it gets from the Python API and the server."""
+    def parse(text: str) -> Any:
+        try:
+            return option.parse(text.strip())
+        except InputError as err:
+            raise argparse.ArgumentTypeError(err.args[0]) from None
+    return parse
 
 
 # subcommands --------------------------------------------------------------------------
@@ -160,7 +74,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from .predictor import Predictor
     from .tasks.base import ImageResult
 
-    options = {name: getattr(args, name) for name in PREDICT_OPTIONS if getattr(args, name) is not None}
+    options = {name: getattr(args, name) for name in prediction_options() if getattr(args, name) is not None}
     with Predictor(args.model_dir, backend=args.backend, provider=args.provider, precision=args.precision) as predictor:
         images = [load_image(path) for path in args.images]
         results = predictor.predict(images, **options)
@@ -229,18 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predict", cmd_predict, "run a model on image files")
     p.add_argument("model_dir", type=Path)
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino", "tensorrt", "auto"),
+    p.add_argument("--backend", default="onnxruntime", choices=RUNTIME_BACKENDS,
                    help="auto: the fastest CPU backend measured for the precision (the benchmark's figures)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="which of the model's files to run (export --precision writes fp16 and int8)")
-    p.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"),
+    p.add_argument("--provider", default="cpu", choices=tuple(PROVIDERS),
                    help="onnxruntime execution provider")
-    p.add_argument("--top-k", type=positive_int, help="classify: how many classes to list")
-    p.add_argument("--score-threshold", type=unit_float, help="detect/instance: keep detections scoring above it "
-                                                         "(default: the manifest's postprocess)")
-    p.add_argument("--iou-threshold", type=unit_float, help="detect: NMS IoU threshold (models with NMS in the runtime)")
-    p.add_argument("--max-detections", type=positive_int, help="detect/instance: at most this many per image")
-    p.add_argument("--mask-threshold", type=unit_float, help="instance: mask probability threshold")
+    for name, (option, tasks) in prediction_options().items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=option_type(option), dest=name,
+                       help=f"{'/'.join(tasks)}: {option.help} (default: the manifest's postprocess)")
     p.add_argument("--save-dir", type=output_dir, help="write each result drawn onto its image (PNG) here, and the "
                                                  "output image of tasks that make one (superres, style)")
     command("doctor", cmd_doctor, "which backends, precisions and plugins are usable here")

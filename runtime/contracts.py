@@ -1,9 +1,10 @@
 """The output contract of each task: what a model must return for the runtime to read it.
 
-One place for what ``runtime/tasks/<task>.py`` post-processing reads, as data: output names,
-shapes, dtypes and meaning, the input it takes, what ``classes`` names and the post-processing
-parameters the manifest must hold. ``visionrt import`` (an ONNX file) and ``export_module`` (an
-``nn.Module``) check a model against it (:func:`check_outputs`), and the README's "your own model"
+Each task declares its contract in its spec (``runtime/tasks/<task>.py``: ``TASK.contract``, a
+:class:`~visionrt.runtime.tasks.base.Contract`): output names, shapes, dtypes and meaning, the
+input it takes, what ``classes`` names and the post-processing parameters the manifest must
+hold. This module checks a model against it: ``visionrt import`` (an ONNX file) and
+``export_module`` (an ``nn.Module``) use :func:`check_outputs`, and the README's "your own model"
 table is :func:`markdown_table` of it.
 
 Shape symbols: ``N`` batch; ``C`` the number of ``classes``; ``J`` the number of joints (the
@@ -14,101 +15,21 @@ width times the model's ``scale``. Integers are exact.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 from .backends.base import TensorSpec
 from .errors import ArtifactError
 from .manifest import OutputSpec
-from .render import PALETTE
+from .tasks import TASKS, runtime_task
+from .tasks.base import Contract, Tensor, Variant
 
 
 class ContractError(ArtifactError):
     """A model whose inputs or outputs do not meet its task's contract."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Tensor:
-    """One output the runtime reads: ``kind`` is ``float`` or ``int`` (any width)."""
-
-    name: str
-    shape: tuple[str | int, ...]
-    kind: str
-    meaning: str
-
-    def text(self) -> str:
-        return f"{self.name} [{', '.join(map(str, self.shape))}] {self.kind}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """One accepted set of outputs; ``by_name``: the runtime finds them by these names (else by
-    position, names free); ``postprocess``: manifest parameters it needs, with their meaning."""
-
-    label: str
-    outputs: tuple[Tensor, ...]
-    by_name: bool
-    postprocess: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Contract:
-    """A task's contract: input ``[N, 3, H, W]`` float32 RGB (normalised as the manifest says), of a
-    ``fixed`` size (images are resized to it) or of ``any`` size; what ``classes`` name; its variants."""
-
-    task: str
-    image_size: str
-    classes: str  # empty: the task has none
-    variants: tuple[Variant, ...]
-
-
-_LOGITS = Tensor("logits", ("N", "C"), "float", "unnormalised class scores; softmax gives probabilities over `classes`")
-_DETECTIONS = (
-    Tensor("num_detections", ("N", 1), "int", "detections per image; rows after it are padding"),
-    Tensor("boxes", ("N", "K", 4), "float", "x1, y1, x2, y2 in input pixels (edges), best first"),
-    Tensor("scores", ("N", "K"), "float", "detection scores, descending"),
-    Tensor("classes", ("N", "K"), "int", "class index into `classes`"),
-)
-_NMS = {"nms_score_threshold": "the floor of the scores the model returns (evaluation uses all above it)",
-        "iou_threshold": "the NMS IoU threshold", "max_detections": "detections kept per image",
-        "score_threshold": "predictions show detections scoring above it"}
-_DETECT_GRAPH = Variant("NMS in the graph", _DETECTIONS, True, {"nms": "\"graph\"", **_NMS})
-_IMAGE_SIDES = {"min_side": "smallest accepted image side (px)", "max_side": "largest accepted image side (px)"}
-
-CONTRACTS: dict[str, Contract] = {c.task: c for c in (
-    Contract("classify", "fixed", "the class names, in logit order", (
-        Variant("logits", (_LOGITS,), False, {"top_k": "classes listed per image"}),)),
-    Contract("localize", "fixed", "the class names, in logit order", (
-        Variant("logits + box", (_LOGITS, Tensor("boxes", ("N", 4), "float",
-                                                 "the object's box x1, y1, x2, y2 divided by the input width "
-                                                 "and height (0..1)")), False),)),
-    Contract("segment", "fixed", "the class names, class 0 the background", (
-        Variant("per-pixel logits", (Tensor("logits", ("N", "C", "h", "w"), "float",
-                                            "per-pixel class scores; argmax over axis 1 is the class map"),),
-                False, {"palette": "an RGB colour per class"}),)),
-    Contract("pose", "fixed", "the joint names, in output order", (
-        Variant("keypoints", (Tensor("keypoints", ("N", "J", 2), "float",
-                                     "each joint's x, y divided by the input width and height (0..1)"),),
-                False, {"skeleton": "limbs as pairs of joint indices"}),)),
-    Contract("detect", "fixed", "the class names, in class-index order", (
-        _DETECT_GRAPH,
-        Variant("NMS in the runtime", (
-            Tensor("candidate_boxes", ("N", "A", 4), "float", "every candidate box, x1, y1, x2, y2 in input pixels"),
-            Tensor("candidate_scores", ("N", "A", "C"), "float", "each candidate's score per class")),
-            True, {"nms": "\"runtime\"", **_NMS, "pre_nms_top_k": "candidates NMS considers"}))),
-    Contract("instance", "fixed", "the class names, in class-index order", (
-        Variant("NMS in the graph, with masks", (*_DETECTIONS, Tensor(
-            "masks", ("N", "K", "M", "M"), "float",
-            "per detection, its class's probability per cell of its box")), True,
-            {**_DETECT_GRAPH.postprocess, "mask_threshold": "mask probability threshold"}),)),
-    Contract("superres", "any", "", (
-        Variant("image", (Tensor("image", ("N", 3, "sH", "sW"), "float", "the upscaled image, RGB in [0, 1]"),),
-                True, {"scale": "output side / input side", "model_input": "\"lr\" (or \"bicubic\": the input "
-                       "upscaled first)", **_IMAGE_SIDES}),)),
-    Contract("style", "any", "", (
-        Variant("image", (Tensor("image", ("N", 3, "H", "W"), "float", "the stylised image, RGB in [0, 1]"),),
-                True, {"style": "the style's name", **_IMAGE_SIDES}),)),
-)}
+#: Each task's contract, from its spec.
+CONTRACTS: dict[str, Contract] = {task: runtime_task(task).contract for task in TASKS}
 
 
 def contract(task: str) -> Contract:
@@ -242,20 +163,10 @@ def _shape_text(shape: Sequence[Any]) -> str:
 
 
 def default_postprocess(task: str, variant: Variant, classes: Sequence[str], bound: dict[str, int]) -> dict[str, Any]:
-    """Post-processing parameters for a model the contract checked, where a default makes sense;
-    the caller's values override them. Keys without a default are left out (:func:`check_postprocess`)."""
-    defaults: dict[str, Any] = {
-        "classify": lambda: {"top_k": min(5, len(classes))},
-        "segment": lambda: {"palette": [[0, 0, 0], *[list(PALETTE[i % len(PALETTE)]) for i in range(len(classes) - 1)]]},
-        "pose": lambda: {"skeleton": []},
-        "superres": lambda: {"scale": bound.get("s"), "model_input": "lr", "min_side": 8, "max_side": 1024},
-        "style": lambda: {"style": "imported", "min_side": 16, "max_side": 1024},
-    }.get(task, dict)()
-    if task in ("detect", "instance"):
-        graph = "num_detections" in {t.name for t in variant.outputs}
-        defaults = {"nms": "graph" if graph else "runtime", "nms_score_threshold": 0.0 if graph else 0.001,
-                    "iou_threshold": 0.5, "max_detections": bound.get("K", 100), "pre_nms_top_k": 1000,
-                    "score_threshold": 0.25, **({"mask_threshold": 0.5} if task == "instance" else {})}
+    """Post-processing parameters for a model the contract checked, where a default makes sense
+    (the contract's ``defaults``); the caller's values override them. Keys without a default are
+    left out (:func:`check_postprocess`)."""
+    defaults = contract(task).defaults(variant, list(classes), bound)
     return {k: v for k, v in defaults.items() if v is not None}
 
 
@@ -272,10 +183,10 @@ def markdown_table() -> str:
     """The contracts as a Markdown table (the README's "your own model" section)."""
     rows = ["| task | input | outputs (by name / by position) | `classes` | post-processing parameters |",
             "|---|---|---|---|---|"]
-    for c in CONTRACTS.values():
+    for task, c in CONTRACTS.items():
         for v in c.variants:
             outputs = "<br>".join(f"`{t.text()}`: {t.meaning}" for t in v.outputs)
             size = "[N, 3, H, W], fixed H, W" if c.image_size == "fixed" else "[N, 3, H, W], any H, W"
-            rows.append(f"| {c.task} ({v.label}) | {size} | {'by name' if v.by_name else 'by position'}:<br>"
+            rows.append(f"| {task} ({v.label}) | {size} | {'by name' if v.by_name else 'by position'}:<br>"
                         f"{outputs} | {c.classes or '-'} | {', '.join(f'`{k}`' for k in v.postprocess) or '-'} |")
     return "\n".join(rows)

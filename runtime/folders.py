@@ -140,7 +140,7 @@ def read_photo_folder(data_dir: str | os.PathLike, split: str, seed: int = 0) ->
 def training_images(data_dir: str | os.PathLike) -> list[Path]:
     """The training split's image files of a dataset in any layout visionrt reads: a mask folder
     (or VOC), ``images/train/`` (COCO, the built-in data, photo folders with splits), ``images/``
-    split by ratio (a style folder), or an ImageFolder."""
+    split by ratio (a style folder), an ImageFolder, or a plain folder of photos (all of them)."""
     data_dir = Path(data_dir)
     if is_mask_folder(data_dir):
         return read_mask_folder(data_dir, "train")[0]
@@ -150,6 +150,8 @@ def training_images(data_dir: str | os.PathLike) -> list[Path]:
         return read_photo_folder(data_dir / "images", "train")
     if is_image_folder(data_dir):
         return read_image_folder(data_dir, "train").image_paths
+    if data_dir.is_dir() and image_files(data_dir):  # a plain folder of photos: an imported model's calibration set
+        return image_files(data_dir)
     raise DatasetError(f"{data_dir} holds no training images in a layout visionrt reads",
                        fix="pass the dataset the model was trained on (see train/data/README.md)")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import atomic
 from .errors import ArtifactError
+from .file_kind import file_problem
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "visionrt-model"
@@ -36,6 +37,9 @@ class InputSpec:
 
     Pixels are scaled to [0, 1] (``value / 255``), then normalised per channel as
     ``(x - mean) / std``. ``height``/``width`` of ``None`` mean any size (fully convolutional).
+    Models imported from other exporters may differ (``visionrt.runtime.preprocess.normalise``):
+    ``color`` ``BGR`` (channels reversed; mean/std in the model's channel order), ``scale``
+    ``"0-255"`` (pixels not divided by 255), ``layout`` ``NHWC``, ``dtype`` ``uint8`` (pixels as they are).
     """
 
     name: str = "images"
@@ -48,10 +52,13 @@ class InputSpec:
     resize: str = "bilinear"      # stretch with this interpolation, or "letterbox" (see visionrt.runtime.preprocess)
     pad_value: int = 114          # letterbox only: the grey level (0..255) of the padding
     dtype: str = "float32"
+    layout: str = "NCHW"          # or "NHWC"
+    scale: str = "0-1"            # pixel values before mean/std: "0-1" (value / 255) or "0-255" (value)
 
     @property
     def shape(self) -> list[Any]:
-        return ["batch", self.channels, self.height or "height", self.width or "width"]
+        sides = [self.height or "height", self.width or "width"]
+        return ["batch", *sides, self.channels] if self.layout == "NHWC" else ["batch", self.channels, *sides]
 
 
 @dataclasses.dataclass
@@ -175,14 +182,16 @@ _INPUT: dict[str, tuple[Any, str]] = {
     "channels": (lambda v: _is_int(v) and v in (1, 3), "1 or 3"),
     "height": (lambda v: v is None or _positive_int(v), "a positive integer or null"),
     "width": (lambda v: v is None or _positive_int(v), "a positive integer or null"),
-    "color": (lambda v: isinstance(v, str), "a string"),
+    "color": (lambda v: v in ("RGB", "BGR"), '"RGB" or "BGR"'),
     "mean": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) for x in v),
              "a non-empty list of finite numbers"),
     "std": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
             "a non-empty list of finite numbers > 0"),
     "resize": (lambda v: isinstance(v, str), "a string"),
     "pad_value": (lambda v: _is_int(v) and 0 <= v <= 255, "an integer 0..255"),
-    "dtype": (lambda v: isinstance(v, str), "a string"),
+    "dtype": (lambda v: v in ("float32", "uint8"), '"float32" or "uint8"'),
+    "layout": (lambda v: v in ("NCHW", "NHWC"), '"NCHW" or "NHWC"'),
+    "scale": (lambda v: v in ("0-1", "0-255"), '"0-1" or "0-255"'),
 }
 _OUTPUT: dict[str, tuple[Any, str]] = {
     "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
@@ -197,13 +206,9 @@ _FILE: dict[str, tuple[Any, str]] = {
     "bytes": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "role": (lambda v: isinstance(v, str), "a string"),
 }
-#: Post-processing parameters whose range the runtime relies on (others are the task's own).
+#: Post-processing parameters whose range the runtime relies on beside the tasks' prediction
+#: options (whose defaults the manifest holds, checked by their specs; others are the task's own).
 _POSTPROCESS: dict[str, tuple[Any, str]] = {
-    "top_k": (_positive_int, "a positive integer"),
-    "max_detections": (_positive_int, "a positive integer"),
-    "score_threshold": (_fraction, "a number in [0, 1]"),
-    "iou_threshold": (_fraction, "a number in [0, 1]"),
-    "mask_threshold": (_fraction, "a number in [0, 1]"),
     "nms_score_threshold": (_fraction, "a number in [0, 1]"),
 }
 _BUILD_PROFILE: dict[str, tuple[Any, str]] = {
@@ -223,7 +228,7 @@ def check_schema(data: dict[str, Any], source: str = "manifest", fix: str = _SCH
                 fail(key, "is missing")
         elif not isinstance(data[key], kind):
             fail(key, f"is a JSON {_json_type(data[key])}, expected {_json_type(kind())}")
-    from .tasks import TASKS  # here: the tasks import this module
+    from .tasks import TASKS, prediction_options  # here: the tasks import this module
 
     if data["task"] not in TASKS:
         fail("task", f"is {data['task']!r}, not a task this visionrt knows ({', '.join(TASKS)})")
@@ -249,7 +254,8 @@ def check_schema(data: dict[str, Any], source: str = "manifest", fix: str = _SCH
             normal_relative_path(entry["path"])
         except ArtifactError as err:
             fail(f"files.{name}.path", str(err))
-    for key, table in (("postprocess", _POSTPROCESS), ("build_profile", _BUILD_PROFILE)):
+    options = {name: (option.accepts, option.expected) for name, (option, _) in prediction_options().items()}
+    for key, table in (("postprocess", {**_POSTPROCESS, **options}), ("build_profile", _BUILD_PROFILE)):
         values = data.get(key, {})
         _check_fields({k: v for k, v in values.items() if k in table}, table, key, fail, required=())
 
@@ -324,7 +330,11 @@ class ModelDir:
             data = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as err:
             raise ArtifactError(f"{path} is not valid JSON: {str(err)[:200]}") from err
-        return cls(root, Manifest.from_dict(data, source=str(path)))
+        manifest = Manifest.from_dict(data, source=str(path))
+        from .model_check import check_manifest  # here: it reads the task contracts, which import this module
+
+        check_manifest(manifest, str(path))
+        return cls(root, manifest)
 
     @classmethod
     def create(cls, root: str | os.PathLike, manifest: Manifest) -> "ModelDir":
@@ -370,11 +380,13 @@ class ModelDir:
             raise ArtifactError(f"{self.root} has no file '{key}' (it has: {known})",
                                 fix="run the stage that writes it (export / build)")
         path = self.root / normal_relative_path(entry.path)
+        problem = file_problem(path)  # before resolving: a symbolic-link loop cannot be resolved
+        if problem:
+            raise ArtifactError(f"{path} is listed in the manifest but {problem}",
+                                fix="re-run the stage that wrote it, or put the file back")
         if not path.resolve().is_relative_to(self.root.resolve()):
             raise ArtifactError(f"{path} leads outside the model directory (a symbolic link to "
                                 f"{path.resolve()})", fix="copy the file into the model directory instead of linking it")
-        if not path.is_file():
-            raise ArtifactError(f"{path} is listed in the manifest but missing")
         if verify and atomic.sha256(path) != entry.sha256:
             raise ArtifactError(f"{path} does not match the sha256 in the manifest: corrupt or replaced",
                                 fix="re-run the stage that wrote it")

@@ -2,12 +2,15 @@
 
 It reads everything it needs from the model directory's manifest: input size and
 normalisation (the same as training), output names, classes and post-processing defaults.
+One pipeline, three public steps that every entry point composes (the CLI, the server, Triton's
+python model, the export check): :meth:`Pipeline.preprocess` -> :meth:`Predictor.infer` ->
+:meth:`Pipeline.postprocess`; post-processing options are checked by the task's spec
+(:class:`~visionrt.runtime.tasks.base.Options`), with one wording wherever they come from.
 """
 from __future__ import annotations
 
-import inspect
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -15,11 +18,49 @@ from .backends import Runner, open_runner
 from .errors import InputError
 from .images import ImageSource, load_image
 from .manifest import ModelDir
+from .model_check import check_runner
 from .preprocess import model_input
 from .tasks import runtime_task
 
 
-class Predictor:
+class Pipeline:
+    """A model's pre- and post-processing without a runner (Triton's pre/post models, the export
+    check): what the manifest and the task's spec (:attr:`task`) make of images and outputs."""
+
+    def __init__(self, model_dir: str | os.PathLike | ModelDir):
+        if not isinstance(model_dir, (str, os.PathLike, ModelDir)):
+            raise InputError(f"model_dir must be a path or a ModelDir, got {type(model_dir).__name__}")
+        self.model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
+        self.manifest = self.model_dir.manifest
+        self.task = runtime_task(self.manifest.task)
+
+    @property
+    def options(self) -> list[str]:
+        """Post-processing options ``predict`` takes (the task spec's)."""
+        return self.task.options.names
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` checked and typed (``None`` values dropped); :class:`InputError` naming an
+        unknown option or a bad value."""
+        return self.task.options.check(self.manifest.task, options)
+
+    def parse_options(self, texts: Mapping[str, str]) -> dict[str, Any]:
+        """Options given as text (query parameters, flags), checked as :meth:`check_options` does."""
+        return self.task.options.parse(self.manifest.task, texts)
+
+    def preprocess(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """Decode, prepare (the task's own step, if any) and preprocess: the model input batch
+        (``[N, C, H, W]`` float32 unless the manifest's input says otherwise)."""
+        return model_input([load_image(im) for im in images], self.manifest)
+
+    def postprocess(self, outputs: dict[str, np.ndarray], image_sizes: Sequence[tuple[int, int]],
+                    **options: Any) -> list:
+        """Model outputs of a batch -> one result per image; ``image_sizes`` the original images'
+        ``(height, width)``; ``options`` override the manifest's post-processing parameters."""
+        return self.task.postprocess(outputs, self.manifest, list(image_sizes), **options)
+
+
+class Predictor(Pipeline):
     """``Predictor("runs/classify").predict("cat.png")`` -> list of per-image results.
 
     The runner comes from ``backend``/``provider``/``engine_key`` and ``precision`` (``fp32``,
@@ -35,26 +76,22 @@ class Predictor:
         if runner is not None and not isinstance(runner, Runner):
             raise InputError(f"runner must be a visionrt Runner, got {type(runner).__name__}",
                              fix="make one with visionrt.runtime.backends.open_runner")
-        if not isinstance(model_dir, (str, os.PathLike, ModelDir)):
-            raise InputError(f"model_dir must be a path or a ModelDir, got {type(model_dir).__name__}")
-        self.model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
-        self.manifest = self.model_dir.manifest
-        self.task = runtime_task(self.manifest.task)
-        #: Post-processing options ``predict`` takes: the task's ``postprocess`` keywords.
-        self.options = [name for name in inspect.signature(self.task.postprocess).parameters
-                        if name not in ("outputs", "manifest", "image_sizes")]
+        super().__init__(model_dir)
         self.runner = (runner or open_runner(self.model_dir, backend, provider=provider, threads=threads,
                                              engine_key=engine_key, precision=precision)).activate()
+        if runner is None:  # a runner given ready-made is the caller's to match
+            try:
+                check_runner(self.manifest, self.runner, str(self.model_dir.root))
+            except Exception:
+                self.runner.deactivate()
+                raise
 
     @property
     def backend(self) -> str:
         return self.runner.name
 
-    def preprocess(self, images: Sequence[ImageSource]) -> np.ndarray:
-        """Decode, prepare (the task's own step, if any) and preprocess: ``[N, C, H, W]`` float32."""
-        return model_input([load_image(im) for im in images], self.manifest)
-
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The model input batch -> the model's outputs by name."""
         return self.runner.infer({self.manifest.input.name: batch})
 
     def predict(self, images: ImageSource | Sequence[ImageSource], **options: Any) -> list:
@@ -66,22 +103,11 @@ class Predictor:
             raise InputError(f"predict takes an image or a non-empty list of them, got "
                              f"{type(images).__name__ if not isinstance(images, Sequence) else 'an empty list'}",
                              fix="pass a path, bytes, a uint8 array, or a list of these")
-        self._check_options(options)
-        for name, value in options.items():
-            check_option(name, value)
+        options = self.check_options(options)
         decoded = [load_image(im) for im in images]
         if self.manifest.input.height is None and len({im.shape for im in decoded}) > 1:
             return [r for im in decoded for r in self.predict(im, **options)]  # sizes differ: one at a time
-        outputs = self.infer(model_input(decoded, self.manifest))
-        sizes = [im.shape[:2] for im in decoded]
-        return self.task.postprocess(outputs, self.manifest, image_sizes=sizes, **options)
-
-    def _check_options(self, options: dict[str, Any]) -> None:
-        """Refuse post-processing options the task's ``postprocess`` does not take, naming those it does."""
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            raise InputError(f"{self.manifest.task} predictions take no option {', '.join(unknown)}",
-                             fix=f"its options are: {', '.join(self.options) or 'none'}")
+        return self.postprocess(self.infer(self.preprocess(decoded)), [im.shape[:2] for im in decoded], **options)
 
     def close(self) -> None:
         self.runner.deactivate()
@@ -91,17 +117,4 @@ class Predictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def check_option(name: str, value: Any) -> None:
-    """Refuse a post-processing option out of its range: counts (``top_k``, ``max_detections``) are
-    integers >= 1, ``*_threshold`` numbers in [0, 1]; ``None`` means the manifest's default."""
-    if value is None:
-        return
-    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if name.endswith("_threshold") and not (number and 0 <= value <= 1):
-        raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
-    if name in ("top_k", "max_detections") and not (isinstance(value, (int, np.integer))
-                                                    and not isinstance(value, bool) and value >= 1):
-        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
 

@@ -26,6 +26,13 @@ def resize(image: np.ndarray, height: int, width: int, method: str = "bilinear")
     return np.asarray(Image.fromarray(image).resize((width, height), _RESAMPLE[method]))
 
 
+def generated_images(spec: InputSpec, count: int, side: int = 224) -> list[np.ndarray]:
+    """``count`` RGB uint8 images of ``spec``'s input size (``side`` square where it takes any size):
+    smooth random colour fields, for benchmarks and checks of a model given no images."""
+    coarse = np.random.default_rng(0).integers(0, 256, (count, 8, 8, 3), np.uint8)
+    return [resize(image, spec.height or side, spec.width or side, "bilinear") for image in coarse]
+
+
 def centre_square(image: np.ndarray, side: int) -> np.ndarray:
     """The largest centred square of an RGB uint8 image ``[H, W, 3]``, resized (bicubic) to ``[side, side, 3]``:
     a benchmark input of one size for models of any input size."""
@@ -118,15 +125,25 @@ def map_to_original(class_map: np.ndarray, spec: InputSpec, height: int, width: 
 
 
 def normalise(images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """uint8 ``[N, H, W, 3]`` -> float32 ``[N, 3, H, W]``: ``(x / 255 - mean) / std`` per channel."""
-    x = images.astype(np.float32) / np.float32(255.0)
-    x -= np.asarray(spec.mean, np.float32)
-    x /= np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    """RGB uint8 ``[N, H, W, 3]`` -> the model's input tensor as ``spec`` says (the one place this
+    is done): channels reversed for ``color`` BGR; for ``dtype`` float32, values ``x / 255`` (``scale``
+    ``"0-1"``) or ``x`` (``"0-255"``), then ``(x - mean) / std`` per channel; for ``dtype`` uint8 the
+    pixels as they are; ``[N, C, H, W]`` (``layout`` NCHW) or ``[N, H, W, C]`` (NHWC)."""
+    x = images[..., ::-1] if spec.color == "BGR" else images
+    if spec.dtype == "uint8":
+        x = x.astype(np.uint8)
+    else:
+        x = x.astype(np.float32)
+        if spec.scale != "0-255":
+            x /= np.float32(255.0)
+        x -= np.asarray(spec.mean, np.float32)
+        x /= np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x if spec.layout == "NHWC" else x.transpose(0, 3, 1, 2))
 
 
 def preprocess(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
-    """Decoded RGB images (any sizes) -> the model's input batch ``[N, 3, H, W]`` float32."""
+    """Decoded RGB images (any sizes) -> the model's input batch (``[N, 3, H, W]`` float32 unless
+    the spec says otherwise: :func:`normalise`)."""
     if spec.height is None:
         sizes = {im.shape[:2] for im in images}
         if len(sizes) > 1:

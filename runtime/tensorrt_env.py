@@ -8,6 +8,7 @@ prints :func:`report`; the builder and the TensorRT runner use the rest.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
 import importlib.metadata
@@ -56,22 +57,38 @@ def flavour(name: str) -> Flavour:
                                  fix=f"use one of auto, {', '.join(FLAVOURS)}") from None
 
 
+class BrokenInstall(BackendUnavailable):
+    """A TensorRT flavour is installed (its module is found) but fails to import, e.g. its shared
+    libraries are missing (OSError) or one of its own imports fails."""
+
+
 def import_tensorrt(name: str) -> ModuleType:
-    """The module of flavour ``name``; :class:`BackendUnavailable` naming the extra if missing."""
+    """The module of flavour ``name``: :class:`BackendUnavailable` naming the extra when none of
+    its modules is installed, :class:`BrokenInstall` with the cause when one is but fails to import."""
     spec = flavour(name)
+    broken = []
     for module in spec.modules:
         try:
             return importlib.import_module(module)
-        except (ImportError, OSError):  # OSError: the Python module is there, its libraries are not
-            continue
+        except ModuleNotFoundError as err:
+            if err.name != module:  # the module is there, something it imports is not
+                broken.append(f"{module}: {err}")
+        except (ImportError, OSError) as err:  # OSError: the Python module is there, its libraries are not
+            broken.append(f"{module}: {type(err).__name__}: {err}")
+    if broken:
+        raise BrokenInstall(f"{spec.title} is installed but cannot be imported ({'; '.join(broken)})",
+                            fix=f"reinstall it: {spec.install} --force-reinstall")
     raise BackendUnavailable(f"{spec.title} is not installed (no module {' or '.join(spec.modules)})",
                              fix=spec.install)
 
 
 def installed(name: str) -> ModuleType | None:
-    """The module of flavour ``name``, or ``None`` when it cannot be imported."""
+    """The module of flavour ``name``, or ``None`` when it is not installed; :class:`BrokenInstall`
+    when it is but fails to import (a broken install is an error to report, not an absence)."""
     try:
         return import_tensorrt(name)
+    except BrokenInstall:
+        raise
     except BackendUnavailable:
         return None
 
@@ -109,10 +126,12 @@ def cc_text(value: int) -> str:
     return f"{value // 10}.{value % 10}"
 
 
-def make_logger(trt: ModuleType, keep: str = "INFO") -> Any:
-    """A ``trt.ILogger`` that forwards to Python logging and keeps messages of severity ``keep`` or worse.
+def make_logger(trt: ModuleType, keep: str = "INFO", limit: int = 10_000) -> Any:
+    """A ``trt.ILogger`` that forwards to Python logging and keeps the last ``limit`` messages of
+    severity ``keep`` or worse (bounded: an engine runner lives as long as its server and may log
+    a warning per call).
 
-    ``logger.messages`` is a list of ``(severity name, text)``; ``logger.errors()`` the
+    ``logger.messages`` holds ``(severity name, text)``, oldest first; ``logger.errors()`` the
     error texts, the cause to report when a parse, build or deserialization fails.
     """
     threshold = trt.ILogger.Severity.__members__[keep]
@@ -122,7 +141,7 @@ def make_logger(trt: ModuleType, keep: str = "INFO") -> Any:
     class KeepingLogger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.messages: list[tuple[str, str]] = []
+            self.messages: collections.deque[tuple[str, str]] = collections.deque(maxlen=limit)
 
         def log(self, severity, msg):  # noqa: D102 (called by TensorRT)
             _log.log(levels.get(severity.name, logging.INFO), "%s", msg)
@@ -229,14 +248,20 @@ def report() -> dict[str, Any]:
     gpus, no_gpu = find_gpus()
     flavours = {}
     for name, spec in FLAVOURS.items():
-        trt = installed(name)
-        entry: dict[str, Any] = {"installed": trt is not None, "version": version(trt) if trt else None,
+        try:
+            trt, broken = installed(name), None
+        except BrokenInstall as err:
+            trt, broken = None, err
+        entry: dict[str, Any] = {"installed": trt is not None or broken is not None,
+                                 "version": version(trt) if trt else None,
                                  "module": trt.__name__ if trt else None,
                                  "can_build": trt is not None and (spec.builds_without_gpu or bool(gpus)),
                                  "can_run": trt is not None and bool(gpus)}
         if name == "tensorrt_rtx":
             entry["compute_capabilities"] = rtx_targets(trt) if trt else list(RTX_DOCUMENTED_TARGETS)
-        if trt is None:
+        if broken is not None:
+            entry["broken"], entry["fix"] = str(broken), broken.fix
+        elif trt is None:
             entry["fix"] = spec.install
         flavours[name] = entry
     return {"flavours": flavours, "gpus": [dataclasses.asdict(g) for g in gpus], "no_gpu_reason": no_gpu}

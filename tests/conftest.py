@@ -3,22 +3,64 @@
 Tests that need a GPU or full TensorRT are marked ``gpu`` / ``trt`` and skipped with the
 reason when those are absent. Tests that train or build are marked ``slow``; the fast tier
 (``pytest -m "not slow"``, ``make test-fast``) fails when an unmarked test takes longer than
-:data:`FAST_TEST_LIMIT_S` (set-up of the fixtures it needs included), naming it.
+:data:`FAST_TEST_LIMIT_S` (set-up of its function fixtures included), or a shared fixture's
+set-up longer than :data:`FAST_FIXTURE_LIMIT_S`, naming it. Under ``VISIONRT_REQUIRE_EXTRAS=1``
+(``make test``, CI) a missing extra fails instead of skipping (:func:`require_or_skip`).
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: TensorRT-RTX (the rtx extra) is installed: engines can be built here, on a CPU.
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx_bindings") is not None or importlib.util.find_spec("tensorrt_rtx") is not None
+
+
+#: Set by the Makefile's test targets (so by CI): the extras ``make setup`` installs are required,
+#: and a test that would skip for want of one fails instead. Only "no GPU" and "no full TensorRT"
+#: remain reasons to skip.
+REQUIRE_EXTRAS = os.environ.get("VISIONRT_REQUIRE_EXTRAS") == "1"
+
+
+def require_or_skip(module: str, reason: str = "") -> Any:
+    """``pytest.importorskip(module)``, except under ``VISIONRT_REQUIRE_EXTRAS=1``: a module that is
+    missing or fails to import fails the test (at module level: the file) with the reason."""
+    if not REQUIRE_EXTRAS:
+        return pytest.importorskip(module, reason=reason or None)
+    try:
+        return importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 - missing, or installed but broken: both fail here
+        pytest.fail(f"{module} is required under make test (VISIONRT_REQUIRE_EXTRAS=1) and cannot be imported: "
+                    f"{type(err).__name__}: {err}" + (f" ({reason})" if reason else ""), pytrace=False)
+
+
+def needs_extra(installed: bool, reason: str) -> pytest.MarkDecorator:
+    """``skipif(not installed)`` for a test of an extra; under ``VISIONRT_REQUIRE_EXTRAS=1`` a missing
+    extra fails the test instead (the ``missing_extra`` mark, failed in set-up)."""
+    if installed or not REQUIRE_EXTRAS:
+        return pytest.mark.skipif(not installed, reason=reason)
+    return pytest.mark.missing_extra(reason)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "missing_extra(reason): an extra make test requires is missing (fails)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _running[0] = item.nodeid
+    for mark in item.iter_markers("missing_extra"):
+        pytest.fail(f"required under make test (VISIONRT_REQUIRE_EXTRAS=1): {mark.args[0]}", pytrace=False)
 
 
 def has_gpu() -> tuple[bool, str]:
@@ -32,21 +74,42 @@ def has_full_tensorrt() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
-#: Longest an unmarked test may take (seconds): beyond it, it must be marked ``slow``.
+#: Longest an unmarked test may take (seconds): beyond it, it must be marked ``slow``. The set-up of
+#: shared (module or session) fixtures is not charged to whichever test happens to come first: it
+#: is timed on its own against :data:`FAST_FIXTURE_LIMIT_S`, so the verdict does not depend on order.
 FAST_TEST_LIMIT_S = 10.0
+#: Longest the set-up of one shared fixture may take in the fast tier (seconds): a training of a
+#: few seconds fits; an engine build or a pipeline run belongs to tests marked ``slow``.
+FAST_FIXTURE_LIMIT_S = 60.0
 _unmarked_seconds: dict[str, float] = {}
+_shared_fixture_seconds: dict[str, float] = {}
+_charged_to: dict[str, float] = {}  # test -> seconds of shared fixture set-up inside its set-up
+_running: list[str] = [""]  # the test being set up
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    start = time.perf_counter()
+    yield
+    if fixturedef.scope != "function":
+        seconds = time.perf_counter() - start
+        _shared_fixture_seconds[fixturedef.argname] = _shared_fixture_seconds.get(fixturedef.argname, 0.0) + seconds
+        _charged_to[_running[0]] = _charged_to.get(_running[0], 0.0) + seconds
 
 
 def pytest_runtest_logreport(report):
     if "slow" not in report.keywords:
-        _unmarked_seconds[report.nodeid] = _unmarked_seconds.get(report.nodeid, 0.0) + report.duration
+        shared = _charged_to.pop(report.nodeid, 0.0) if report.when == "setup" else 0.0
+        _unmarked_seconds[report.nodeid] = _unmarked_seconds.get(report.nodeid, 0.0) + report.duration - shared
 
 
 def _too_slow(config) -> dict[str, float]:
-    """Unmarked tests over the limit, when running the fast tier (a ``-m`` expression excluding slow)."""
+    """Unmarked tests (``nodeid``) and shared fixtures (``fixture NAME``) over their limits, when
+    running the fast tier (a ``-m`` expression excluding slow)."""
     if "not slow" not in (config.option.markexpr or ""):
         return {}
-    return {node: s for node, s in _unmarked_seconds.items() if s > FAST_TEST_LIMIT_S}
+    return {**{node: s for node, s in _unmarked_seconds.items() if s > FAST_TEST_LIMIT_S},
+            **{f"fixture {name}": s for name, s in _shared_fixture_seconds.items() if s > FAST_FIXTURE_LIMIT_S}}
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -59,7 +122,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if offenders:
         terminalreporter.section("tests too slow for the fast tier", red=True)
         for node, seconds in sorted(offenders.items(), key=lambda kv: -kv[1]):
-            terminalreporter.line(f"{seconds:6.1f}s  {node}  (over {FAST_TEST_LIMIT_S:.0f}s: mark it slow)")
+            advice = (f"over {FAST_FIXTURE_LIMIT_S:g}s: mark the tests that use it slow" if node.startswith("fixture ")
+                      else f"over {FAST_TEST_LIMIT_S:g}s: mark it slow")
+            terminalreporter.line(f"{seconds:6.1f}s  {node}  ({advice})")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -130,7 +195,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
     """One epoch of a small ResNet, exported to ONNX (accuracy irrelevant)."""
-    from visionrt.export.verify import export_and_verify
+    from visionrt.export.stage import export_and_verify
     from visionrt.train.config import TrainConfig
     from visionrt.train.loop import fit
 

@@ -62,6 +62,105 @@ def test_the_import_check_sees_relative_and_absolute_imports():
     assert imported_stages("from ..train import loop", ["visionrt", "runtime", "tasks"]) == {("runtime", 1)}
 
 
+# no import cycles ---------------------------------------------------------------------------------
+def module_names(root: Path = ROOT) -> dict[str, Path]:
+    """Every visionrt module (``visionrt.runtime.cli``; a package by its ``__init__.py``) -> its file."""
+    found = {}
+    for stage in STAGES:
+        for path in sorted((root / stage).rglob("*.py")):
+            parts = ["visionrt", stage, *path.relative_to(root / stage).with_suffix("").parts]
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports_of(source: str, package: list[str], known: set[str]) -> set[str]:
+    """The modules of ``known`` that ``source`` (a module of ``package``) imports, at module level or
+    inside functions (not under ``if TYPE_CHECKING``): ``from a import b`` counts as module ``a.b``
+    where that is a module, else as ``a``; ``import a.b.c`` as its longest known prefix."""
+    def module_of(name: str) -> str | None:
+        parts = name.split(".")
+        return next((".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in known), None)
+
+    found = set()
+    pending: list[ast.AST] = [ast.parse(source)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            pending += node.orelse
+            continue
+        pending += ast.iter_child_nodes(node)
+        if isinstance(node, ast.Import):
+            found |= {module_of(alias.name) for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join([*(package[:len(package) - node.level + 1] if node.level else []),
+                             *(node.module.split(".") if node.module else [])])
+            found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else module_of(base)
+                      for alias in node.names}
+    return found - {None}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module in ``graph`` (module -> modules it
+    imports), each sorted: modules that import each other, directly or around a circle (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_module_imports_itself_around_a_circle():
+    """Modules that import each other (even inside functions) are one concept split badly, or a
+    registry that gathers what depends on it: split them so imports form no cycle."""
+    modules = module_names()
+    graph = {name: imports_of(path.read_text(), name.split(".") if path.name == "__init__.py"
+                              else name.split(".")[:-1], set(modules)) - {name}
+             for name, path in modules.items()}
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_check_finds_circles_through_functions_and_relative_imports():
+    known = {"visionrt.runtime.plugins", "visionrt.runtime.plugins.registry", "visionrt.runtime.plugins.nms",
+             "visionrt.runtime.plugins.nms.onnx_node", "visionrt.runtime.errors"}
+    registry = textwrap.dedent("""
+        from ..errors import PluginError
+        from typing import TYPE_CHECKING
+        if TYPE_CHECKING:
+            from . import nms
+        def plugins():
+            from .nms.onnx_node import NMS
+    """)
+    assert imports_of(registry, ["visionrt", "runtime", "plugins"], known) == {
+        "visionrt.runtime.errors", "visionrt.runtime.plugins.nms.onnx_node"}
+    node = "from ..registry import PluginOp\nimport visionrt.runtime.errors.sub"
+    assert imports_of(node, ["visionrt", "runtime", "plugins", "nms"], known) == {
+        "visionrt.runtime.plugins.registry", "visionrt.runtime.errors"}
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
 def test_the_runtime_imports_no_torch():
     """The base install (the runtime, plus the torch-free modules above it) loads neither torch nor TensorRT."""
     modules = ["visionrt.runtime", "visionrt.runtime.cli", "visionrt.runtime.predictor", "visionrt.runtime.doctor",

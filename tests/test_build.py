@@ -17,6 +17,7 @@ from visionrt.runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
+#: Absent: skip. Installed but broken: ``installed`` raises BrokenInstall, which fails the collection.
 needs_rtx = pytest.mark.skipif(tensorrt_env.installed("tensorrt_rtx") is None,
                                reason="TensorRT-RTX is not installed (pip install 'visionrt[rtx]')")
 
@@ -216,3 +217,91 @@ def test_scan_finds_precision_and_plugins(tmp_path):
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
     facts = scan_onnx(save_onnx(tmp_path / "p.onnx", [branch], [x, cond], [y], domains=["visionrt"]))
     assert facts.plugin_ops == ["Nms"] and facts.external_data == []
+
+
+# a plugin callback that raises, through a stand-in full TensorRT ---------------------------------
+class _Severity(int):
+    pass
+
+
+def stand_in_full_tensorrt(monkeypatch):
+    """A stand-in ``tensorrt`` 10.9 whose ONNX parser calls each visionrt node's ``describe``
+    callback as TensorRT's plugin wrapper does (an exception is printed, never raised) and then
+    fails with TensorRT's generic error; on a stand-in sm_86 GPU."""
+    from test_tensorrt_plugins import TensorDesc, make_tensorrt
+
+    from visionrt.runtime.plugins import registry, tensorrt_registration
+
+    trt, trtp = make_tensorrt("10.9.0.34")
+    severity = {name: _Severity(i) for i, name in enumerate(["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"])}
+    for name, value in severity.items():
+        value.name = name
+    trt.ILogger = type("ILogger", (), {"Severity": type("Severity", (), {"__members__": severity}),
+                                       "__init__": lambda self: None})
+    trt.NetworkDefinitionCreationFlag = type("Flags", (), {"STRONGLY_TYPED": 0})
+    trt.Builder = lambda logger: type("Builder", (), {"create_network": lambda self, flags: object()})()
+    types_ = {TensorProto.FLOAT: "FLOAT", TensorProto.FLOAT16: "HALF", TensorProto.INT64: "INT64"}
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.logger = logger
+
+        def parse_from_file(self, path):
+            model = onnx.load(path)
+            shapes = {v.name: ([d.dim_value for d in v.type.tensor_type.shape.dim], types_[v.type.tensor_type.elem_type])
+                      for v in model.graph.input}
+            for node in model.graph.node:
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute
+                         if a.name not in ("plugin_namespace", "plugin_version")}
+                values = registry.get(node.op_type).resolve(attrs)
+                try:
+                    trtp.plugins[node.op_type]["register"](*(TensorDesc(*shapes[i]) for i in node.input), **values)
+                except Exception:  # printed to stderr by TensorRT, then:
+                    self.logger.log(severity["ERROR"], f"IPluginV3 {node.op_type}: getOutputDataTypes failed")
+                    self.num_errors, self.node = 1, node
+                    return False
+            return True
+
+        def get_error(self, i):
+            node = self.node
+            return type("Error", (), {"node": lambda s: 0, "node_name": lambda s: node.name,
+                                      "node_operator": lambda s: node.op_type, "desc": lambda s: "",
+                                      "code": lambda s: type("Code", (), {"name": "UNSUPPORTED_NODE"})()})()
+
+    trt.OnnxParser = OnnxParser
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "tensorrt.plugin", trtp)
+    monkeypatch.setattr(tensorrt_registration, "_builder", None)
+    monkeypatch.setattr(tensorrt_registration, "_current_device", lambda: (86, 99000))
+    monkeypatch.setattr(tensorrt_env, "find_gpus", lambda: ([tensorrt_env.Gpu(0, "stand-in", "8.6", 8192)], None))
+    return trt
+
+
+def test_a_plugin_callback_error_is_the_build_error_with_its_own_fix(tmp_path, monkeypatch):
+    pytest.importorskip("cuda.bindings.nvrtc", reason="the pre-flight compiles with NVRTC: pip install 'visionrt[cuda]'")
+    from visionrt.runtime.plugins import registry
+
+    stand_in_full_tensorrt(monkeypatch)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16]),
+              helper.make_tensor_value_info("rois", TensorProto.FLOAT16, [4, 5])]
+    node = registry.get("RoiPool2d").make_node(["x", "rois"], ["y"], name="pool", pooled_height=2, pooled_width=2,
+                                               spatial_scale=0.25)
+    path = save_onnx(tmp_path / "model.onnx", [node], inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                     domains=["visionrt"])
+    with pytest.raises(PluginError, match="RoiPool2d: x is FLOAT and rois HALF") as err:
+        build_module = importlib.import_module("visionrt.export.build")
+        build_module.build_onnx_file(path, flavour="tensorrt")
+    assert "cast x and rois to the same float type" in err.value.fix  # not "build ... with full TensorRT >= 10.9"
+    assert isinstance(err.value.__cause__, BuildError) and "UNSUPPORTED_NODE" in str(err.value.__cause__)
+    log = json.loads((tmp_path / "model.trt.build.json").read_text())
+    assert "x is FLOAT and rois HALF" in log["error"] and not (tmp_path / "model.trt.engine").exists()
+
+
+def test_full_tensorrt_parse_failures_do_not_suggest_full_tensorrt(tmp_path, monkeypatch):
+    stand_in_full_tensorrt(monkeypatch)
+    build_module = importlib.import_module("visionrt.export.build")
+    fix = build_module._parse_fix(tensorrt_env.FLAVOURS["tensorrt"], "RoiPool2d")
+    assert "full TensorRT" not in fix and "build log" in fix
+    assert "TensorRT >= 10.9" in build_module._parse_fix(tensorrt_env.FLAVOURS["tensorrt_rtx"], "MaxRoiPool")

@@ -38,7 +38,7 @@ def tiny_detect_data(tmp_path_factory) -> Path:
 
 def train_tiny(task: str, arch: str, data: Path, out: Path) -> ModelDir:
     """One epoch of ``arch`` on ``data``, exported with its parity checked (accuracy irrelevant)."""
-    from visionrt.export.verify import export_and_verify
+    from visionrt.export.stage import export_and_verify
     from visionrt.train.config import TrainConfig
     from visionrt.train.loop import fit
 
@@ -150,7 +150,7 @@ def test_images_without_objects_give_no_detections(detect_pipeline):
 def test_out_of_range_threshold_is_a_clear_cli_error(detect_pipeline):
     image = sorted((detect_pipeline["out"] / "data" / "detect" / "images" / "test").glob("*.png"))[0]
     result = run_cli("predict", str(detect_pipeline["model_dir"]), str(image), "--score-threshold", "1.5", check=False)
-    assert result.returncode == 2 and "--score-threshold: expected a number between 0 and 1, got '1.5'" in result.stderr
+    assert result.returncode == 2 and "--score-threshold: score_threshold 1.5 is outside [0, 1]" in result.stderr
 
 
 # the other variants: tiny exports ------------------------------------------------------------------
@@ -205,7 +205,7 @@ def test_fasterrcnn_trt_flavour_runs_in_onnxruntime_like_pytorch(tiny_fasterrcnn
     """The export stage wrote the TensorRT flavour (plugin nodes) and checked it in onnxruntime."""
     pytest.importorskip("onnxruntime_extensions")
     from visionrt.export.trt_flavour import plugin_ops
-    from visionrt.export.verify import TRT_FLAVOUR_RUNNER
+    from visionrt.export.stage import TRT_FLAVOUR_RUNNER
 
     onnx = pytest.importorskip("onnx")
     assert plugin_ops(onnx.load(str(tiny_fasterrcnn.path("onnx_trt")))) == list(architectures("detect")["fasterrcnn"].plugin_ops)

@@ -19,6 +19,8 @@ from test_tensorrt_plugins import TensorDesc, aot, launch_of, trtp  # noqa: F401
 def test_arguments():
     args = gpu_plugins.parse_args(["--out", "somewhere"])
     assert (str(args.out), args.runs, args.warmup, args.quick, args.no_torchvision) == ("somewhere", 200, 20, False, False)
+    assert args.kernel_format == "ptx"  # what TensorRT embeds; --kernel-format cubin for machine code
+    assert gpu_plugins.parse_args(["--out", "x", "--kernel-format", "cubin"]).kernel_format == "cubin"
     with pytest.raises(SystemExit):
         gpu_plugins.parse_args([])
 
@@ -95,7 +97,7 @@ def test_report(tmp_path):
     json_path, md_path = gpu_plugins.write_gpu_plugin_report(report, tmp_path / "out")
     assert json.loads(json_path.read_text()) == report
     text = md_path.read_text()
-    assert "NVIDIA H100 (sm_90, peak 3352 GB/s)" in text
+    assert "NVIDIA H100 (sm_90, peak 3352 GB/s); NVRTC 13.5, CUBIN kernels" in text
     assert "| RoiAlign2d avg | ok, torchvision ok | 0.0200 (0.0210) | 0.0400 | 2.00x | 1700 | 51% |" in text
     assert "**FAIL**" in text and "| - | - | - | - |" in text
 
@@ -104,7 +106,7 @@ def test_report(tmp_path):
 @pytest.fixture(scope="module")
 def gpu():
     try:
-        return gpu_plugins.Gpu()
+        return gpu_plugins.Gpu(output="cubin")  # the kernels' results; PTX loading: test_the_script_end_to_end
     except BackendUnavailable as err:
         pytest.skip(f"no CUDA GPU: {err}")
 
@@ -128,7 +130,48 @@ def test_kernel_matches_the_reference(gpu, case):
 
 
 @pytest.mark.gpu
-def test_the_script_end_to_end(gpu, tmp_path):
-    assert gpu_plugins.main(["--out", str(tmp_path), "--quick", "--runs", "3", "--warmup", "1"]) == 0
+@pytest.mark.parametrize("kernel_format", ["ptx", "cubin"])
+def test_the_script_end_to_end(gpu, tmp_path, kernel_format):
+    args = ["--out", str(tmp_path), "--quick", "--runs", "3", "--warmup", "1", "--kernel-format", kernel_format]
+    assert gpu_plugins.main(args) == 0
     report = json.loads((tmp_path / "gpu_plugins.json").read_text())
     assert report["device"]["arch"] == gpu.arch and all(row["reference"]["ok"] for row in report["rows"])
+    assert report["kernel_format"] == kernel_format
+
+
+@pytest.mark.gpu
+def test_max_pool_kernel_follows_the_reference_on_nan_and_minus_inf(gpu):
+    """NaN wins (the last one), a window of -inf gives -inf at its first element inside the input."""
+    rng = np.random.default_rng(3)
+    x = rng.choice([np.nan, -np.inf, -np.inf, 1.0, 2.0], size=(2, 3, 9, 11)).astype(np.float32)
+    for geometry in (dict(kernel_h=2, kernel_w=2, stride_h=2, stride_w=2),
+                     dict(kernel_h=3, kernel_w=3, stride_h=2, stride_w=2, pad_top=1, pad_left=1, pad_bottom=1,
+                          pad_right=1)):
+        case = gpu_plugins.Case("special values", "MaxPool2dWithIndices", [x], geometry)
+        expected = registry.get(case.plugin).run(x, **geometry)
+        outputs, _ = gpu.run(case, expected)
+        for output, reference in zip(outputs, expected):
+            np.testing.assert_array_equal(output, reference)  # NaN where NaN, same indices
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_max_unpool_kernel_writes_two_to_the_31_elements(gpu):
+    """A 32x64x1024x1024 output (2^31 elements, fp16: 4 GiB): the last plane, past the int32 range,
+    is where its indices put it (a 32-bit count would stop short or wrap)."""
+    planes, size = 32 * 64, 512
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal((32, 64, size, size), dtype=np.float32).astype(np.float16)
+    rows = ((2 * np.arange(size))[:, None] + rng.integers(0, 2, (planes, size, size), dtype=np.int8)).astype(np.int64)
+    cols = 2 * np.arange(size) + rng.integers(0, 2, (planes, size, size), dtype=np.int8)
+    indices = (np.arange(planes, dtype=np.int64)[:, None, None] * 2 * size + rows) * 2 * size + cols
+    del rows, cols
+    indices = indices.reshape(y.shape)
+    geometry = dict(kernel_h=2, kernel_w=2, stride_h=2, stride_w=2, output_height=2 * size, output_width=2 * size)
+    like = [np.empty((32, 64, 2 * size, 2 * size), np.float16)]
+    (out,) = gpu.run(gpu_plugins.Case("2^31", "MaxUnpool2d", [y, indices], geometry), like)[0]
+    assert out.size == 2 ** 31
+    for n, c in ((0, 0), (31, 63), (16, 0)):
+        plane = (n * 64 + c) * (2 * size) ** 2
+        expected = registry.get("MaxUnpool2d").run(y[n:n + 1, c:c + 1], indices[n:n + 1, c:c + 1] - plane, **geometry)
+        np.testing.assert_array_equal(out[n, c], expected[0][0, 0])

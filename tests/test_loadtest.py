@@ -158,6 +158,28 @@ def test_sweep_against_a_fake_server_writes_every_report(fake_server, image_dir,
     assert json.loads((tmp_path / "loadtest.json").read_text())["levels"] == levels
 
 
+def test_load_spread_over_processes_counts_every_process(fake_server, image_dir, tmp_path, capsys):
+    url, _ = fake_server
+    cli(url, "--model", "m", "--images", str(image_dir), "--concurrency", "3", "--duration", "0.6",
+        "--warmup", "0", "--processes", "2", "--out", str(tmp_path), "--json")
+    (level,) = json.loads(capsys.readouterr().out)["levels"]
+    assert len(level["client_cpu"]) == 2 and all(0 < c < 1.5 for c in level["client_cpu"])  # shares 2 and 1
+    assert level["images"] > 0 and level["server"]["images"] == level["images"]
+    assert "client CPU (cores)" in (tmp_path / "loadtest.md").read_text()
+
+
+def test_a_client_bound_level_is_flagged():
+    samples = [(2.0 + i / 100, 0.001, 1) for i in range(101)]  # the last done 1 s after the start
+    busy = summarise(16, None, {"samples": samples, "errors": {}, "started": 2.0, "cpu": [0.2, 0.95]})
+    assert busy.client_cpu == pytest.approx([0.2, 0.95]) and busy.client_bound
+    idle = summarise(16, None, {"samples": samples, "errors": {}, "started": 2.0, "cpu": [0.5]})
+    assert not idle.client_bound and not summarise(1, None, {"samples": samples, "errors": {}, "started": 2.0}).client_bound
+    settings = loadtest.LoadSettings(url="http://127.0.0.1:9", model="m")
+    assert "0.20 + 0.95 **client-bound**" in loadtest.markdown([busy], settings)
+    assert "client-bound" not in loadtest.markdown([idle], settings)
+    assert loadtest.shares(16, 3) == [6, 5, 5] and loadtest.shares(2, 4) == [1, 1]
+
+
 def test_poisson_arrivals_stop_at_the_request_cap(fake_server, image_dir, tmp_path):
     url, _ = fake_server
     settings = loadtest.LoadSettings(url=url, model="m", concurrency=(2,), duration_s=30.0, warmup_s=0.0,

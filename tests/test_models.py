@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from conftest import HAS_RTX, build_rtx_engine
-from visionrt.export.verify import export_and_verify
+from visionrt.export.stage import export_and_verify
 from visionrt.runtime.manifest import ModelDir
 from visionrt.train.config import TrainConfig
 from visionrt.train.loop import fit
 from visionrt.runtime.tasks import architectures
-from visionrt.train.models.classify import ClassifierConfig, build_classifier
+from visionrt.train.tasks.architectures import build_model
 
 #: The classification architectures of the catalogue.
 ARCHITECTURES = list(architectures("classify"))
@@ -22,13 +22,13 @@ SMALL = {"resnet": {"widths": [8, 16, 16], "blocks": 1}, "inception": {"width": 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_forward_shape(arch):
-    model = build_classifier(ClassifierConfig(arch, SMALL[arch]), num_classes=7).eval()
+    model = build_model("classify", {"arch": arch, "kwargs": SMALL[arch]}, [str(c) for c in range(7)]).eval()
     assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 7)
 
 
 def test_unknown_architecture():
-    with pytest.raises(ValueError, match="unknown classifier 'vgg'"):
-        build_classifier(ClassifierConfig("vgg"), 10)
+    with pytest.raises(ValueError, match="unknown classify model 'vgg'"):
+        build_model("classify", {"arch": "vgg"}, [str(c) for c in range(10)])
 
 
 @pytest.mark.slow

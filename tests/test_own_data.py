@@ -314,7 +314,7 @@ def test_instance_targets_decode_polygons_into_the_letterboxed_input(coco_photos
 
 # short trainings: export, parity, predict on a photo of another size ----------------------------
 def _train(task: str, data: Path, out: Path, **config):
-    from visionrt.export.verify import export_and_verify
+    from visionrt.export.stage import export_and_verify
     from visionrt.train.config import TrainConfig
     from visionrt.train.loop import fit
 
@@ -578,12 +578,12 @@ def test_read_ahead_workers_hand_over_the_images_decoding_would_give(image_folde
 
 # standard-depth presets at realistic sizes ------------------------------------------------------
 def test_presets_configure_standard_networks():
-    from visionrt.train.models.classify import ClassifierConfig, build_classifier
     from visionrt.train.tasks import configure
+    from visionrt.train.tasks.architectures import build_model
 
     config = configure("classify", preset="standard", epochs=1)
     assert config.image_size == 224 and config.epochs == 1
-    resnet18 = build_classifier(ClassifierConfig(config.model, config.model_kwargs), 1000)
+    resnet18 = build_model("classify", {"arch": config.model, "kwargs": config.model_kwargs}, [str(c) for c in range(1000)])
     assert sum(p.numel() for p in resnet18.parameters()) == 11_689_512  # torchvision's resnet18
     assert configure("detect", preset="standard").image_size == 512
 
@@ -632,7 +632,7 @@ def _fit_preset(config, data: Path, out: Path):
     """Train ``config`` briefly, then export and check parity on the held-out photos."""
     import dataclasses
 
-    from visionrt.export.verify import export_and_verify
+    from visionrt.export.stage import export_and_verify
     from visionrt.train.loop import fit
 
     model_dir = fit(dataclasses.replace(config, threads=2), data, out)

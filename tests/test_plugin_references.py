@@ -395,3 +395,33 @@ def test_max_pool_documented_example():
 def test_pooling_rejects_pads_as_large_as_the_kernel():
     with pytest.raises(InputError, match="pad"):
         max_pool_with_indices(np.zeros((1, 1, 4, 4), np.float32), (2, 2), (1, 1), (2, 0, 0, 0))
+
+
+def test_max_pool_nan_and_minus_inf_windows_follow_pytorch():
+    """The chosen semantics (kernel and reference): NaN wins, the last NaN of the window; a window
+    of only -inf gives -inf at its first element inside the input, never a padded position."""
+    inf, nan = np.inf, np.nan
+    x = np.array([[-inf, -inf, 1, nan], [-inf, -inf, nan, 2], [nan, 3, -inf, -inf], [4, nan, -inf, -inf]],
+                 np.float32)[None, None]
+    y, indices = max_pool_with_indices(x, (2, 2), (2, 2))
+    np.testing.assert_array_equal(y[0, 0], [[-inf, nan], [nan, -inf]])
+    assert indices[0, 0].tolist() == [[0, 6], [13, 10]]  # first element; last NaN (2 and 6: 6); last NaN; first
+    # padded windows: the -inf of the padding never wins, the window's first element inside does
+    y, indices = max_pool_with_indices(np.full((1, 1, 3, 3), -inf, np.float32), (2, 2), (2, 2), (1, 1, 1, 1))
+    assert indices[0, 0].tolist() == [[0, 1], [3, 4]] and np.all(y == -inf)
+
+
+def test_max_pool_special_values_match_pytorch_on_random_cases():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    for _ in range(100):
+        n, c, (h, w) = 2, 3, rng.integers(3, 9, 2)
+        kernel = tuple(int(k) for k in rng.integers(1, 4, 2))
+        strides = tuple(int(s) for s in rng.integers(1, 3, 2))
+        pad = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
+        x = rng.choice([np.nan, -np.inf, -np.inf, 1.0, 2.0], size=(n, c, h, w)).astype(np.float32)
+        y, indices = max_pool_with_indices(x, kernel, strides, (*pad, *pad))
+        expected, plane_indices = torch.nn.functional.max_pool2d(torch.from_numpy(x), kernel, strides, pad,
+                                                                  return_indices=True)
+        np.testing.assert_array_equal(y, expected.numpy())  # NaN equals NaN here
+        np.testing.assert_array_equal(indices, plane_indices.numpy() + np.arange(n * c).reshape(n, c, 1, 1) * h * w)

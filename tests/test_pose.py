@@ -122,7 +122,7 @@ def test_flip_swaps_sides_and_model_shapes():
 @pytest.mark.slow
 def test_integral_variant_trains_exports_and_matches(tmp_path):
     """The other head (soft-argmax) on tiny data for one epoch: ONNX parity per output and PCK."""
-    from visionrt.export.verify import export_and_verify
+    from visionrt.export.stage import export_and_verify
     from visionrt.train.config import TrainConfig
     from visionrt.train.loop import fit
     from visionrt.train.tasks.pose import IMAGE_SIZE

@@ -19,7 +19,8 @@ from visionrt.runtime import InputError, ModelDir, Predictor
 from visionrt.runtime.errors import PluginError
 from visionrt.runtime.manifest import InputSpec, Manifest, OutputSpec
 from visionrt.runtime.tasks import architectures, segment
-from visionrt.train.models.segment import ARCHITECTURES, bilinear_upsampler
+from visionrt.train.models.segment import bilinear_upsampler
+from visionrt.train.tasks.architectures import model_builders
 
 HAS_ORT_EXTENSIONS = importlib.util.find_spec("onnxruntime_extensions") is not None
 PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25)]
@@ -92,10 +93,10 @@ def test_compare_counts_differing_pixels():
 
 
 # models --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", sorted(model_builders("segment")))
 def test_every_network_gives_per_pixel_logits(arch):
     torch.manual_seed(0)
-    model = ARCHITECTURES[arch](11)
+    model = model_builders("segment")[arch]({}, [str(c) for c in range(11)], None)
     x = torch.randn(2, 3, 64, 96, requires_grad=True)
     logits = model(x)
     assert logits.shape == (2, 11, 64, 96)
@@ -126,7 +127,7 @@ def tiny_segment_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_model(tiny_segment_data, tmp_path_factory):
     """``tiny_model(arch)``: one epoch of ``arch`` (accuracy irrelevant), exported and checked; once per arch."""
-    from visionrt.export.verify import export_and_verify
+    from visionrt.export.stage import export_and_verify
     from visionrt.train.config import TrainConfig
     from visionrt.train.loop import fit
 

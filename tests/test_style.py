@@ -93,7 +93,7 @@ def test_export_and_parity(style_data, tmp_path, monkeypatch):
     """One short epoch of a small transform network; ONNX (dynamic H/W) vs PyTorch on two photos."""
     import onnx
 
-    from visionrt.export.verify import export_and_verify
+    from visionrt.export.stage import export_and_verify
     from visionrt.train.config import TrainConfig
     from visionrt.train.loop import fit
     from visionrt.train.tasks import style

@@ -67,9 +67,9 @@ VARIANTS = [("srcnn", 2, {}), ("srcnn", 3, {"f2": 1}), ("fsrcnn", 2, {"d": 16, "
 
 @pytest.mark.parametrize("arch, scale, kwargs", VARIANTS)
 def test_output_size_is_scale_times_input(arch, scale, kwargs):
-    from visionrt.train.models.superres import SuperResConfig, build_superres
+    from visionrt.train.tasks.architectures import build_model
 
-    model = build_superres(SuperResConfig(arch, scale, kwargs)).eval()
+    model = build_model("superres", {"arch": arch, "kwargs": {"scale": scale, **kwargs}}, []).eval()
     h, w = 13, 22
     size = (h, w) if model.input_kind == "lr" else (scale * h, scale * w)
     assert model(torch.zeros(1, 3, *size)).shape == (1, 3, scale * h, scale * w)
@@ -81,7 +81,7 @@ def test_export_and_parity(arch, scale, kwargs, sr_data, tmp_path, monkeypatch):
     """One short epoch, then ONNX with dynamic H/W in onnxruntime vs PyTorch on two held-out photos."""
     import onnx
 
-    from visionrt.export.verify import export_and_verify
+    from visionrt.export.stage import export_and_verify
     from visionrt.train.config import TrainConfig
     from visionrt.train.loop import fit
     from visionrt.train.tasks import superres

@@ -1,8 +1,6 @@
 """The task registry and the architecture catalogue: every registered task has both halves, every
 architecture the catalogue lists (and ``visionrt doctor`` shows) is one the training side builds,
 with the plugin ops its export needs; the CLI's choices and the defaults come from it."""
-import importlib
-
 import pytest
 import torch
 
@@ -12,6 +10,7 @@ from visionrt.runtime.plugins.registry import plugins
 from visionrt.runtime.tasks import TASKS, architectures, require_architecture, runtime_task
 from visionrt.runtime.tasks.base import RuntimeTask
 from visionrt.train import tasks
+from visionrt.train.tasks.architectures import build_model, model_builders, register_model
 from visionrt.train.tasks.base import TrainTask
 
 CLASSES = [str(digit) for digit in range(10)]
@@ -25,18 +24,19 @@ def test_every_registered_task_has_both_halves(task):
     assert isinstance(runtime, RuntimeTask) and runtime.name == task
     training = tasks.get(task)
     assert issubclass(training.Task, TrainTask) and training.Task.name == task
-    for name in ("build_data", "default_config", "build_model"):
+    for name in ("build_data", "default_config"):
         assert callable(getattr(training, name)), f"train/tasks/{task}.py lacks {name}"
+    assert model_builders(task), f"train/tasks/{task}.py registers no architecture"
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_every_listed_architecture_builds(task):
     for arch, entry in architectures(task).items():
         assert set(entry.plugin_ops) <= set(plugins()), f"{task}/{arch} declares unknown plugin ops {entry.plugin_ops}"
-        model = tasks.get(task).build_model({"arch": arch, "kwargs": dict(REQUIRED_KWARGS.get(task, {}))}, CLASSES)
+        model = build_model(task, {"arch": arch, "kwargs": dict(REQUIRED_KWARGS.get(task, {}))}, CLASSES)
         assert isinstance(model, torch.nn.Module)
     with pytest.raises(ValueError, match="unknown"):
-        tasks.get(task).build_model({"arch": "no-such-net", "kwargs": dict(REQUIRED_KWARGS.get(task, {}))}, CLASSES)
+        build_model(task, {"arch": "no-such-net", "kwargs": dict(REQUIRED_KWARGS.get(task, {}))}, CLASSES)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -46,11 +46,20 @@ def test_one_default_architecture_and_it_is_what_training_starts_from(task):
     assert tasks.get(task).default_config(True).model == defaults[0] == next(iter(architectures(task)))
 
 
-@pytest.mark.parametrize("module", ["classify", "segment", "superres"])
-def test_model_registries_of_the_training_side_match_the_catalogue(module):
-    """Where a training model module keeps its own name -> class registry, it holds exactly the catalogue's names."""
-    registry = importlib.import_module(f"visionrt.train.models.{module}").ARCHITECTURES
-    assert set(registry) == set(architectures(module))
+@pytest.mark.parametrize("task", TASKS)
+def test_the_training_sides_registry_holds_exactly_the_catalogues_architectures(task):
+    """Every architecture the runtime catalogue lists has one registered builder, and no builder more."""
+    assert set(model_builders(task)) == set(architectures(task))
+
+
+def test_registering_an_architecture_the_catalogue_lacks_or_twice_is_refused():
+    def builder(kwargs, classes, postprocess):
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="not in the runtime catalogue"):
+        register_model("classify", "vgg")(builder)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model("classify", next(iter(model_builders("classify"))))(builder)
 
 
 def test_an_unknown_model_is_one_error_naming_the_choices():

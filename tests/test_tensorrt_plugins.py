@@ -9,12 +9,15 @@ import struct
 import sys
 import types
 import typing
+from pathlib import Path
 
 import pytest
 
 from visionrt.runtime.errors import PluginError
-from visionrt.runtime.plugins import registry, tensorrt_registration
+from visionrt.runtime.plugins import nvrtc, registry, tensorrt_registration
 from visionrt.runtime.plugins.max_unpool.reference import pooled_size, unpooled_size
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # the stand-in TensorRT --------------------------------------------------------------------
@@ -172,7 +175,7 @@ def test_roi_pool(trtp):
     total = 512 * 256 * 7 * 6
     assert launch["kernel"] == "visionrt_roi_pool_f32" and elf_arch(launch["code"]) == 86
     assert launch["grid"] == (total // 256 + 1, 1, 1) and launch["block"] == (256, 1, 1)
-    assert launch["args"] == [2, 256, 64, 64, 7, 6, total]
+    assert launch["args"] == [2, 256, 64, 64, 7, 6, 512]  # the kernel counts R*C*7*6 in 64 bits
 
 
 @pytest.mark.parametrize("plugin, extra", [("RoiPool2d", ()), ("RoiAlign2d", (TensorDesc((0,), "INT64"),))])
@@ -180,7 +183,7 @@ def test_a_batch_without_rois_launches_one_idle_block_not_an_empty_grid(trtp, pl
     x, rois = TensorDesc((1, 8, 16, 16), "FLOAT"), TensorDesc((0, 5 if plugin == "RoiPool2d" else 4), "FLOAT")
     size = {"pooled_height": 2, "pooled_width": 2} if plugin == "RoiPool2d" else {"output_height": 2, "output_width": 2}
     launch = launch_of(aot(trtp, plugin, x, rois, *extra, spatial_scale=0.25, **size))
-    assert launch["grid"] == (1, 1, 1) and launch["args"][-1] == 0  # every thread fails `index < total`
+    assert launch["grid"] == (1, 1, 1) and launch["args"][-1] == 0  # no RoIs: every thread skips the loop
 
 
 def test_roi_align_half(trtp):
@@ -190,7 +193,7 @@ def test_roi_align_half(trtp):
     assert y.shape == (100, 8, 14, 14) and y.dtype == "HALF"
     launch = launch_of(aot(trtp, "RoiAlign2d", x, rois, idx, **attrs))
     assert launch["kernel"] == "visionrt_roi_align_f16"
-    assert launch["args"] == [1, 8, 32, 40, 14, 14, 2, 100 * 8 * 14 * 14]
+    assert launch["args"] == [1, 8, 32, 40, 14, 14, 2, 100]
     assert launch["grid"][0] * 256 > 100 * 8 * 14 * 14 >= (launch["grid"][0] - 1) * 256
 
 
@@ -210,7 +213,7 @@ def test_efficient_nms(trtp):
 @pytest.mark.parametrize("boxes_dtype, scores_dtype", [("HALF", "FLOAT"), ("FLOAT", "HALF"), ("INT32", "FLOAT")])
 def test_efficient_nms_checks_the_boxes_type_too(trtp, boxes_dtype, scores_dtype):
     boxes, scores = TensorDesc((1, 10, 4), boxes_dtype), TensorDesc((1, 10, 3), scores_dtype)
-    with pytest.raises(PluginError, match="boxes are|not INT32"):
+    with pytest.raises(PluginError, match="boxes is|not INT32"):
         describe(trtp, "EfficientNms", boxes, scores, max_output_boxes=5, score_threshold=0.1, iou_threshold=0.5)
 
 
@@ -227,14 +230,15 @@ def test_max_pool_and_unpool(trtp, geometry):
     launch = launch_of(aot(trtp, "MaxPool2dWithIndices", x, **geometry))
     assert launch["kernel"] == "visionrt_max_pool_with_indices_f32"
     assert launch["args"] == [33, 40, out_h, out_w, g["kernel_h"], g["kernel_w"], g["stride_h"], g["stride_w"],
-                              g["pad_top"], g["pad_left"], 2 * 16 * out_h * out_w]
+                              g["pad_top"], g["pad_left"], 2 * 16]  # planes: the kernel counts N*C*oh*ow
 
     (x_back,) = describe(trtp, "MaxUnpool2d", y, indices, output_height=33, output_width=40, **geometry)
     assert x_back.shape == (2, 16, 33, 40)
     assert unpooled_size(out_h, g["kernel_h"], g["stride_h"], g["pad_top"], g["pad_bottom"]) in (33, 32)
     launch = launch_of(aot(trtp, "MaxUnpool2d", y, indices, output_height=33, output_width=40, **geometry))
     assert launch["kernel"] == "visionrt_max_unpool_f32"
-    assert launch["args"][:4] == [out_h, out_w, 33, 40] and launch["args"][-1] == 2 * 16 * 33 * 40
+    assert launch["args"][:4] == [out_h, out_w, 33, 40] and launch["args"][-1] == 2 * 16
+    assert launch["grid"][0] * 256 > 2 * 16 * 33 * 40
 
 
 def test_launch_arguments_match_the_kernel_signatures(trtp):
@@ -265,6 +269,40 @@ def test_unsupported_dtype_is_a_plugin_error(trtp):
                  pooled_height=2, pooled_width=2)
 
 
+@pytest.mark.parametrize("name, inputs, attrs, match", [
+    ("RoiPool2d", (TensorDesc((1, 4, 8, 8), "FLOAT"), TensorDesc((3, 5), "HALF")), dict(pooled_height=2, pooled_width=2),
+     "x is FLOAT and rois HALF"),
+    ("RoiAlign2d", (TensorDesc((1, 4, 8, 8), "HALF"), TensorDesc((3, 4), "FLOAT"), TensorDesc((3,), "INT64")), {},
+     "x is HALF and rois FLOAT"),
+    ("RoiAlign2d", (TensorDesc((1, 4, 8, 8), "FLOAT"), TensorDesc((3, 4), "FLOAT"), TensorDesc((3,), "INT32")), {},
+     "batch_indices must be int64, not INT32"),
+    ("MaxUnpool2d", (TensorDesc((1, 4, 4, 4), "FLOAT"), TensorDesc((1, 4, 4, 4), "INT32")),
+     dict(kernel_h=2, kernel_w=2, output_height=8, output_width=8), "indices must be int64, not INT32"),
+])
+def test_every_input_type_is_checked(trtp, name, inputs, attrs, match):
+    """Not only the first input's: a kernel reads every input as its one float type (or int64)."""
+    with pytest.raises(PluginError, match=match):
+        describe(trtp, name, *inputs, **attrs)
+    with pytest.raises(PluginError, match=match):
+        aot(trtp, name, *inputs, **attrs)
+
+
+def test_two_to_the_31_output_elements_need_no_32_bit_count(trtp):
+    """MaxUnpool at a 32x64x1024x1024 profile maximum writes 2^31 elements, one more than int32
+    holds: every int32 argument stays a shape factor, the grid covers every element, and the
+    kernel multiplies the factors in 64 bits (grid-stride loop, see visionrt_cuda.cuh)."""
+    y, indices = TensorDesc((32, 64, 512, 512), "HALF"), TensorDesc((32, 64, 512, 512), "INT64")
+    geometry = dict(kernel_h=2, kernel_w=2, stride_h=2, stride_w=2, output_height=1024, output_width=1024)
+    launch = launch_of(aot(trtp, "MaxUnpool2d", y, indices, **geometry))
+    total = 32 * 64 * 1024 * 1024
+    assert total == 2 ** 31
+    assert all(0 <= arg < 2 ** 31 for arg in launch["args"]) and launch["args"][-1] == 32 * 64
+    assert launch["grid"][0] < 2 ** 31 and launch["grid"][0] * launch["block"][0] > total
+    source = tensorrt_registration.op_module("MaxUnpool2d").KERNEL.read_text()
+    assert "VRT_FOR_EACH_ELEMENT(index, static_cast<long long>(planes) * height * width)" in source
+    assert "int total" not in source
+
+
 def test_register_plugins_is_idempotent(trtp):
     trt = sys.modules["tensorrt"]
     assert tensorrt_registration.register_plugins(trt, arch=89, output="ptx") == list(registry.plugins())
@@ -291,6 +329,91 @@ def test_kernel_format():
     with pytest.raises(PluginError, match=r"CUDA 13\.0\) cannot JIT the PTX of NVRTC 13\.5") as err:
         tensorrt_registration.kernel_format(13000, (13, 5))
     assert "CUDA 13.0 or older" in err.value.fix and "output='cubin'" in err.value.fix
+
+
+# failures inside the callbacks reach the user -----------------------------------------------
+def swallowed(callback, *args):
+    """Call ``callback`` as TensorRT's Python plugin wrapper does: an exception is printed and
+    turned into a failure status, never raised."""
+    try:
+        callback(*args)
+    except Exception:
+        return False
+    return True
+
+
+def test_a_callback_exception_is_raised_by_the_build_not_the_generic_error(trtp):
+    from visionrt.export.build import BuildError
+
+    x, rois = TensorDesc((1, 4, 8, 8), "INT8"), TensorDesc((3, 5), "INT8")
+    with pytest.raises(PluginError, match="float32 or float16 tensors, not INT8") as err:
+        with tensorrt_registration.callback_failures():
+            assert not swallowed(trtp.plugins["RoiPool2d"]["register"], x, rois, 2, 2, 0.25)
+            raise BuildError("TensorRT failed to parse model.onnx: node 0 (RoiPool2d): UNSUPPORTED_NODE",
+                             fix="build the TensorRT-flavour ONNX with full TensorRT >= 10.9")
+    assert "export the model in fp32 or fp16" in err.value.fix  # the callback's own fix, not the generic one
+    assert isinstance(err.value.__cause__, BuildError)
+
+
+def test_an_unexpected_callback_exception_is_wrapped_with_its_cause(trtp, monkeypatch):
+    monkeypatch.setattr(tensorrt_registration._builder, "kernel", lambda *a: 1 / 0)
+    x, rois = TensorDesc((1, 4, 8, 8), "FLOAT"), TensorDesc((3, 5), "FLOAT")
+    with pytest.raises(PluginError, match="plugin callback failed: ZeroDivisionError") as err:
+        with tensorrt_registration.callback_failures():
+            assert not swallowed(trtp.plugins["RoiPool2d"]["aot_impl"], x, rois, 2, 2, 0.25, (), 0)
+            raise RuntimeError("TensorRT: engine build failed")
+    assert isinstance(err.value.__cause__, ZeroDivisionError)
+
+
+def test_a_build_without_callback_failures_keeps_its_own_error(trtp):
+    x, rois = TensorDesc((1, 4, 8, 8), "FLOAT"), TensorDesc((3, 5), "FLOAT")
+    assert swallowed(trtp.plugins["RoiPool2d"]["register"], x, rois, 2, 2, 0.25)
+    with pytest.raises(ValueError, match="its own"):
+        with tensorrt_registration.callback_failures():
+            raise ValueError("its own")
+    # a failure left from an earlier build does not leak into the next one
+    assert not swallowed(trtp.plugins["RoiPool2d"]["register"], TensorDesc((1, 4, 8, 8), "INT8"), rois, 2, 2, 0.25)
+    with pytest.raises(ValueError, match="next build"):
+        with tensorrt_registration.callback_failures():
+            raise ValueError("next build")
+
+
+def test_preflight_compiles_every_op_for_the_build_gpu(monkeypatch):
+    pytest.importorskip("cuda.bindings.nvrtc", reason="the pre-flight compiles with NVRTC: pip install 'visionrt[cuda]'")
+    compiled = []
+    real = nvrtc.compile_file
+
+    def spy(path, *args):
+        compiled.append((path.parent.name, *args[::2]))  # (folder, arch, output)
+        return real(path, *args)
+
+    monkeypatch.setattr(nvrtc, "compile_file", spy)
+    monkeypatch.setattr(tensorrt_registration, "_current_device", lambda: (86, 99000))
+    assert tensorrt_registration.preflight(["RoiAlign2d", "MaxPool2dWithIndices", "MaxUnpool2d"]) == (86, "ptx")
+    assert compiled == [("roi_align", 86, "ptx"), ("max_unpool", 86, "ptx")]  # one compile per kernel file
+
+
+def test_preflight_refuses_before_parsing(monkeypatch):
+    monkeypatch.setattr(tensorrt_registration, "_current_device", lambda: (90, 12080))
+    monkeypatch.setattr(nvrtc, "nvrtc_version", lambda: (12, 9))
+    with pytest.raises(PluginError, match=r"driver \(CUDA 12\.8\) cannot JIT the PTX of NVRTC 12\.9"):
+        tensorrt_registration.preflight(["EfficientNms"])
+
+    def broken(path, *args):
+        raise nvrtc.KernelCompileError(f"NVRTC failed compiling {path.name} for sm_90", "error: expected a ';'")
+
+    monkeypatch.setattr(nvrtc, "compile_file", broken)
+    with pytest.raises(nvrtc.KernelCompileError, match="expected a ';'"):
+        tensorrt_registration.preflight(["EfficientNms"], arch=90, output="cubin")
+
+
+def test_preflight_without_a_device(monkeypatch):
+    cudart = FailingCudart()
+    cudart.cudaGetDevice = lambda: (100, 0)  # cudaErrorNoDevice
+    monkeypatch.setattr(tensorrt_registration.tensorrt_env, "import_cudart", lambda: cudart)
+    with pytest.raises(PluginError, match="no CUDA device to compile the plugin kernels for") as err:
+        tensorrt_registration.preflight(["RoiPool2d"])
+    assert "on the GPU they are for" in err.value.fix
 
 
 class FailingCudart:
@@ -359,7 +482,7 @@ def test_doctor_status_here():
 
 
 def test_doctor_status_without_nvrtc(monkeypatch):
-    from visionrt.runtime.plugins import nvrtc, status
+    from visionrt.runtime.plugins import status
 
     def missing():
         raise PluginError("NVRTC is not available: no module", fix="pip install 'visionrt[cuda]'")
@@ -368,3 +491,29 @@ def test_doctor_status_without_nvrtc(monkeypatch):
     report = status.plugin_status(arch=86)
     assert report["nvrtc"].startswith("missing: NVRTC is not available") and "visionrt[cuda]" in report["nvrtc"]
     assert not any(row["compiles"] for row in report["plugins"])
+
+
+# the NVRTC each install extra pins, and the drivers that load its PTX ---------------------------
+@pytest.mark.parametrize("extra", sorted(nvrtc.PLUGIN_DRIVER_MINIMUM), ids=lambda extra: f"[{extra}]")  # not "trt":
+# a bare id is a keyword, and conftest skips the "trt" keyword without full TensorRT
+def test_every_nvrtc_an_extra_admits_writes_ptx_its_minimum_driver_loads(extra):
+    """pyproject.toml's NVRTC range per extra against :data:`nvrtc.PLUGIN_DRIVER_MINIMUM` (the driver
+    README "GPU requirements" names) by the rule the build applies (``driver_loads_ptx_from``)."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (requirement,) = [r for r in map(Requirement, extras[extra]) if r.name.startswith("nvidia-cuda-nvrtc")]
+    major = 12 if requirement.name.endswith("-cu12") else 13
+    admitted = [(major, minor) for minor in range(100)
+                if any(Version(f"{major}.{minor}.{patch}") in requirement.specifier for patch in (0, 999))]
+    assert admitted, f"{extra}: {requirement} admits no {major}.x"
+    minimum = nvrtc.PLUGIN_DRIVER_MINIMUM[extra]
+    assert all(nvrtc.driver_loads_ptx_from(minimum, version) for version in admitted), (extra, requirement, minimum)
+
+
+def test_the_readme_names_each_minimum_driver():
+    section = (ROOT / "README.md").read_text().split("## GPU requirements")[1].split("\n## ")[0]
+    for extra, driver in nvrtc.PLUGIN_DRIVER_MINIMUM.items():
+        assert f"`{extra}`" in section and f"CUDA {driver // 1000}.{driver % 1000 // 10}" in section, extra

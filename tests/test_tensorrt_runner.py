@@ -1,5 +1,6 @@
 """TensorRT runner: every check that needs no GPU, the inference loop over a stand-in device, and a
-real GPU run (skipped without one)."""
+real GPU run (skipped without one). TensorRT-RTX absent: its tests skip; installed but broken:
+they fail (``tensorrt_env.BrokenInstall``), as does a failed build on a GPU it supports."""
 from __future__ import annotations
 
 import ctypes
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from visionrt.export.build import BuildError, build
+from visionrt.export.build import build
 from visionrt.runtime import tensorrt_env
 from visionrt.runtime.backends.base import TensorSpec
 from visionrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
@@ -19,12 +20,12 @@ from visionrt.runtime.manifest import ModelDir
 
 from test_build import model_dir_with, needs_rtx  # the tiny model and its model directory
 
-pytestmark = needs_rtx
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A model directory with the tiny ONNX and its TensorRT-RTX engine (batch 1..4)."""
+    if tensorrt_env.installed("tensorrt_rtx") is None:  # a broken install raises: a failure, not a skip
+        pytest.skip("TensorRT-RTX is not installed (pip install 'visionrt[rtx]')")
     root = tmp_path_factory.mktemp("tiny")
     model_dir_with(root)
     build(root, flavour="tensorrt_rtx", min_batch=1, opt_batch=2, max_batch=4)
@@ -258,19 +259,23 @@ def test_io_without_a_numpy_type_is_a_clear_error(built, dtype):
 
 # on a GPU -----------------------------------------------------------------------------------
 @pytest.mark.gpu
-@pytest.mark.parametrize("flavour", ["tensorrt_rtx", pytest.param("tensorrt", marks=pytest.mark.trt)])
+@pytest.mark.parametrize("flavour", [pytest.param("tensorrt_rtx", marks=needs_rtx),
+                                     pytest.param("tensorrt", marks=pytest.mark.trt)])
 def test_engine_matches_onnxruntime_on_a_gpu(tmp_path, flavour):
+    """A build failure here is a failure: the only skips are no GPU, no such TensorRT, and a GPU
+    that TensorRT-RTX does not support at all (Hopper), told before building."""
     gpus, why = tensorrt_env.find_gpus()
     if not gpus:
         pytest.skip(f"no CUDA GPU ({why})")
-    if tensorrt_env.installed(flavour) is None:
+    trt = tensorrt_env.installed(flavour)  # broken: raises
+    if trt is None:
         pytest.skip(f"{tensorrt_env.FLAVOURS[flavour].title} is not installed")
+    here = gpus[0].compute_capability
+    if flavour == "tensorrt_rtx" and here not in tensorrt_env.rtx_targets(trt):
+        pytest.skip(f"TensorRT-RTX does not support this GPU (compute capability {here})")
     model_dir = model_dir_with(tmp_path)
-    try:
-        result = build(model_dir, flavour=flavour, max_batch=4,
-                       compute_capabilities=[gpus[0].compute_capability] if flavour == "tensorrt_rtx" else None)
-    except BuildError as err:  # e.g. TensorRT-RTX on a GPU it does not support (Hopper)
-        pytest.skip(f"cannot build for this GPU: {err}")
+    result = build(model_dir, flavour=flavour, max_batch=4,
+                   compute_capabilities=[here] if flavour == "tensorrt_rtx" else None)
     reference = OnnxRuntimeRunner(model_dir.path("onnx"))
     rng = np.random.default_rng(1)
     with TensorRTRunner.from_model_dir(model_dir, result.key) as runner:
@@ -280,6 +285,7 @@ def test_engine_matches_onnxruntime_on_a_gpu(tmp_path, flavour):
                                        rtol=1e-3, atol=1e-3)
 
 
+@needs_rtx
 def test_doctor_report(monkeypatch):
     rtx = tensorrt_env.report()["flavours"]["tensorrt_rtx"]
     assert rtx["installed"] and rtx["can_build"] and rtx["version"]
@@ -290,3 +296,57 @@ def test_doctor_report(monkeypatch):
     assert report["no_gpu_reason"] == "no NVIDIA driver" and report["gpus"] == []
     assert not report["flavours"]["tensorrt"]["can_build"]
     assert "visionrt[rtx]" in report["flavours"]["tensorrt_rtx"]["fix"]
+
+
+# absent or broken ------------------------------------------------------------------------------
+@pytest.fixture
+def broken_tensorrt(tmp_path, monkeypatch):
+    """A ``tensorrt`` package on sys.path whose import fails as a wheel without its libraries does."""
+    package = tmp_path / "tensorrt"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        'raise OSError("libnvinfer.so.10: cannot open shared object file: No such file or directory")\n')
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return package
+
+
+def test_a_broken_install_is_an_error_not_an_absence(broken_tensorrt):
+    with pytest.raises(tensorrt_env.BrokenInstall, match=r"TensorRT is installed but cannot be imported "
+                                                          r"\(tensorrt: OSError: libnvinfer\.so\.10") as err:
+        tensorrt_env.installed("tensorrt")
+    assert "--force-reinstall" in err.value.fix
+    with pytest.raises(tensorrt_env.BrokenInstall):
+        tensorrt_env.resolve("auto")  # full TensorRT is tried first: broken is not "use the other one"
+
+
+def test_a_missing_dependency_of_the_module_is_broken_too(broken_tensorrt):
+    (broken_tensorrt / "__init__.py").write_text("import tensorrt_libs_that_is_not_there\n")
+    with pytest.raises(tensorrt_env.BrokenInstall, match="No module named 'tensorrt_libs_that_is_not_there'"):
+        tensorrt_env.installed("tensorrt")
+
+
+def test_an_absent_flavour_is_none(monkeypatch):
+    hide(monkeypatch, "tensorrt")
+    assert tensorrt_env.installed("tensorrt") is None
+
+
+def test_doctor_reports_a_broken_install_in_its_row(broken_tensorrt):
+    from visionrt.runtime.plugins import status
+
+    row = tensorrt_env.report()["flavours"]["tensorrt"]
+    assert row["installed"] and not row["can_build"] and "OSError: libnvinfer" in row["broken"]
+    assert "--force-reinstall" in row["fix"]
+    assert status._verdict("tensorrt", ["RoiPool2d"]).startswith("broken: TensorRT is installed but")
+
+
+@needs_rtx
+def test_the_runner_logger_keeps_only_the_latest_messages():
+    trt = tensorrt_env.import_tensorrt("tensorrt_rtx")
+    logger = tensorrt_env.make_logger(trt, keep="WARNING", limit=3)
+    for i in range(10):
+        logger.log(trt.ILogger.Severity.WARNING, f"warning {i}")
+        logger.log(trt.ILogger.Severity.INFO, "chatter")  # below `keep`: not kept
+    logger.log(trt.ILogger.Severity.ERROR, "the cause")
+    assert list(logger.messages) == [("WARNING", "warning 8"), ("WARNING", "warning 9"), ("ERROR", "the cause")]
+    assert logger.errors() == ["the cause"]

@@ -1,6 +1,7 @@
 """The fast tier's own check: an unmarked test over the time limit fails ``pytest -m "not slow"``."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -27,15 +28,30 @@ def test_marked_slow():
 
 def test_quick():
     pass
+
+
+@pytest.fixture(scope="session")
+def shared():
+    time.sleep(0.4)
+
+
+def test_first_user_of_a_shared_fixture(shared):
+    pass
+
+
+def test_second_user_of_a_shared_fixture(shared):
+    pass
 '''
 
 
-def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess:
+def run_pytest(directory: Path, *args: str, require_extras: bool = False) -> subprocess.CompletedProcess:
     """pytest in ``directory``, with its temporary files there too (a nested run in the shared
     temporary root would count towards pytest's keep-three cleanup of the outer run's files)."""
+    env = {k: v for k, v in os.environ.items() if k != "VISIONRT_REQUIRE_EXTRAS"}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                            "--basetemp", str(directory / "basetemp"), *args],
-                          cwd=directory, capture_output=True, text=True, timeout=120)
+                          cwd=directory, capture_output=True, text=True, timeout=120,
+                          env={**env, **({"VISIONRT_REQUIRE_EXTRAS": "1"} if require_extras else {})})
 
 
 def test_fast_tier_fails_and_names_an_unmarked_slow_test(tmp_path):
@@ -48,6 +64,49 @@ def test_fast_tier_fails_and_names_an_unmarked_slow_test(tmp_path):
     offenders = fast.stdout.split("tests too slow for the fast tier", 1)[1]
     assert "test_suite.py::test_sluggish" in offenders and "mark it slow" in offenders
     assert "test_quick" not in offenders
+    # a shared fixture's set-up is not charged to the test that happens to come first
+    assert "shared_fixture" not in offenders
+
+    conftest = (tmp_path / "conftest.py").read_text()
+    (tmp_path / "conftest.py").write_text(conftest + "\nFAST_FIXTURE_LIMIT_S = 0.2\n")
+    fixture = run_pytest(tmp_path, "-m", "not slow", "-k", "shared")
+    assert fixture.returncode == 1, fixture.stdout
+    assert "fixture shared" in fixture.stdout and "mark the tests that use it slow" in fixture.stdout
 
     everything = run_pytest(tmp_path)               # the full suite does not apply the limit
     assert everything.returncode == 0, everything.stdout
+
+
+MISSING_EXTRA_SUITE = '''
+import conftest
+
+nosuch = conftest.require_or_skip("visionrt_no_such_extra", reason="pip install 'visionrt[nosuch]'")
+
+
+def test_uses_it():
+    pass
+'''
+
+MISSING_EXTRA_MARK_SUITE = '''
+import conftest
+
+
+@conftest.needs_extra(False, "the nosuch extra is not installed")
+def test_marked():
+    pass
+'''
+
+
+def test_a_missing_extra_skips_by_default_and_fails_under_make_test(tmp_path):
+    """``make test`` sets VISIONRT_REQUIRE_EXTRAS=1: a missing extra is then a failure, not a skip."""
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow: slow\n")
+    for name, suite in (("test_module.py", MISSING_EXTRA_SUITE), ("test_mark.py", MISSING_EXTRA_MARK_SUITE)):
+        (tmp_path / name).write_text(suite)
+        plain = run_pytest(tmp_path, name)
+        assert plain.returncode == 0 and "1 skipped" in plain.stdout, plain.stdout
+        required = run_pytest(tmp_path, name, require_extras=True)
+        assert required.returncode != 0, required.stdout
+        assert "required under make test" in required.stdout and "skipped" not in required.stdout, required.stdout
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text()
+    assert "VISIONRT_REQUIRE_EXTRAS=1" in makefile

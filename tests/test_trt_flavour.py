@@ -16,7 +16,7 @@ from visionrt.export.trt_flavour import convert, plugin_ops, to_trt_flavour
 from visionrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
 from visionrt.runtime.errors import BackendUnavailable, PluginError
 from visionrt.runtime.plugins import onnxruntime_ops, plugin_table, plugins
-from visionrt.runtime.plugins.registry import MAX_NMS_CANDIDATES, MAX_NMS_OUTPUT_BOXES
+from visionrt.runtime.plugins.nms.onnx_node import MAX_NMS_CANDIDATES, MAX_NMS_OUTPUT_BOXES
 from visionrt.train import ops
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "runtime" / "plugins"

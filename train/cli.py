@@ -17,15 +17,17 @@ import time
 from pathlib import Path
 
 from ..runtime import atomic
-from ..runtime.cli import (Command, emit, existing_dir, existing_file, non_negative_int, output_dir, positive_float,
-                           positive_int, fraction)
+from ..runtime.argtypes import (existing_dir, existing_file, fraction, non_negative_int, output_dir, positive_float,
+                                positive_int)
+from ..runtime.cli import Command, emit
 from ..runtime.manifest import MANIFEST_NAME
 from ..runtime.errors import InputError
 from ..runtime.progress import progress
 from ..runtime.preprocess import RESIZE_POLICIES
 from ..runtime.tasks import TASKS
-from .config import SCHEDULES
+from .config import OPTIMIZERS, SCHEDULES
 from .presets import preset_names
+from .schedule import AUTO_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     options.pop("task", None), options.pop("model", None), options.pop("preset", None)
     options.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     options.update(resume=args.resume or options.get("resume", False))
+    options.setdefault("auto", [name for name in AUTO_FIELDS if name not in options])  # sized to the data
     for name in ("seed", "threads"):
         if getattr(args, name) is not None or name not in options:
             options[name] = getattr(args, name) or 0
@@ -127,7 +130,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     with atomic.transaction(args.out) if guarded else contextlib.nullcontext():
         model_dir = fit(config, args.data, args.out, overwrite=args.overwrite)
         if model_dir is not None:
-            atomic.write_text(model_dir.root / "config.json", json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+            used = next(h for h in model_dir.manifest.history if h["stage"] == "train")["config"]
+            atomic.write_text(model_dir.root / "config.json", json.dumps(used, indent=2) + "\n")
     if model_dir is not None:
         metrics = model_dir.manifest.metrics["pytorch"]["test"]
         emit(args, {"model_dir": str(model_dir.root), "test": metrics},
@@ -155,7 +159,7 @@ def register(command: Command) -> None:
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
-    p.add_argument("--optimizer", choices=("sgd", "adam"))
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--schedule", choices=tuple(SCHEDULES),
                    help="learning rate after the warm-up (default cosine; step: x0.1 at 1/2 and 3/4 of training)")
     p.add_argument("--image-size", type=positive_int, help="model input side in px (default: the task's built-in size)")

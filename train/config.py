@@ -14,6 +14,8 @@ SCHEDULES: dict[str, Callable[[float], float]] = {
     "step": lambda done: 0.1 ** ((done >= 0.5) + (done >= 0.75)),
     "constant": lambda done: 1.0,
 }
+#: ``TrainConfig.optimizer``: SGD with Nesterov momentum, or Adam.
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclasses.dataclass
@@ -38,6 +40,9 @@ class TrainConfig:
     workers: int = 0               # DataLoader processes decoding the training batches (0: in the training process)
     flip: bool | None = None       # mirror training images left-right at random (None: unless the data is the built-in digits)
     scale_jitter: float | None = None  # detect/instance: zoom each image by 1 ± this (None: 0.25, 0 on the built-in digits)
+    # fields sized to the training set when training starts (visionrt.train.schedule.AUTO_FIELDS: batch_size,
+    # epochs, patience); `visionrt train` lists those the user did not set; empty: every field used as given
+    auto: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":

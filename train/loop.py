@@ -23,13 +23,20 @@ from ..runtime.errors import InputError
 from ..runtime.images import MIN_SIDE as MIN_IMAGE_SIZE
 from ..runtime.manifest import MANIFEST_NAME, Manifest, ModelDir
 from ..runtime.progress import progress
-from . import checkpoint, tasks
+from . import checkpoint
 from .config import SCHEDULES, TrainConfig
 from .data.lazy import read_ahead
 from .distributed import Dist
+from .schedule import AUTO_FIELDS, describe, may_stop_early, size_to_data
 from .tasks import load_task
+from .tasks.architectures import build_model
+from .verdict import judge
 
 WEIGHTS_FILE = "weights.safetensors"
+#: Below this many steps per epoch, BatchNorm's running statistics (momentum 0.1: an average over
+#: the last ~10 steps) still hold earlier weights' statistics when validation runs: they are
+#: re-estimated on the epoch's training batches first (:func:`settle_batchnorm`).
+SETTLE_BELOW_STEPS = 30
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +60,27 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     raise ValueError(f"unknown optimizer '{config.optimizer}' (choose sgd or adam)")
+
+
+@torch.no_grad()
+def settle_batchnorm(model: torch.nn.Module, task, batches: list[torch.Tensor], seed: int) -> None:
+    """Re-estimate every BatchNorm layer's running mean and variance as the plain average over
+    ``batches`` (index tensors of training samples, augmented as in training) under the current
+    weights, so that validation and the saved weights use statistics that match them."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: each batch weighs the same
+    generator = torch.Generator().manual_seed(seed * 100_003 - 1)
+    model.train()
+    for indices in batches:
+        task.train_loss(model, indices, generator)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
 
 
 def check_config(config: TrainConfig) -> None:
@@ -80,6 +108,8 @@ def check_config(config: TrainConfig) -> None:
         raise bad("momentum", "a number in [0, 1)")
     if not (is_number(config.weight_decay) and config.weight_decay >= 0):
         raise bad("weight_decay", "a finite number >= 0")
+    if not (isinstance(config.auto, (list, tuple)) and set(config.auto) <= set(AUTO_FIELDS)):
+        raise bad("auto", f"a list of {', '.join(AUTO_FIELDS)}")
     if config.schedule not in SCHEDULES:
         raise bad("schedule", f"one of {', '.join(SCHEDULES)}")
     if config.max_minutes is not None and not (is_number(config.max_minutes) and config.max_minutes > 0):
@@ -113,6 +143,8 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     task = load_task(config.task, data_dir, config)
+    config = size_to_data(config, len(task), ddp.world)
+    log.info("schedule: %s", describe(config, len(task), ddp.world))
     model = task.build_model(config)
     if ddp.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -150,6 +182,8 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
             scheduler.step()
             total += loss.item()
             report(step + 1, steps_per_epoch)
+        if steps_per_epoch < SETTLE_BELOW_STEPS:
+            settle_batchnorm(model, task, batches, config.seed)
         val = ddp.from_main(task.evaluate(checkpoint.unwrap(model), "val")[task.metric])
         elapsed = time.perf_counter() - start
         state["history"].append({"epoch": epoch, "loss": total / steps_per_epoch, f"val_{task.metric}": val,
@@ -164,7 +198,7 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
             checkpoint.save_resume(ckpt_dir, model, optimizer, scheduler, state)
         log.info("epoch %d/%d  loss %.4f  val %s %.4f%s  %.0fs", epoch, config.epochs, total / steps_per_epoch,
                  task.metric, val, " *" if improved else "", elapsed)
-        if epoch - state["best_epoch"] >= config.patience:
+        if epoch - state["best_epoch"] >= config.patience and may_stop_early(config, epoch * steps_per_epoch):
             log.info("early stop: no better val %s for %d epochs", task.metric, config.patience)
             break
         if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
@@ -182,11 +216,14 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
     ddp.close()
     log.info("test %s %.4f (best epoch %d, %.0fs)", task.metric, metrics["test"][task.metric], state["best_epoch"],
              state["seconds"])
-    return _write_model_dir(out_dir, Path(data_dir), task, config, metrics, state, shards)
+    warning = judge(task, metrics["test"], config, state["epoch"] * steps_per_epoch, len(task))
+    if warning:
+        log.warning("%s", warning)
+    return _write_model_dir(out_dir, Path(data_dir), task, config, metrics, state, shards, warning)
 
 
 def _write_model_dir(out_dir: Path, data_dir: Path, task, config: TrainConfig, metrics: dict, state: dict,
-                     shards: list) -> ModelDir:
+                     shards: list, warning: str | None) -> ModelDir:
     manifest = Manifest(
         task=task.name,
         model={"arch": config.model, "kwargs": config.model_kwargs, "dataset": str(data_dir.resolve())},
@@ -194,7 +231,7 @@ def _write_model_dir(out_dir: Path, data_dir: Path, task, config: TrainConfig, m
         input=task.input_spec(),
         outputs=task.outputs(),
         primary_metric=task.metric,
-        postprocess=task.postprocess(),
+        postprocess=task.postprocess_defaults(),
         build_profile=task.build_profile(),
         metrics={"pytorch": metrics},
         versions={"torch": torch.__version__, "python": platform.python_version()},
@@ -202,7 +239,8 @@ def _write_model_dir(out_dir: Path, data_dir: Path, task, config: TrainConfig, m
     model_dir = ModelDir(out_dir, manifest)
     model_dir.add_file("weights", out_dir / WEIGHTS_FILE, role="PyTorch weights (safetensors), best val epoch")
     model_dir.record("train", config=dataclasses.asdict(config), best_epoch=state["best_epoch"],
-                     seconds=round(state["seconds"], 1), epochs=state["history"], processes=shards)
+                     seconds=round(state["seconds"], 1), epochs=state["history"], processes=shards,
+                     **({"warning": warning} if warning else {}))
     model_dir.save()
     return model_dir
 
@@ -213,5 +251,5 @@ def load_trained(model_dir: ModelDir) -> torch.nn.Module:
     Built with the manifest's ``postprocess``: tasks whose graph holds post-processing (NMS) take
     its thresholds from there, the one place they live."""
     m = model_dir.manifest
-    model = tasks.get(m.task).build_model(m.model, m.classes, m.postprocess)
+    model = build_model(m.task, m.model, m.classes, m.postprocess)
     return checkpoint.load_weights(model, model_dir.path("weights")).eval()

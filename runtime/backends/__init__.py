@@ -13,6 +13,8 @@ from .base import Runner, TensorSpec
 
 #: Backend names a user can ask for.
 BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch", "auto")
+#: Backends the runtime runs by itself (``predict``, ``serve``): the PyTorch reference needs the training code.
+RUNTIME_BACKENDS = tuple(b for b in BACKENDS if b != "torch")
 
 
 def open_runner(model_dir: ModelDir, backend: str = "onnxruntime", provider: str = "cpu",
@@ -31,7 +33,8 @@ def open_runner(model_dir: ModelDir, backend: str = "onnxruntime", provider: str
     if backend == "auto":  # the fastest CPU backend for the precision; the runner says why
         from .auto import choose_cpu_backend
 
-        chosen, why = choose_cpu_backend(model_dir, precision, threads)
+        chosen, why = choose_cpu_backend(model_dir, precision, lambda candidate: open_runner(
+            model_dir, candidate, threads=threads, precision=precision))
         runner = open_runner(model_dir, chosen, threads=threads, onnx_key=onnx_key, precision=precision)
         runner.chosen_because = why
         logging.getLogger(__name__).info("backend auto: %s", why)
@@ -43,13 +46,13 @@ def open_runner(model_dir: ModelDir, backend: str = "onnxruntime", provider: str
 
         compute = "bf16" if precision == "bf16" else "fp32"
         key = onnx_key or resolve_onnx_key(model_dir, "fp32" if precision == "bf16" else precision)
-        return OpenVinoRunner(model_dir.path(key), threads=threads, compute=compute)
+        return _adapted(model_dir, OpenVinoRunner(model_dir.path(key), threads=threads, compute=compute))
     check_precision(precision)
     if backend == "onnxruntime":
         from .onnxruntime import OnnxRuntimeRunner
 
         key = onnx_key or resolve_onnx_key(model_dir, precision)
-        return OnnxRuntimeRunner(model_dir.path(key), provider=provider, threads=threads)
+        return _adapted(model_dir, OnnxRuntimeRunner(model_dir.path(key), provider=provider, threads=threads))
     if backend == "tensorrt":
         from .tensorrt import TensorRTRunner
 
@@ -57,8 +60,16 @@ def open_runner(model_dir: ModelDir, backend: str = "onnxruntime", provider: str
         if not engines:
             raise BackendUnavailable(f"{model_dir.root} has no TensorRT engine",
                                      fix=f"build one: visionrt build {model_dir.root}")
-        return TensorRTRunner.from_model_dir(model_dir, engine_key or _engine_for(model_dir, precision))
+        return _adapted(model_dir, TensorRTRunner.from_model_dir(model_dir, engine_key or _engine_for(model_dir, precision)))
     raise BackendUnavailable(f"unknown backend '{backend}'", fix=f"choose one of {', '.join(BACKENDS)}")
+
+
+def _adapted(model_dir: ModelDir, runner: Runner) -> Runner:
+    """``runner`` with an imported model's outputs mapped onto its task's contract (:mod:`..output_adapters`)."""
+    from ..output_adapters import adapted
+
+    spec = model_dir.manifest.input
+    return adapted(runner, model_dir.manifest.postprocess, spec.height, spec.width)
 
 
 def _engine_for(model_dir: ModelDir, precision: str) -> str:
@@ -88,4 +99,4 @@ def _torch_runner(model_dir: ModelDir, threads: int, load_model: Callable[[Model
                        [o.name for o in model_dir.manifest.outputs], threads=threads)
 
 
-__all__ = ["BACKENDS", "Runner", "TensorSpec", "open_runner"]
+__all__ = ["BACKENDS", "RUNTIME_BACKENDS", "Runner", "TensorSpec", "open_runner"]

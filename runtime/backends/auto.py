@@ -7,23 +7,26 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from typing import Callable
 
 import numpy as np
 
 from ..errors import BackendUnavailable, VisionRTError
 from ..manifest import ModelDir
+from .base import Runner
 
 #: CPU backends ``auto`` chooses among, by the runner name their benchmark rows carry.
 CPU_BACKENDS = {"onnxruntime": "onnxruntime-cpu", "openvino": "openvino-cpu"}
 
 
-def choose_cpu_backend(model_dir: ModelDir, precision: str = "fp32", threads: int = 0) -> tuple[str, str]:
-    """``(backend, why)``: the CPU backend with the lowest batch-1 latency for ``precision``."""
+def choose_cpu_backend(model_dir: ModelDir, precision: str, open_backend: Callable[[str], Runner]) -> tuple[str, str]:
+    """``(backend, why)``: the CPU backend with the lowest batch-1 latency for ``precision``;
+    ``open_backend(name)`` opens a runner of ``model_dir`` on backend ``name`` where it is measured here."""
     candidates = [b for b in CPU_BACKENDS if b == "onnxruntime" or importlib.util.find_spec(b) is not None]
     measured = _from_benchmarks(model_dir, precision, candidates)
     source = "the manifest's benchmark (model-only median, batch 1)"
     if len(measured) < len(candidates):
-        measured, source = _measure(model_dir, precision, candidates, threads), "a quick measurement here (batch 1)"
+        measured, source = _measure(model_dir, candidates, open_backend), "a quick measurement here (batch 1)"
     if not measured:
         raise BackendUnavailable(f"no CPU backend can run {model_dir.root} in {precision}",
                                  fix=f"visionrt export {model_dir.root} --precision {precision}")
@@ -44,16 +47,14 @@ def _from_benchmarks(model_dir: ModelDir, precision: str, candidates: list[str])
     return found
 
 
-def _measure(model_dir: ModelDir, precision: str, candidates: list[str], threads: int,
+def _measure(model_dir: ModelDir, candidates: list[str], open_backend: Callable[[str], Runner],
              runs: int = 10) -> dict[str, float]:
-    from . import open_runner
-
     spec = model_dir.manifest.input
     batch = np.zeros((1, spec.channels, spec.height or 224, spec.width or 224), np.float32)
     found = {}
     for backend in candidates:
         try:
-            with open_runner(model_dir, backend, threads=threads, precision=precision) as runner:
+            with open_backend(backend) as runner:
                 runner.infer({spec.name: batch})
                 samples = []
                 for _ in range(runs):

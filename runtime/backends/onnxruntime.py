@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable
+from ..file_kind import require_file
 from .base import Runner, TensorSpec
 
 #: Short provider names accepted by ``providers=`` and the onnxruntime provider they mean.
@@ -55,8 +56,7 @@ class OnnxRuntimeRunner(Runner):
     def _activate(self) -> None:
         import onnxruntime as ort
 
-        if not self.path.is_file():
-            raise ArtifactError(f"ONNX file {self.path} does not exist")
+        require_file(self.path, "ONNX file", ArtifactError)
         if self.provider not in available_providers():
             raise BackendUnavailable(
                 f"onnxruntime here has no {PROVIDERS[self.provider]} (it has {ort.get_available_providers()})",
@@ -70,7 +70,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=[PROVIDERS[self.provider]])
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ArtifactError(f"onnxruntime cannot load {self.path}: {_first_line(err)}",
+            raise ArtifactError(f"onnxruntime cannot load {self.path}: {_last_line(err)}",
                                 fix="the file is corrupt or truncated; re-run `visionrt export`") from err
 
     def _deactivate(self) -> None:
@@ -99,6 +99,7 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(names, values))
 
 
-def _first_line(err: Exception) -> str:
+def _last_line(err: Exception) -> str:
+    """The last line of ``err``'s message (onnxruntime ends a load failure with its reason), or its type's name."""
     text = str(err).strip().splitlines()
     return text[-1] if text else type(err).__name__

@@ -13,6 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailable
+from ..file_kind import require_file
 from .base import Runner, TensorSpec
 
 _OV_TYPES = {"f32": "float32", "f16": "float16", "f64": "float64", "i64": "int64", "i32": "int32",
@@ -53,8 +54,7 @@ class OpenVinoRunner(Runner):
 
     def _activate(self) -> None:
         ov = _openvino()
-        if not self.path.is_file():
-            raise ArtifactError(f"ONNX file {self.path} does not exist")
+        require_file(self.path, "ONNX file", ArtifactError)
         core = ov.Core()
         config = {}
         if self.threads:

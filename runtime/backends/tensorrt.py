@@ -33,6 +33,8 @@ from .base import Runner, TensorSpec
 
 #: Build facts the runner relies on.
 REQUIRED_FACTS = ("flavour", "tensorrt_version", "engine_bytes", "inputs", "outputs", "profile")
+#: TensorRT warnings and errors a runner keeps (the latest; the cause of a failed call is among them).
+RUNNER_LOG_LIMIT = 200
 
 
 class CudaError(VisionRTError):
@@ -87,7 +89,7 @@ class TensorRTRunner(Runner):
         self._cudart = tensorrt_env.import_cudart()
         tensorrt_env.check_cuda_packages(self.flavour.name)
         self._check_gpu(trt)
-        self._logger = tensorrt_env.make_logger(trt, keep="WARNING")
+        self._logger = tensorrt_env.make_logger(trt, keep="WARNING", limit=RUNNER_LOG_LIMIT)
         self._runtime = trt.Runtime(self._logger)
         self._engine = deserialize(trt, self._runtime, self.path.read_bytes(), self._logger, self.path.name)
         self._context = self._engine.create_execution_context()

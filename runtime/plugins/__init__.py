@@ -2,8 +2,9 @@
 
 One folder per op (``roi_pool``, ``roi_align``, ``nms``, ``max_unpool``) with its NumPy
 reference, CUDA kernel, TensorRT registration, ONNX node definition and README;
-:mod:`.registry` lists them. Torch-free.
+:mod:`.op` defines what an op is, :mod:`.registry` lists them. Torch-free.
 """
-from .registry import DOMAIN, PLUGIN_VERSION, PluginOp, get, plugin_table, plugins
+from .op import DOMAIN, PLUGIN_VERSION, PluginOp
+from .registry import get, plugin_table, plugins
 
 __all__ = ["DOMAIN", "PLUGIN_VERSION", "PluginOp", "get", "plugin_table", "plugins"]

@@ -39,13 +39,18 @@ def kernel_name(stem: str, dtype: str) -> str:
 
 
 def elementwise(stem: str, dtype: str, total: Any, args: tuple[Any, ...]) -> KernelLaunch:
-    """One thread per output element: at least ``total`` threads in blocks of ``ELEMENTWISE_BLOCK``;
-    ``total`` is also the kernel's last scalar argument (its bounds check).
+    """One thread per output element: at least ``total`` threads in blocks of ``ELEMENTWISE_BLOCK``.
+
+    ``total`` sizes the grid only. The kernel counts its elements itself, in 64 bits, from
+    its int32 arguments (``args`` ends with the outer count: RoIs or N*C planes), and walks
+    them in a grid-stride loop: an output of 2^31 elements or more (MaxUnpool at a
+    32x64x1024x1024 profile maximum) would wrap a 32-bit count, and AOT kernel arguments are
+    int32 only. Every argument is one shape factor, far below 2^31.
 
     The grid is ``total // block + 1``, never 0: an empty output (no RoIs in the batch) then
-    launches one block whose threads all return. A grid of 0 is an invalid launch
+    launches one block whose threads all skip the loop. A grid of 0 is an invalid launch
     configuration, which TensorRT would report as a failed enqueue, and an AOT plugin cannot
     return early on the host. (It costs one idle block when ``total`` is a multiple of the block.)
     """
     return KernelLaunch(kernel_name(stem, dtype), grid=(total // ELEMENTWISE_BLOCK + 1, 1, 1),
-                        block=(ELEMENTWISE_BLOCK, 1, 1), args=(*args, total))
+                        block=(ELEMENTWISE_BLOCK, 1, 1), args=tuple(args))

@@ -12,7 +12,8 @@ Two output kinds:
   whatever its minor version.
 - ``"ptx"``: for the virtual architecture ``compute_XY``, JIT-compiled by whoever loads it.
   NVRTC 13.5 writes PTX ISA 9.5 and a driver older than the NVRTC cannot load it (a CUDA
-  13.0 driver knows ISA 9.0): see :func:`driver_loads_ptx_from`.
+  13.0 driver knows ISA 9.0): see :func:`driver_loads_ptx_from` and
+  :data:`PLUGIN_DRIVER_MINIMUM`.
 """
 from __future__ import annotations
 
@@ -93,6 +94,12 @@ def supported_archs() -> tuple[int, ...]:
     """Real architectures this NVRTC can compile for, e.g. (75, 80, ..., 120)."""
     nvrtc = _nvrtc()
     return tuple(_check(nvrtc, nvrtc.nvrtcGetSupportedArchs()))
+
+
+#: The oldest CUDA driver (``cuDriverGetVersion`` form) that loads the PTX of the NVRTC each
+#: install extra pins (pyproject.toml caps NVRTC at one minor so that this holds; README "GPU
+#: requirements"): [trt] NVRTC 12.8 -> R570, [trt-cu13] and [cuda] NVRTC 13.0 -> R580.
+PLUGIN_DRIVER_MINIMUM = {"trt": 12080, "trt-cu13": 13000, "cuda": 13000}
 
 
 def driver_loads_ptx_from(driver_version: int, nvrtc: tuple[int, int]) -> bool:

@@ -16,7 +16,8 @@ def plugin_status(arch: int | None = None) -> dict[str, Any]:
     """``{"nvrtc": ..., "arch": ..., "tensorrt": {flavour: verdict}, "plugins": [row per plugin]}``.
 
     Kernels compile for ``arch`` (default: the first GPU here, else the newest CI target);
-    a verdict is ``"yes"``, ``"not installed"`` or the reason the flavour cannot take them.
+    a verdict is ``"yes"``, ``"not installed"``, ``"broken: <cause>"`` or the reason the flavour
+    cannot take them.
     """
     arch = arch or _local_arch() or nvrtc.ARCHS[-1]
     names = tensorrt_registration.plugin_names()
@@ -43,7 +44,10 @@ def _compile(module, arch: int) -> dict[str, Any]:
 
 
 def _verdict(flavour: str, names: list[str]) -> str:
-    trt = tensorrt_env.installed(flavour)
+    try:
+        trt = tensorrt_env.installed(flavour)
+    except tensorrt_env.BrokenInstall as err:
+        return f"broken: {err}"
     if trt is None:
         return "not installed"
     try:

@@ -5,7 +5,14 @@ Each op's ``tensorrt.py`` describes its outputs (``@trtp.register``) and its ker
 geometry and int32 arguments. TensorRT bakes the kernel into the engine, which then runs with
 no Python and no plugin library (trtexec, Triton, C++). Call :func:`register_plugins` once
 before parsing a TensorRT-flavour ONNX; :func:`check_tensorrt_takes_plugins` tells, before
-parsing, whether an installed TensorRT can take them at all.
+parsing, whether an installed TensorRT can take them at all, and :func:`preflight` finds the
+build GPU and compiles each op's kernel for it.
+
+TensorRT's Python plugin wrapper catches whatever a callback (``register``'s describe,
+``aot_impl``) raises, prints it to stderr and reports a generic failure, so the cause would
+never reach the user. Every callback is therefore wrapped by :meth:`AotBuilder.reported`,
+which keeps the first exception of the build; :func:`callback_failures`, around the parse and
+build, re-raises it in place of the opaque error TensorRT then gives.
 
 ``tensorrt`` is imported only inside these functions: ``visionrt doctor`` imports this
 module on machines without TensorRT.
@@ -28,11 +35,13 @@ Notes on the ``tensorrt.plugin`` API that the op modules follow:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import importlib
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Mapping, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Tuple, Union
 
 from .. import tensorrt_env
 from ..errors import PluginError
@@ -107,12 +116,14 @@ class AotBuilder:
 
     ``arch`` (compute capability, e.g. 86) and ``output`` default to the current CUDA device
     and :func:`kernel_format`, looked up at the first kernel request (engine build time).
+    ``failure`` is the first exception a callback raised during the current build.
     """
 
     trt: ModuleType
     trtp: ModuleType
     arch: int | None = None
     output: nvrtc.Output | None = None
+    failure: BaseException | None = None
 
     def dtype(self, trt_dtype: Any) -> str:
         """numpy name of a TensorRT float type the kernels take; PluginError for any other."""
@@ -121,6 +132,35 @@ class AotBuilder:
             raise PluginError(f"visionrt plugin kernels take float32 or float16 tensors, not {trt_dtype}",
                               fix="export the model in fp32 or fp16 (int8 QDQ models keep plugin inputs in float)")
         return names[trt_dtype]
+
+    def element_type(self, plugin: str, data: Mapping[str, Any], indices: Mapping[str, Any] | None = None) -> str:
+        """The kernel's one float type (numpy name): every ``data`` tensor (name -> TensorDesc) must
+        have it, every ``indices`` tensor int64; PluginError naming the tensor otherwise."""
+        (first, desc), *rest = data.items()
+        dtype = self.dtype(desc.dtype)
+        for name, other in rest:
+            if other.dtype != desc.dtype:
+                raise PluginError(f"{plugin}: {first} is {desc.dtype} and {name} {other.dtype}, but its kernel reads "
+                                  "both as one float type", fix=f"cast {first} and {name} to the same float type")
+        for name, other in (indices or {}).items():
+            if other.dtype != self.trt.int64:
+                raise PluginError(f"{plugin}: {name} must be int64, not {other.dtype}", fix=f"cast {name} to int64")
+        return dtype
+
+    def reported(self, callback: Callable) -> Callable:
+        """``callback`` (same signature and annotations, which TensorRT inspects), keeping the first
+        exception it raises in :attr:`failure` before TensorRT's wrapper swallows it."""
+
+        @functools.wraps(callback)
+        def keeping(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except Exception as err:
+                if self.failure is None:
+                    self.failure = err
+                raise
+
+        return keeping
 
     @property
     def result_type(self) -> Any:
@@ -170,6 +210,43 @@ def _cuda_value(cudart: ModuleType, result: tuple, doing: str) -> int:
         raise PluginError(f"CUDA failed to {doing}: {tensorrt_env.cuda_error_text(cudart, err)}",
                           fix="check the GPU with `nvidia-smi` and `visionrt doctor`")
     return value
+
+
+def preflight(ops: Iterable[str], arch: int | None = None, output: nvrtc.Output | None = None
+              ) -> tuple[int, nvrtc.Output]:
+    """Before parsing: the build GPU's compute capability, the kernel format its driver loads, and
+    each op's kernel compiled for them (with its example defines): no CUDA device, a driver too old
+    for this NVRTC's PTX and a kernel NVRTC rejects are then a :class:`PluginError` with its fix here,
+    not a failure inside a plugin callback. ``arch``/``output`` override the device's."""
+    if arch is None or output is None:
+        device_arch, driver = _current_device()
+        arch = arch or device_arch
+        output = output or kernel_format(driver, nvrtc.nvrtc_version())
+    for module in dict.fromkeys(op_module(op) for op in ops):
+        nvrtc.compile_file(module.KERNEL, arch, module.EXAMPLE_DEFINES, output)
+    return arch, output
+
+
+@contextlib.contextmanager
+def callback_failures() -> Iterator[None]:
+    """Around one parse and build: when it fails after a plugin callback raised, raise that
+    exception instead (a :class:`PluginError` as it is, with its fix; any other wrapped in one),
+    chained to the generic error TensorRT gave."""
+    if _builder is not None:
+        _builder.failure = None
+    try:
+        yield
+    except Exception as err:
+        failure = _builder.failure if _builder is not None else None
+        if failure is None or failure is err:
+            raise
+        if isinstance(failure, PluginError):
+            raise failure from err
+        raise PluginError(f"a visionrt plugin callback failed: {type(failure).__name__}: {failure}",
+                          fix="this is a bug in visionrt's plugin glue: report it with the build log") from failure
+    finally:
+        if _builder is not None:
+            _builder.failure = None
 
 
 _builder: AotBuilder | None = None

@@ -31,7 +31,10 @@ template <> __device__ __forceinline__ half_t from_float<half_t>(float v) {
 // Largest finite float: the start value of a running maximum (as onnxruntime's lowest()).
 #define VRT_FLT_MAX 3.402823466e+38f
 
-// Index of this thread in a 1-D grid; kernels launched with one thread per output element.
-__device__ __forceinline__ int global_thread_index() {
-    return static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
-}
+// Grid-stride loop over the output elements [0, total) with 64-bit indices: an output may hold
+// 2^31 elements or more (MaxUnpool at a 32x64x1024x1024 profile maximum), which a 32-bit
+// index would wrap. AOT kernel arguments are int32, so kernels take the count as int32
+// factors (e.g. planes, height, width) and multiply them here in 64 bits.
+#define VRT_FOR_EACH_ELEMENT(index, total)                                                     \
+    for (long long index = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;       \
+         index < (total); index += static_cast<long long>(gridDim.x) * blockDim.x)

@@ -5,8 +5,9 @@ Routes: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}
 /v2/models/{m}/infer`` (each also under ``/v2/models/{m}/versions/1/...``); ``GET /v1/models``,
 ``POST /v1/models/{m}/predict`` (see :mod:`.task_endpoint`); ``GET /metrics``; ``GET /`` (the page).
 
-Errors answer ``{"error": "<cause> (<fix>)"}``: 400 bad input, 404 unknown model, 413 body too
-large, 503 queue full or shutting down (with ``Retry-After``), 504 deadline passed, 500 otherwise.
+Errors answer ``{"error": "<cause> (<fix>)"}``: 400 bad input, 401 no valid API key (:mod:`.auth`),
+404 unknown model, 413 body too large, 503 queue full or shutting down (with ``Retry-After``), 504
+deadline passed, 500 otherwise.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from ..errors import InputError, VisionRTError
-from . import protocol, task_endpoint
+from . import auth, protocol, task_endpoint
 from .batcher import Batcher, DeadlineExceeded, QueueFull, ShuttingDown
 from .limits import BodyLimit, BodyTooLarge
 from .metrics import ModelMetrics, ServerMetrics
@@ -55,6 +56,15 @@ class ServerSettings:
     max_queue: int = 256
     timeout_s: float = 30.0
     max_body_mb: float = 32.0
+    #: who may use the server (see :mod:`.auth`): a key file, browser origins, metrics without a key
+    api_key_file: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    public_metrics: bool = False
+    #: TLS of the gRPC service, from the files HTTP's (uvicorn's) uses: PEM certificate chain and key
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    #: ``host:port`` of the gRPC service (:mod:`.grpc_service`, the ``grpc`` extra); None: HTTP only
+    grpc_address: str | None = None
 
 
 # exception -> (HTTP status, failure reason for the metrics); the first matching class wins
@@ -76,11 +86,17 @@ def _failure(err: BaseException) -> tuple[int, str]:
     return 500, "internal"
 
 
+def error_message(err: BaseException) -> str:
+    """The one-line message of a failed request (logged when it is an internal error)."""
+    message = str(err) if isinstance(err, VisionRTError) else f"internal error: {type(err).__name__}: {err}"
+    if _failure(err)[0] == 500:
+        log.error("request failed: %s", message, exc_info=not isinstance(err, VisionRTError))
+    return message
+
+
 def error_response(err: BaseException) -> JSONResponse:
     status, _ = _failure(err)
-    message = str(err) if isinstance(err, VisionRTError) else f"internal error: {type(err).__name__}: {err}"
-    if status == 500:
-        log.error("request failed: %s", message, exc_info=not isinstance(err, VisionRTError))
+    message = error_message(err)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -95,6 +111,9 @@ class Server:
         self.model_metrics = {model.name: self.metrics.model(model.name) for model in repository}
         self.batchers: dict[str, Batcher] = {}
         self.pool: ThreadPoolExecutor | None = None
+        self.grpc = None  # the grpc.aio.Server when settings.grpc_address is set
+        self.gate = (auth.Gate(settings.api_key_file, self.metrics.registry, settings.public_metrics)
+                     if settings.api_key_file else None)  # who may use the server (HTTP and gRPC)
         self.ready = False
 
     async def start(self) -> None:
@@ -103,14 +122,27 @@ class Server:
             self.batchers[model.name] = Batcher([p.infer for p in model.predictors], model.max_batch_size,
                                                 self.settings.max_queue_delay_ms / 1e3, self.settings.max_queue,
                                                 self.model_metrics[model.name])
+        if self.settings.grpc_address:
+            from . import grpc_service
+
+            self.grpc = await grpc_service.start(self, self.settings.grpc_address,
+                                                 int(self.settings.max_body_mb * 2**20))
         self.ready = True
 
     async def stop(self) -> None:
-        """Finish what is queued, then release the models."""
+        """Finish what is queued (and the gRPC calls in flight), then release the models."""
         self.ready = False
+        if self.grpc is not None:
+            await self.grpc.stop(grace=self.settings.timeout_s)
         await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
         self.pool.shutdown(wait=True)
         self.repository.close()
+
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        """The served model ``name`` (:class:`UnknownModel` unless served, at version 1 or none)."""
+        if version not in (None, "", "1"):
+            raise UnknownModel(f"model '{name}' has no version '{version}'", fix="use version 1 or none")
+        return self.repository.get(name)
 
     def in_pool(self, func, *args) -> Awaitable:
         return asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
@@ -158,7 +190,7 @@ async def _all_or_none(works: list[Awaitable]) -> list[Any]:
             task.cancel()
 
 
-def _check_infer_inputs(model: ServedModel, request: protocol.InferRequest) -> np.ndarray:
+def check_infer_inputs(model: ServedModel, request: protocol.InferRequest) -> np.ndarray:
     """The model input rows from a v2 request (:class:`InputError` naming any mismatch)."""
     spec = model.input
     if set(request.inputs) != {spec.name}:
@@ -220,10 +252,7 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
             return handler
         return register
 
-    def get_model(m: str, v: str | None = None) -> ServedModel:
-        if v not in (None, "", "1"):
-            raise UnknownModel(f"model '{m}' has no version '{v}'", fix="use version 1 or none")
-        return repository.get(m)
+    get_model = server.model
 
     # health and metadata -----------------------------------------------------------------
     @app.get("/v2/health/live")
@@ -236,15 +265,11 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
 
     @app.get("/v2")
     async def server_metadata() -> dict:
-        return {"name": "visionrt", "version": VERSION,
-                "extensions": ["binary_tensor_data", "statistics", "model_configuration"]}
+        return {"name": "visionrt", "version": VERSION, "extensions": protocol.EXTENSIONS}
 
     @model_routes("", ["GET"])
     async def model_metadata(m: str, v: str | None = None) -> dict:
-        model = get_model(m, v)
-        return {"name": model.name, "versions": ["1"], "platform": model.backend,
-                "inputs": [protocol.tensor_metadata(model.input)],
-                "outputs": [protocol.tensor_metadata(spec) for spec in model.outputs]}
+        return protocol.model_metadata(get_model(m, v))
 
     @model_routes("/ready", ["GET"])
     async def model_ready(m: str, v: str | None = None) -> JSONResponse:
@@ -253,17 +278,7 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
 
     @model_routes("/config", ["GET"])
     async def model_config(m: str, v: str | None = None) -> dict:
-        """Triton-shaped configuration (dims without the batch axis)."""
-        model = get_model(m, v)
-
-        def dims(spec):
-            return {"name": spec.name, "data_type": "TYPE_" + protocol.datatype(spec.dtype),
-                    "dims": protocol.shape_with_batch(spec)[1:]}
-        return {"name": model.name, "platform": model.backend, "max_batch_size": model.max_batch_size,
-                "input": [dims(model.input)], "output": [dims(s) for s in model.outputs],
-                "dynamic_batching": {"max_queue_delay_microseconds": int(settings.max_queue_delay_ms * 1e3)},
-                "instance_group": [{"count": len(model.predictors), "kind": "KIND_CPU"}],
-                "parameters": {"task": model.manifest.task}}
+        return protocol.model_config(get_model(m, v), settings.max_queue_delay_ms)
 
     @model_routes("/stats", ["GET"])
     async def model_stats(m: str, v: str | None = None) -> dict:
@@ -278,7 +293,7 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
             body = await request.body()
             parsed = await server.in_pool(protocol.parse_infer_request, body,
                                           request.headers.get(protocol.HEADER_LENGTH))
-            rows = _check_infer_inputs(model, parsed)
+            rows = check_infer_inputs(model, parsed)
             outputs, _ = await _unless_disconnected(request, server.batchers[model.name].submit(rows, deadline))
             content, headers = await server.in_pool(protocol.encode_infer_response, model.name, parsed, outputs)
         return Response(content, headers=headers)
@@ -287,7 +302,7 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
     async def list_models() -> dict:
         return {"models": [{"name": model.name, "task": model.manifest.task, "backend": model.backend,
                             "options": model.options, "classes": len(model.manifest.classes),
-                            "output_image": model.manifest.task in ("superres", "style")} for model in repository]}
+                            "output_image": model.predictors[0].task.image_result} for model in repository]}
 
     async def predict(request: Request) -> Response:
         """A plain Starlette route (no FastAPI dependency solving): this is the hot path."""
@@ -316,11 +331,12 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
     # metrics and the page -----------------------------------------------------------------
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(server.metrics.collected()), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8"))
 
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 2**20))
+    auth.protect(app, server.gate, settings.cors_origins)
     return app

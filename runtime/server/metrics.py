@@ -14,15 +14,24 @@ Names (the ``visionrt_`` counterparts of Triton's ``nv_inference_*``):
 ``visionrt_compute_seconds``               histogram: time of one model execution (one batch)
 ``visionrt_request_seconds``               histogram: end-to-end time of a successful request
 ``visionrt_batch_size``                    histogram: images per execution (merged batches are > 1)
+``visionrt_auth_failure_total``            requests refused for want of a valid API key (no ``model``
+                                           label), label ``reason``: ``missing``, ``malformed``, ``wrong``
+                                           (registered by :mod:`.auth` with ``--api-key-file`` only)
 =========================================  ==========================================================
 
 inference count / execution count is the mean batch size.
+
+With ``serve --workers N`` every worker process writes its values to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, set up by :mod:`.workers`)
+and :meth:`ServerMetrics.collected` sums them, so ``/metrics`` and ``/stats`` show the whole server
+whichever worker answers (``visionrt_pending_requests``: the sum over live workers).
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 _TIME_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -40,7 +49,8 @@ class ServerMetrics:
                                registry=r)
         self.inferences = Counter("visionrt_inference_count", "Images inferred", ["model"], registry=r)
         self.executions = Counter("visionrt_execution_count", "Model executions (batches)", ["model"], registry=r)
-        self.pending = Gauge("visionrt_pending_requests", "Items queued for execution", ["model"], registry=r)
+        self.pending = Gauge("visionrt_pending_requests", "Items queued for execution", ["model"], registry=r,
+                             multiprocess_mode="livesum")
         self.queue = Histogram("visionrt_queue_seconds", "Time in the batcher's queue", ["model"],
                                buckets=_TIME_BUCKETS, registry=r)
         self.compute = Histogram("visionrt_compute_seconds", "Time of one model execution", ["model"],
@@ -53,11 +63,21 @@ class ServerMetrics:
     def model(self, name: str) -> "ModelMetrics":
         return ModelMetrics(self, name)
 
+    def collected(self) -> CollectorRegistry:
+        """The registry to report: this one, or with ``--workers`` every worker's values summed."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+
     def stats(self, name: str) -> dict[str, Any]:
         """``/v2/models/{name}/stats``: the same numbers as ``/metrics``, Triton-shaped where Triton has them
         (durations in ns)."""
+        registry = self.collected()
+
         def value(metric: str, **labels: str) -> float:
-            return self.registry.get_sample_value(metric, {"model": name, **labels}) or 0.0
+            return registry.get_sample_value(metric, {"model": name, **labels}) or 0.0
 
         def timing(histogram: str) -> dict[str, int]:
             return {"count": int(value(f"{histogram}_count")), "ns": int(value(f"{histogram}_sum") * 1e9)}

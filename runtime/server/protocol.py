@@ -12,12 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..backends import TensorSpec
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .repository import ServedModel
 
 #: v2 datatype -> numpy dtype (BYTES: object arrays of ``bytes``).
 DATATYPES: dict[str, np.dtype] = {
@@ -48,6 +51,28 @@ def shape_with_batch(spec: TensorSpec) -> list[int]:
 
 def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": datatype(spec.dtype), "shape": shape_with_batch(spec)}
+
+
+#: The protocol extensions this server speaks (``GET /v2``, gRPC ``ServerMetadata``).
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
+
+
+def model_metadata(model: "ServedModel") -> dict[str, Any]:
+    """``GET /v2/models/{m}`` (and gRPC ``ModelMetadata``)."""
+    return {"name": model.name, "versions": ["1"], "platform": model.backend,
+            "inputs": [tensor_metadata(model.input)], "outputs": [tensor_metadata(spec) for spec in model.outputs]}
+
+
+def model_config(model: "ServedModel", max_queue_delay_ms: float) -> dict[str, Any]:
+    """Triton-shaped configuration (dims without the batch axis): ``GET /v2/models/{m}/config``
+    (and gRPC ``ModelConfig``)."""
+    def dims(spec: TensorSpec) -> dict[str, Any]:
+        return {"name": spec.name, "data_type": "TYPE_" + datatype(spec.dtype), "dims": shape_with_batch(spec)[1:]}
+    return {"name": model.name, "platform": model.backend, "max_batch_size": model.max_batch_size,
+            "input": [dims(model.input)], "output": [dims(s) for s in model.outputs],
+            "dynamic_batching": {"max_queue_delay_microseconds": int(max_queue_delay_ms * 1e3)},
+            "instance_group": [{"count": len(model.predictors), "kind": "KIND_CPU"}],
+            "parameters": {"task": model.manifest.task}}
 
 
 @dataclasses.dataclass
@@ -81,7 +106,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     binary = memoryview(body)[json_size:]
     inputs, datatypes, offset = {}, {}, 0
     for tensor in header["inputs"]:
-        name, array, used = _decode_input(tensor, binary[offset:])
+        name, array, used = decode_input(tensor, binary[offset:])
         if name in inputs:
             raise InputError(f"input '{name}' is given twice")
         inputs[name], datatypes[name] = array, tensor["datatype"]
@@ -99,7 +124,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                         bool(parameters.get("binary_data_output", False)) if isinstance(parameters, dict) else False)
 
 
-def _decode_input(tensor: Any, binary: memoryview) -> tuple[str, np.ndarray, int]:
+def decode_input(tensor: Any, binary: memoryview) -> tuple[str, np.ndarray, int]:
     """One input: ``(name, array, binary bytes used)``."""
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise InputError("each input needs a 'name', 'datatype' and 'shape'")
@@ -114,8 +139,7 @@ def _decode_input(tensor: Any, binary: memoryview) -> tuple[str, np.ndarray, int
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(binary):
             raise InputError(f"input '{name}' claims {size!r} bytes of binary data, {len(binary)} remain")
-        array = _from_bytes(bytes(binary[:size]), kind, count, name)
-        return name, array.reshape(shape), size
+        return name, tensor_from_bytes(bytes(binary[:size]), kind, shape, name), size
     if "data" not in tensor:
         raise InputError(f"input '{name}' has neither 'data' nor binary data")
     try:
@@ -129,14 +153,23 @@ def _decode_input(tensor: Any, binary: memoryview) -> tuple[str, np.ndarray, int
     return name, data.reshape(shape), 0
 
 
-def _from_bytes(raw: bytes, kind: str, count: int, name: str) -> np.ndarray:
+def tensor_from_bytes(raw: bytes, kind: str, shape: list[int], name: str) -> np.ndarray:
+    """A tensor's binary data (little-endian, row-major; BYTES length-prefixed) -> array of ``shape``."""
+    count = int(np.prod(shape, dtype=np.int64))
     if kind == "BYTES":
-        return decode_bytes(raw, count, name)
+        return decode_bytes(raw, count, name).reshape(shape)
     dtype = DATATYPES[kind]
     if len(raw) != count * dtype.itemsize:
         raise InputError(f"input '{name}' has {len(raw)} bytes of binary data; "
                          f"{count} {kind} values need {count * dtype.itemsize}")
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+
+
+def tensor_bytes(array: np.ndarray) -> bytes:
+    """An array's binary data as the protocol sends it (the inverse of :func:`tensor_from_bytes`)."""
+    if datatype(array.dtype) == "BYTES":
+        return encode_bytes(array)
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 def decode_bytes(raw: bytes, count: int, name: str = "tensor") -> np.ndarray:
@@ -165,21 +198,27 @@ def encode_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, dict]:
-    """The response body and its headers; ``outputs`` holds every output of the model."""
+def wanted_outputs(model: str, request: InferRequest, outputs: dict[str, np.ndarray]) -> dict[str, bool]:
+    """Output name -> whether it goes back in binary, as the request asks (:class:`InputError` for
+    an output the model lacks); ``outputs`` holds every output of the model."""
     wanted = request.outputs if request.outputs is not None else {
         name: request.binary_by_default for name in outputs}
     unknown = sorted(set(wanted) - set(outputs))
     if unknown:
         raise InputError(f"model '{model}' has no output {', '.join(map(str, unknown))}",
                          fix=f"its outputs are: {', '.join(outputs)}")
+    return wanted
+
+
+def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, dict]:
+    """The response body and its headers; ``outputs`` holds every output of the model."""
+    wanted = wanted_outputs(model, request, outputs)
     tensors, chunks = [], []
     for name, binary in wanted.items():
         array = outputs[name]
         tensor: dict[str, Any] = {"name": name, "datatype": datatype(array.dtype), "shape": list(array.shape)}
         if binary:
-            raw = encode_bytes(array) if tensor["datatype"] == "BYTES" else \
-                np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+            raw = tensor_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import re
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from ..backends import TensorSpec
 from ..errors import InputError, VisionRTError
@@ -58,10 +58,6 @@ class ServedModel:
     @property
     def backend(self) -> str:
         return self.predictors[0].backend
-
-    def check_options(self, options: dict[str, Any]) -> None:
-        """:class:`InputError` for post-processing options the task does not take (as ``predict``)."""
-        self.predictors[0]._check_options(options)
 
     def close(self) -> None:
         for predictor in self.predictors:

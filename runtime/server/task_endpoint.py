@@ -2,7 +2,7 @@
 
 The body is one image (raw bytes, any ``Content-Type`` but multipart) or ``multipart/form-data``
 with one or more files. Query parameters are the task's post-processing options (``top_k``,
-``score_threshold``, ...; counts must be ≥ 1, numbers finite), plus how to answer:
+``score_threshold``, ...: its spec's, checked by it as every entry point does), plus how to answer:
 
 * ``draw=1``: the image with the results drawn on it;
 * ``output=1``: the product image of superres/style (``output()``);
@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import io
 import json
-import math
 import time
-import types
-import typing
 from typing import Any, Mapping
 
 import numpy as np
@@ -33,7 +29,6 @@ from PIL import Image
 
 from ..errors import InputError
 from ..images import load_image
-from ..preprocess import model_input
 from .repository import ServedModel
 
 #: Query parameters that shape the answer rather than the post-processing.
@@ -53,12 +48,9 @@ class View:
 
 
 def parse_query(query: Mapping[str, str], model: ServedModel) -> tuple[dict[str, Any], View]:
-    """Post-processing options (typed as the task's ``postprocess`` declares them) and the view;
+    """Post-processing options (parsed and checked by the task's spec) and the view;
     :class:`InputError` for unknown options or values out of range."""
-    options = {k: v for k, v in query.items() if k not in VIEW_PARAMETERS}
-    model.check_options(options)
-    kinds = _option_types(type(model.predictors[0].task).postprocess)
-    typed = {name: _typed(name, text, kinds.get(name)) for name, text in options.items()}
+    typed = model.predictors[0].parse_options({k: v for k, v in query.items() if k not in VIEW_PARAMETERS})
     fmt = query.get("format")
     if fmt not in (None, "png", "json"):
         raise InputError(f"format '{fmt}' is neither png nor json")
@@ -66,39 +58,6 @@ def parse_query(query: Mapping[str, str], model: ServedModel) -> tuple[dict[str,
     if view.draw and view.output:
         raise InputError("draw and output cannot both be asked", fix="ask for one picture per request")
     return typed, view
-
-
-@functools.cache
-def _option_types(postprocess) -> dict[str, Any]:
-    """Parameter name -> plain type of a task's ``postprocess`` (resolved once per task class)."""
-    return {name: _plain_type(hint) for name, hint in typing.get_type_hints(postprocess).items()}
-
-
-def _plain_type(hint: Any) -> Any:
-    """``int | None`` -> ``int``."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        kinds = [a for a in typing.get_args(hint) if a is not type(None)]
-        return kinds[0] if len(kinds) == 1 else str
-    return hint
-
-
-def _typed(name: str, text: str, kind: Any) -> Any:
-    try:
-        if kind is int:
-            value = int(text)
-            if value < 1:
-                raise InputError(f"option {name}={text} must be a count of at least 1")
-            return value
-        if kind is float:
-            value = float(text)
-            if not math.isfinite(value):
-                raise InputError(f"option {name}={text} is not a finite number")
-            return value
-    except ValueError:
-        raise InputError(f"option {name}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if kind is bool:
-        return _flag({name: text}, name)
-    return text
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool:
@@ -114,7 +73,7 @@ def decode(blobs: list[bytes], model: ServedModel) -> tuple[list[np.ndarray], li
     event loop, one hop for the request."""
     images = [load_image(blob) for blob in blobs]
     chunks: list[list[np.ndarray]] = []
-    for rows in (model_input([image], model.manifest) for image in images):
+    for rows in (model.predictors[0].preprocess([image]) for image in images):
         last = chunks[-1] if chunks else None
         if last and last[0].shape == rows.shape and last[0].dtype == rows.dtype and len(last) < model.max_batch_size:
             last.append(rows)
@@ -142,13 +101,12 @@ def answer(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: lis
 
 def postprocess(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: list[np.ndarray],
                 options: dict[str, Any], view: View) -> tuple[list[dict[str, Any]], list[str]] | bytes:
-    """The per-image outputs -> results (one ``task.postprocess`` call for the request, as
-    ``Predictor.predict`` makes it): their dicts and one-line summaries or, for a single-image
-    picture, the PNG."""
+    """The per-image outputs -> results (one ``Predictor.postprocess`` call for the request):
+    their dicts and one-line summaries or, for a single-image picture, the PNG."""
     merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
-    results = model.predictors[0].task.postprocess(merged, model.manifest,
-                                                   image_sizes=[im.shape[:2] for im in images], **options)
-    if view.output and not hasattr(results[0], "output"):
+    predictor = model.predictors[0]
+    results = predictor.postprocess(merged, [im.shape[:2] for im in images], **options)
+    if view.output and not predictor.task.image_result:
         raise InputError(f"{model.manifest.task} results have no output image", fix="ask for draw=1 instead")
     pictures = [(r.draw(im) if view.draw else r.output()) for r, im in zip(results, images)] \
         if view.draw or view.output else None

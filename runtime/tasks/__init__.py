@@ -1,14 +1,14 @@
-"""Task-specific runtime code (numpy only): one module per task, each defining a
-:class:`~.base.RuntimeTask` subclass and its instance ``TASK`` (the contract is documented
-there), registered by name in :data:`TASKS`. The architecture catalogue is the tasks'
-``architectures``.
+"""Task-specific runtime code (numpy only): one module per task, each declaring its spec
+``TASK``, a :class:`~.base.RuntimeTask` (documented there), registered by name in :data:`TASKS`.
+The architecture catalogue is the specs' ``architectures``; the prediction options every entry
+point takes are their ``options`` (:func:`prediction_options`).
 """
 from __future__ import annotations
 
 import importlib
 
 from ..errors import ArtifactError, InputError
-from .base import Architecture, RuntimeTask
+from .base import Architecture, Option, RuntimeTask
 
 #: Tasks this visionrt can carry through every stage.
 TASKS = ("classify", "localize", "segment", "detect", "instance", "superres", "pose", "style")
@@ -35,3 +35,13 @@ def require_architecture(task: str, name: str) -> Architecture:
         raise InputError(f"unknown {task} model '{name}' (choose from {', '.join(known)})",
                          fix=f"pass --model {next(iter(known))}, or one of the others")
     return known[name]
+
+
+def prediction_options() -> dict[str, tuple[Option, list[str]]]:
+    """Every task's post-processing options by name (what ``visionrt predict`` makes flags of),
+    each with the tasks that take it; an option several tasks take is declared alike by each."""
+    found: dict[str, tuple[Option, list[str]]] = {}
+    for task in TASKS:
+        for option in runtime_task(task).options.items:
+            found.setdefault(option.name, (option, []))[1].append(task)
+    return found

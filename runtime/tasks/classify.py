@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import read_coco_split
-from ..errors import InputError
 from ..folders import is_image_folder, read_image_folder
 from ..manifest import Manifest
 from ..render import caption
-from .base import Architecture, RuntimeTask
+from .base import Architecture, Contract, Option, Options, RuntimeTask, Tensor, Variant
 from .scores import softmax
 
 
@@ -37,14 +36,19 @@ class Classification:
         return caption(image, self.summary())
 
 
+#: The output: one row of class scores per image (also the first output of localisation).
+LOGITS = Tensor("logits", ("N", "C"), "float", "unnormalised class scores; softmax gives probabilities over `classes`")
+#: ``predict``'s options.
+OPTIONS = Options((Option("top_k", int, "how many classes to list", low=1, default=5),))
+
+
 def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes: list[tuple[int, int]] | None = None,
-                top_k: int | None = None) -> list[Classification]:
+                **options) -> list[Classification]:
     """One result per image (``image_sizes`` is not needed: labels do not depend on the size);
-    ``top_k`` (an integer >= 1, default the manifest's) classes listed per image."""
-    if top_k is not None and not (isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool) and top_k >= 1):
-        raise InputError(f"top_k must be an integer >= 1, got {top_k!r}")
-    k = min(manifest.postprocess.get("top_k", 5) if top_k is None else int(top_k), len(manifest.classes))
-    probs = softmax(outputs[manifest.outputs[0].name])
+    ``options``: :data:`OPTIONS`."""
+    k = min(OPTIONS.resolve(manifest, options)["top_k"], len(manifest.classes))
+    scores = outputs[manifest.outputs[0].name]  # the model's own probabilities where its graph normalises them
+    probs = scores.astype(np.float64) if manifest.postprocess.get("outputs") == "probabilities" else softmax(scores)
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return [Classification(manifest.classes[row[0]], int(row[0]), float(p[row[0]]),
                            [(manifest.classes[i], float(p[i])) for i in row])
@@ -68,12 +72,12 @@ def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Mani
     return {"top1": float(np.mean(outputs[manifest.outputs[0].name].argmax(axis=1) == targets))}
 
 
-class ClassifyTask(RuntimeTask):
-    name = "classify"
-    architectures = (Architecture("resnet", default=True), Architecture("inception"), Architecture("densenet"))
-    postprocess = staticmethod(postprocess)
-    heldout = staticmethod(heldout)
-    evaluate = staticmethod(evaluate)
-
-
-TASK = ClassifyTask()
+TASK = RuntimeTask(
+    name="classify",
+    architectures=(Architecture("resnet", default=True), Architecture("inception"), Architecture("densenet")),
+    contract=Contract("fixed", "the class names, in logit order",
+                      (Variant("logits", (LOGITS,), False, {"top_k": "classes listed per image"}),),
+                      lambda variant, classes, bound: {"top_k": min(5, len(classes))}),
+    options=OPTIONS, postprocess=postprocess, heldout=heldout, evaluate=evaluate,
+    precision_tolerance={"top1": (0.005, 0.0)},
+)

@@ -40,7 +40,7 @@ from ..manifest import Manifest, OutputSpec
 from ..plugins.nms.reference import efficient_nms
 from ..preprocess import fit
 from ..render import PALETTE, caption, draw_boxes, overlay
-from .base import Architecture, RuntimeTask
+from .base import Architecture, Contract, Option, Options, RuntimeTask, Tensor, Variant
 from .scores import box_iou
 
 #: The outputs of a model with NMS in the graph (``masks`` only for instance segmentation).
@@ -68,7 +68,16 @@ def candidate_outputs(num_classes: int) -> list[OutputSpec]:
             OutputSpec("candidate_scores", ["batch", "A", num_classes], "each candidate's score per class")]
 
 
-# thresholds -------------------------------------------------------------------------------
+# options and thresholds -------------------------------------------------------------------
+#: ``predict``'s options (``mask_threshold``: models with masks).
+OPTIONS = Options((
+    Option("score_threshold", float, "keep detections scoring above it", low=0, high=1),
+    Option("iou_threshold", float, "NMS IoU threshold (models with NMS in the runtime)", low=0, high=1),
+    Option("max_detections", int, "at most this many per image", low=1),
+    Option("mask_threshold", float, "mask probability threshold (models with masks)", low=0, high=1, default=0.5),
+))
+
+
 @dataclasses.dataclass(frozen=True)
 class Thresholds:
     score: float
@@ -76,20 +85,11 @@ class Thresholds:
     max_detections: int
 
 
-def thresholds(manifest: Manifest, score_threshold: float | None = None, iou_threshold: float | None = None,
-               max_detections: int | None = None) -> Thresholds:
-    """The manifest's thresholds with the given overrides, checked (:class:`InputError` with the fix)."""
+def thresholds(manifest: Manifest, score_threshold: float, iou_threshold: float, max_detections: int) -> Thresholds:
+    """The thresholds of one call (:data:`OPTIONS` resolved), checked against what this model's
+    NMS allows (:class:`InputError` with the fix)."""
     p = manifest.postprocess
-    t = Thresholds(p["score_threshold"] if score_threshold is None else float(score_threshold),
-                   p["iou_threshold"] if iou_threshold is None else float(iou_threshold),
-                   p["max_detections"] if max_detections is None else max_detections)
-    for name, value in (("score_threshold", t.score), ("iou_threshold", t.iou)):
-        if not 0.0 <= value <= 1.0:  # also refuses NaN
-            raise InputError(f"{name} {value} is outside [0, 1]", fix=f"pass a {name} between 0 and 1")
-    if isinstance(t.max_detections, bool) or not isinstance(t.max_detections, (int, np.integer)) \
-            or t.max_detections < 1:
-        raise InputError(f"max_detections {t.max_detections!r} is not a positive integer",
-                         fix="pass max_detections >= 1")
+    t = Thresholds(score_threshold, iou_threshold, max_detections)
     if p["nms"] == "graph":
         if t.score < p["nms_score_threshold"]:
             raise InputError(f"score_threshold {t.score} is below {p['nms_score_threshold']}, the floor of this "
@@ -213,15 +213,13 @@ def detections(outputs: dict[str, np.ndarray], manifest: Manifest, t: Thresholds
 
 
 def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes: list[tuple[int, int]],
-                score_threshold: float | None = None, iou_threshold: float | None = None,
-                max_detections: int | None = None, mask_threshold: float | None = None) -> list[Detections]:
+                **options) -> list[Detections]:
     """One :class:`Detections` per image; ``image_sizes`` are the originals' ``(height, width)``.
-    The thresholds override the manifest's (see the module doc); ``mask_threshold`` (default
-    ``postprocess["mask_threshold"]``) binarises the pasted mask probabilities."""
-    t = thresholds(manifest, score_threshold, iou_threshold, max_detections)
-    mask_threshold = manifest.postprocess.get("mask_threshold", 0.5) if mask_threshold is None else mask_threshold
-    if not 0.0 <= mask_threshold <= 1.0:
-        raise InputError(f"mask_threshold {mask_threshold} is outside [0, 1]", fix="pass a value between 0 and 1")
+    ``options`` (:data:`OPTIONS`) override the manifest's thresholds (see the module doc);
+    ``mask_threshold`` binarises the pasted mask probabilities."""
+    o = OPTIONS.resolve(manifest, options)
+    t = thresholds(manifest, o["score_threshold"], o["iou_threshold"], o["max_detections"])
+    mask_threshold = o["mask_threshold"]
     count, boxes, scores, classes, masks = detections(outputs, manifest, t)
     results = []
     for i, (height, width) in enumerate(image_sizes):
@@ -370,15 +368,41 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     return result
 
 
-class DetectTask(RuntimeTask):
-    name = "detect"
-    architectures = (Architecture("yolo", ("EfficientNms",), default=True), Architecture("yolo_raw"),
-                     Architecture("fasterrcnn", ("EfficientNms", "RoiPool2d")))
-    PARITY_TOLERANCE = PARITY_TOLERANCE
-    postprocess = staticmethod(postprocess)
-    heldout = staticmethod(heldout)
-    evaluate = staticmethod(evaluate)
-    compare = staticmethod(compare)
+# the spec ---------------------------------------------------------------------------------------
+#: The fixed-size detections of a model with NMS in the graph.
+DETECTIONS = (
+    Tensor("num_detections", ("N", 1), "int", "detections per image; rows after it are padding"),
+    Tensor("boxes", ("N", "K", 4), "float", "x1, y1, x2, y2 in input pixels (edges), best first"),
+    Tensor("scores", ("N", "K"), "float", "detection scores, descending"),
+    Tensor("classes", ("N", "K"), "int", "class index into `classes`"),
+)
+#: Manifest parameters of NMS.
+NMS_PARAMETERS = {"nms_score_threshold": "the floor of the scores the model returns (evaluation uses all above it)",
+                  "iou_threshold": "the NMS IoU threshold", "max_detections": "detections kept per image",
+                  "score_threshold": "predictions show detections scoring above it"}
+#: The variant with NMS in the graph.
+GRAPH_NMS = Variant("NMS in the graph", DETECTIONS, True, {"nms": "\"graph\"", **NMS_PARAMETERS})
 
 
-TASK = DetectTask()
+def import_defaults(variant: Variant, classes: list[str], bound: dict[str, int]) -> dict:
+    """NMS parameters of an imported model: where its NMS runs, and the usual thresholds."""
+    graph = "num_detections" in {t.name for t in variant.outputs}
+    return {"nms": "graph" if graph else "runtime", "nms_score_threshold": 0.0 if graph else 0.001,
+            "iou_threshold": 0.5, "max_detections": bound.get("K", 100), "pre_nms_top_k": 1000,
+            "score_threshold": 0.25}
+
+
+TASK = RuntimeTask(
+    name="detect",
+    architectures=(Architecture("yolo", ("EfficientNms",), default=True), Architecture("yolo_raw"),
+                   Architecture("fasterrcnn", ("EfficientNms", "RoiPool2d"))),
+    contract=Contract("fixed", "the class names, in class-index order", (
+        GRAPH_NMS,
+        Variant("NMS in the runtime", (
+            Tensor("candidate_boxes", ("N", "A", 4), "float", "every candidate box, x1, y1, x2, y2 in input pixels"),
+            Tensor("candidate_scores", ("N", "A", "C"), "float", "each candidate's score per class")),
+            True, {"nms": "\"runtime\"", **NMS_PARAMETERS, "pre_nms_top_k": "candidates NMS considers"})),
+        import_defaults),
+    options=OPTIONS, postprocess=postprocess, heldout=heldout, evaluate=evaluate, compare=compare,
+    parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"map50": (0.02, 0.0)},
+)

@@ -16,7 +16,8 @@ from ..datasets import read_coco_split
 from ..manifest import Manifest
 from ..preprocess import require_detail, to_original_normalised
 from ..render import PALETTE, caption, draw_boxes
-from .base import Architecture, RuntimeTask
+from .base import Architecture, Contract, RuntimeTask, Tensor, Variant
+from .classify import LOGITS
 from .scores import paired_box_iou, softmax
 
 #: Allowed |ONNX - PyTorch| of the metrics: mean IoU moves by float rounding only; a near tie
@@ -114,15 +115,12 @@ def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Mani
     return metrics(logits, boxes, targets)
 
 
-class LocalizeTask(RuntimeTask):
-    name = "localize"
-    architectures = (Architecture("resnet", default=True),)
-    PARITY_TOLERANCE = PARITY_TOLERANCE
-    postprocess = staticmethod(postprocess)
-    heldout = staticmethod(heldout)
-    evaluate = staticmethod(evaluate)
-    prepare = staticmethod(prepare)
-    report_picture = staticmethod(report_picture)
-
-
-TASK = LocalizeTask()
+TASK = RuntimeTask(
+    name="localize",
+    architectures=(Architecture("resnet", default=True),),
+    contract=Contract("fixed", "the class names, in logit order", (Variant("logits + box", (LOGITS, Tensor(
+        "boxes", ("N", 4), "float", "the object's box x1, y1, x2, y2 divided by the input width and height (0..1)")),
+        False),)),
+    postprocess=postprocess, heldout=heldout, evaluate=evaluate, prepare=prepare, report_picture=report_picture,
+    parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"top1": (0.005, 0.0), "mean_iou": (0.005, 0.0)},
+)

@@ -21,7 +21,7 @@ from ..datasets import read_coco_split
 from ..manifest import Manifest
 from ..preprocess import require_detail, to_original_normalised
 from ..render import caption, draw_skeleton
-from .base import Architecture, RuntimeTask
+from .base import Architecture, Contract, RuntimeTask, Tensor, Variant
 
 #: Allowed |ONNX - PyTorch| of the metrics (a joint within 1e-5 px of the threshold may flip).
 PARITY_TOLERANCE = {"pck@0.2": (1e-3, 0.0), "pck@0.1": (1e-3, 0.0)}
@@ -116,15 +116,13 @@ def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Mani
     return {f"pck@{alpha}": pck(predicted, targets["keypoints"], torso, alpha) for alpha in (0.2, 0.1)}
 
 
-class PoseTask(RuntimeTask):
-    name = "pose"
-    architectures = (Architecture("deeppose", default=True), Architecture("integral"))
-    PARITY_TOLERANCE = PARITY_TOLERANCE
-    postprocess = staticmethod(postprocess)
-    heldout = staticmethod(heldout)
-    evaluate = staticmethod(evaluate)
-    prepare = staticmethod(prepare)
-    report_picture = staticmethod(report_picture)
-
-
-TASK = PoseTask()
+TASK = RuntimeTask(
+    name="pose",
+    architectures=(Architecture("deeppose", default=True), Architecture("integral")),
+    contract=Contract("fixed", "the joint names, in output order", (Variant("keypoints", (Tensor(
+        "keypoints", ("N", "J", 2), "float", "each joint's x, y divided by the input width and height (0..1)"),),
+        False, {"skeleton": "limbs as pairs of joint indices"}),),
+        lambda variant, classes, bound: {"skeleton": []}),
+    postprocess=postprocess, heldout=heldout, evaluate=evaluate, prepare=prepare, report_picture=report_picture,
+    parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"pck@0.2": (0.005, 0.0)},
+)

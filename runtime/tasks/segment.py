@@ -21,8 +21,8 @@ from ..datasets import read_coco_split
 from ..folders import is_mask_folder, read_mask_folder
 from ..manifest import Manifest
 from ..preprocess import map_to_original, require_detail
-from ..render import legend, overlay, side_by_side
-from .base import Architecture, RuntimeTask
+from ..render import PALETTE, legend, overlay, side_by_side
+from .base import Architecture, Contract, RuntimeTask, Tensor, Variant
 
 #: Classes of the built-in dataset: background, then the digits (semantic value c + 1 = digit c).
 CLASSES = ("background", *(str(digit) for digit in range(10)))
@@ -69,7 +69,10 @@ def prepare(image: np.ndarray, manifest: Manifest) -> np.ndarray:
 
 
 def class_maps(logits: np.ndarray) -> np.ndarray:
-    """Per-pixel argmax: ``[N, K, H, W]`` float -> ``[N, H, W]`` uint8."""
+    """Per-pixel argmax: ``[N, K, H, W]`` float -> ``[N, H, W]`` uint8; a class map the model
+    computed itself (an ArgMax at its end, ``[N, H, W]`` integers) as it is."""
+    if logits.ndim == 3:
+        return logits.astype(np.uint8)
     return logits.argmax(axis=1).astype(np.uint8)
 
 
@@ -176,17 +179,22 @@ def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Mani
     return iou_metrics(confusion, manifest.classes)
 
 
-class SegmentTask(RuntimeTask):
-    name = "segment"
-    architectures = (Architecture("fcn", default=True), Architecture("unet"), Architecture("deeplab"),
-                     Architecture("deconvnet", ("MaxPool2dWithIndices", "MaxUnpool2d")))
-    PARITY_TOLERANCE = PARITY_TOLERANCE
-    postprocess = staticmethod(postprocess)
-    heldout = staticmethod(heldout)
-    evaluate = staticmethod(evaluate)
-    prepare = staticmethod(prepare)
-    compare = staticmethod(compare)
-    report_picture = staticmethod(report_picture)
+def import_defaults(variant: Variant, classes: list[str], bound: dict[str, int]) -> dict:
+    """An imported model's palette: black background, then the render palette in turn."""
+    return {"palette": [[0, 0, 0], *[list(PALETTE[i % len(PALETTE)]) for i in range(len(classes) - 1)]]}
 
 
-TASK = SegmentTask()
+TASK = RuntimeTask(
+    name="segment",
+    architectures=(Architecture("fcn", default=True), Architecture("unet"), Architecture("deeplab"),
+                   Architecture("deconvnet", ("MaxPool2dWithIndices", "MaxUnpool2d"))),
+    contract=Contract("fixed", "the class names, class 0 the background", (
+        Variant("per-pixel logits", (Tensor("logits", ("N", "C", "h", "w"), "float",
+                                            "per-pixel class scores; argmax over axis 1 is the class map"),),
+                False, {"palette": "an RGB colour per class"}),
+        Variant("class map", (Tensor("class_map", ("N", "h", "w"), "int",
+                                     "per-pixel class index (an ArgMax in the graph)"),),
+                False, {"palette": "an RGB colour per class"})), import_defaults),
+    postprocess=postprocess, heldout=heldout, evaluate=evaluate, prepare=prepare, compare=compare,
+    report_picture=report_picture, parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"miou": (0.005, 0.0)},
+)

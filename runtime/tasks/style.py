@@ -30,7 +30,7 @@ from ..images import load_image, to_float, to_uint8
 from ..manifest import Manifest
 from ..preprocess import require_sides
 from ..render import side_by_side
-from .base import Architecture, ImageResult, RuntimeTask
+from .base import IMAGE_SIDES, Architecture, Contract, ImageResult, RuntimeTask, Tensor, Variant
 
 #: Model output: the stylised image, RGB in [0, 1].
 OUTPUT = "image"
@@ -202,17 +202,14 @@ def report_picture(result: ImageResult, image: np.ndarray, target: HeldOut) -> n
     return side_by_side([("content", image), ("style", load_image(target.style)), ("output", result.image)])
 
 
-class StyleTask(RuntimeTask):
-    name = "style"
-    architectures = (Architecture("transform", default=True),)
-    PARITY_TOLERANCE = PARITY_TOLERANCE
-    BENCH_SIDES = BENCH_SIDES
-    BENCH_PIXELS = BENCH_PIXELS
-    postprocess = staticmethod(postprocess)
-    heldout = staticmethod(heldout)
-    evaluate = staticmethod(evaluate)
-    prepare = staticmethod(prepare)
-    report_picture = staticmethod(report_picture)
-
-
-TASK = StyleTask()
+TASK = RuntimeTask(
+    name="style",
+    architectures=(Architecture("transform", default=True),),
+    contract=Contract("any", "", (Variant("image", (Tensor(
+        OUTPUT, ("N", 3, "H", "W"), "float", "the stylised image, RGB in [0, 1]"),), True,
+        {"style": "the style's name", **IMAGE_SIDES}),),
+        lambda variant, classes, bound: {"style": "imported", "min_side": 16, "max_side": 1024}),
+    postprocess=postprocess, heldout=heldout, evaluate=evaluate, prepare=prepare, report_picture=report_picture,
+    image_result=True, parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"style_loss": (0.0, 0.05)},
+    bench_sides=BENCH_SIDES, bench_pixels=BENCH_PIXELS,
+)

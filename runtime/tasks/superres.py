@@ -30,7 +30,7 @@ from ..images import load_image, to_uint8
 from ..manifest import Manifest
 from ..preprocess import require_sides
 from ..render import side_by_side
-from .base import Architecture, ImageResult, RuntimeTask
+from .base import IMAGE_SIDES, Architecture, Contract, ImageResult, RuntimeTask, Tensor, Variant
 
 #: Model output: the super-resolved image, RGB in [0, 1].
 OUTPUT = "image"
@@ -232,19 +232,17 @@ def _worst_window(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
     return y, x, side
 
 
-class SuperResTask(RuntimeTask):
-    name = "superres"
-    architectures = (Architecture("vdsr", default=True), Architecture("srcnn"), Architecture("fsrcnn"))
-    PARITY_TOLERANCE = PARITY_TOLERANCE
-    BENCH_SIDES = BENCH_SIDES
-    BENCH_PIXELS = BENCH_PIXELS
-    postprocess = staticmethod(postprocess)
-    heldout = staticmethod(heldout)
-    evaluate = staticmethod(evaluate)
-    prepare = staticmethod(prepare)
-    report_picture = staticmethod(report_picture)
-    training_images = staticmethod(training_images)
-    model_image = staticmethod(model_image)
-
-
-TASK = SuperResTask()
+TASK = RuntimeTask(
+    name="superres",
+    architectures=(Architecture("vdsr", default=True), Architecture("srcnn"), Architecture("fsrcnn")),
+    contract=Contract("any", "", (Variant("image", (Tensor(
+        OUTPUT, ("N", 3, "sH", "sW"), "float", "the upscaled image, RGB in [0, 1]"),), True, {
+        "scale": "output side / input side",
+        "model_input": "\"lr\" (or \"bicubic\": the input upscaled first)", **IMAGE_SIDES}),),
+        lambda variant, classes, bound: {"scale": bound.get("s"), "model_input": "lr", "min_side": 8,
+                                         "max_side": 1024}),
+    postprocess=postprocess, heldout=heldout, evaluate=evaluate, prepare=prepare, report_picture=report_picture,
+    training_images=training_images, model_image=model_image, image_result=True,
+    parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"psnr": (0.1, 0.0)},
+    bench_sides=BENCH_SIDES, bench_pixels=BENCH_PIXELS,
+)

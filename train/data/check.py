@@ -1,9 +1,13 @@
 """``visionrt data check``: validate a dataset for a task before training on it.
 
 :func:`check_dataset` reads every split the task trains on, in the task's format (ImageFolder,
-COCO json + images, mask folder; see ``README.md``), decodes every image and mask, and returns a
-:class:`Report`: a summary (images per split, instances per class, image-size range) and one
-line per problem naming the file and the fix. It never raises for a bad dataset.
+COCO json + images, mask folder, photo folder; see ``README.md``), decodes every image and mask,
+and returns a :class:`Report`: a summary (images per split, instances per class, image-size range)
+and one line per problem naming the file and the fix. It never raises for a bad dataset.
+
+The checks of each format are here (:func:`check_image_folder`, :func:`check_mask_folder`,
+:func:`check_photo_folder`, :func:`check_coco`); which a task's data takes, with the task's own
+rules, is its ``TrainTask.check_split`` (``train/tasks/<task>.py``).
 """
 from __future__ import annotations
 
@@ -12,16 +16,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ...runtime.datasets import DatasetError
 from ...runtime.errors import VisionRTError
-from ...runtime.folders import (IGNORE, SPLITS, is_image_folder, is_mask_folder, read_class_names,
-                                read_image_folder, read_mask_folder, read_photo_folder)
+from ...runtime.folders import IGNORE, SPLITS, read_class_names, read_image_folder, read_mask_folder, read_photo_folder
 from ...runtime.images import load_image
 from ...runtime.tasks.segment import read_map
-from ...runtime.tasks.style import style_image
+from .coco import BOX_OVERFLOW_PX, clip_box
+
 
 @dataclasses.dataclass
 class Report:
@@ -50,6 +55,9 @@ class Report:
             lines.append(f"  {split}: {facts['images']} images{size_text}" + (f"; {counts}" if counts else ""))
         if "classes" in self.summary:
             lines.append(f"  classes ({len(self.summary['classes'])}): {', '.join(self.summary['classes'])}")
+        if self.summary.get("clipped_boxes"):
+            lines.append(f"  clipped {self.summary['clipped_boxes']} boxes that overflowed their image by "
+                         f"<= {BOX_OVERFLOW_PX:g} px")
         lines += [f"problem: {p}" for p in self.problems[:limit]]
         if len(self.problems) > limit:
             lines.append(f"... and {len(self.problems) - limit} more problems")
@@ -64,12 +72,13 @@ def check_dataset(data_dir: str | os.PathLike, task: str, splits: tuple[str, ...
     if not data_dir.is_dir():
         report.problem(data_dir, "is not a directory", "pass the dataset's root folder")
         return report
+    from ..tasks import get
+
+    check_split = get(task).Task.check_split
     report.summary["splits"] = {}
-    checker = {"classify": _check_classify, "segment": _check_segment, "superres": _check_photos,
-               "style": _check_photos}.get(task, _check_coco)
     for split in splits:
         try:
-            checker(data_dir, split, task, report)
+            check_split(data_dir, split, report)
         except VisionRTError as err:  # a whole split unreadable: one line, then the next split
             report.problem(data_dir, str(err).split(" (")[0], err.fix or "see train/data/README.md")
     return report
@@ -93,9 +102,8 @@ def _split_summary(report: Report, split: str, sizes: list[tuple[int, int]], ins
         "sizes": [found.min(0).tolist(), found.max(0).tolist()] if len(found) else None}
 
 
-def _check_classify(data_dir: Path, split: str, task: str, report: Report) -> None:
-    if not is_image_folder(data_dir):
-        return _check_coco(data_dir, split, task, report)
+def check_image_folder(data_dir: Path, split: str, report: Report) -> None:
+    """An ImageFolder split: ``DIR/<split>/<class>/*``, every class with images in ``train``."""
     folder = read_image_folder(data_dir, split)
     report.summary["classes"] = folder.classes
     if not folder.image_paths:
@@ -109,34 +117,19 @@ def _check_classify(data_dir: Path, split: str, task: str, report: Report) -> No
     _split_summary(report, split, sizes, counts, len(folder.image_paths))
 
 
-#: The smallest photo side (px) each photo task trains on: a super-resolution patch, a style crop's floor.
-MIN_PHOTO_SIDE = {"superres": 48, "style": 16}
-
-
-def _check_photos(data_dir: Path, split: str, task: str, report: Report) -> None:
-    """A folder of photos (superres: ``DIR/`` or the built-in ``DIR/hr/``; style: ``DIR/images/``
-    beside a style image)."""
-    if task == "style":
-        if split == SPLITS[0]:
-            try:
-                style_image(data_dir)
-            except VisionRTError as err:
-                report.problem(data_dir, "has no style image", err.fix)
-        folder = data_dir / "images"
-    else:
-        folder = data_dir / "hr" if (data_dir / "dataset.json").is_file() else data_dir
+def check_photo_folder(folder: Path, split: str, report: Report, min_side: int) -> None:
+    """A split of a folder of photos (``FOLDER/<split>/*``), each at least ``min_side`` px a side."""
     paths = read_photo_folder(folder, split)
     sizes = [s for s in (_image_size(p, report) for p in paths) if s]
     for path, size in zip(paths, sizes):
-        if min(size) < MIN_PHOTO_SIDE[task]:
-            report.problem(path, f"is {size[0]}x{size[1]} px, under {MIN_PHOTO_SIDE[task]} px a side",
+        if min(size) < min_side:
+            report.problem(path, f"is {size[0]}x{size[1]} px, under {min_side} px a side",
                            "remove it or use a larger photo")
     _split_summary(report, split, sizes, collections.Counter(), len(paths))
 
 
-def _check_segment(data_dir: Path, split: str, task: str, report: Report) -> None:
-    if not is_mask_folder(data_dir):
-        return _check_coco(data_dir, split, task, report)
+def check_mask_folder(data_dir: Path, split: str, report: Report) -> None:
+    """A split of index-mask PNGs: ``DIR/images/<split>/``, ``DIR/masks/<split>/`` and ``DIR/classes.txt``."""
     classes = read_class_names(data_dir)
     report.summary["classes"] = classes
     images, masks = read_mask_folder(data_dir, split)
@@ -168,7 +161,18 @@ def _check_segment(data_dir: Path, split: str, task: str, report: Report) -> Non
     _split_summary(report, split, sizes, pixels, len(images))
 
 
-def _check_coco(data_dir: Path, split: str, task: str, report: Report) -> None:
+#: A task's rule on a COCO file's categories: ``rule(categories, annotation_file, report)``.
+CategoryRule = Callable[[list, Path, Report], None]
+#: A task's rule on one COCO annotation: ``rule(annotation, (width, height) of its image, image path, report)``.
+AnnotationRule = Callable[[dict, tuple[int, int], Path, Report], None]
+
+
+def check_coco(data_dir: Path, split: str, report: Report, one_object: bool = False,
+               category_rule: CategoryRule | None = None, annotation_rule: AnnotationRule | None = None) -> None:
+    """A COCO split (``DIR/annotations/<split>.json``, images in ``DIR/images/<split>/``): every
+    image decodes at its recorded size, every annotation names a listed image and category, every
+    box lies inside its image (:func:`_check_box`); then the task's rules: exactly one object per
+    image where ``one_object``, ``category_rule`` on the categories, ``annotation_rule`` on each object."""
     annotation_file = data_dir / "annotations" / f"{split}.json"
     if not annotation_file.is_file():
         raise DatasetError(f"split {split!r} is missing ({annotation_file} not found)",
@@ -191,9 +195,8 @@ def _check_coco(data_dir: Path, split: str, task: str, report: Report) -> None:
                                             "categories", "add the category or fix the annotation")
         else:
             by_image[a["image_id"]].append(a)
-    if task == "pose" and (len(categories) != 1 or not categories[0].get("keypoints")):
-        report.problem(annotation_file, "pose needs one category with `keypoints` names (and a `skeleton`)",
-                       "list the joint names in the category's `keypoints`")
+    if category_rule is not None:
+        category_rule(categories, annotation_file, report)
     sizes, instances = [], collections.Counter()
     for record in images:
         path = data_dir / "images" / split / record["file_name"]
@@ -205,35 +208,26 @@ def _check_coco(data_dir: Path, split: str, task: str, report: Report) -> None:
             report.problem(path, f"is {size[0]}x{size[1]} but {annotation_file.name} says "
                                  f"{record.get('width')}x{record.get('height')}", "correct width/height in the json")
         objects = [a for a in by_image[record["id"]] if not a.get("iscrowd", 0)]
-        if task in ("localize", "pose") and len(objects) != 1:
-            report.problem(path, f"has {len(objects)} objects; {task} takes exactly one per image",
+        if one_object and len(objects) != 1:
+            report.problem(path, f"has {len(objects)} objects; {report.task} takes exactly one per image",
                            "keep one annotation per image, or train `detect`")
         for a in objects:
             instances[names[a["category_id"]]] += 1
-            _check_annotation(a, size, task, path, report)
+            _check_box(a, size, path, report)
+            if annotation_rule is not None:
+                annotation_rule(a, size, path, report)
     _split_summary(report, split, sizes, instances, len(images))
 
 
-def _check_annotation(a: dict, size: tuple[int, int], task: str, path: Path, report: Report) -> None:
+def _check_box(a: dict, size: tuple[int, int], path: Path, report: Report) -> None:
+    """Annotation ``a``'s box: of some area and inside the ``(width, height)`` image."""
     width, height = size
     x, y, w, h = a.get("bbox", (0, 0, 0, 0))
     what = f"annotation {a.get('id')}"
     if w <= 0 or h <= 0:
         report.problem(path, f"{what} has a box of zero area ({w}x{h})", "remove it or fix its bbox [x, y, w, h]")
-    elif x < -0.5 or y < -0.5 or x + w > width + 0.5 or y + h > height + 0.5:
-        report.problem(path, f"{what} box [{x}, {y}, {w}, {h}] lies outside the {width}x{height} image",
-                       "clip the bbox to the image")
-    if task == "instance":
-        segmentation = a.get("segmentation")
-        if not segmentation:
-            report.problem(path, f"{what} has no segmentation (boxes only); instance needs masks",
-                           "add polygon or RLE masks, or train `detect`")
-        elif isinstance(segmentation, list) and any(len(p) < 6 or len(p) % 2 for p in segmentation):
-            report.problem(path, f"{what} has a polygon of fewer than 3 points or an odd number of coordinates",
-                           "write polygons as [x1, y1, x2, y2, x3, y3, ...]")
-    if task == "pose":
-        points = np.reshape(a.get("keypoints", []), (-1, 3))
-        shown = points[points[:, 2] > 0]
-        if len(shown) and ((shown[:, 0] < 0) | (shown[:, 0] > width) | (shown[:, 1] < 0) | (shown[:, 1] > height)).any():
-            report.problem(path, f"{what} has labelled keypoints outside the {width}x{height} image",
-                           "set their visibility to 0 or fix x, y")
+    elif (inside := clip_box([x, y, w, h], width, height)) is None:
+        report.problem(path, f"{what} box [{x}, {y}, {w}, {h}] lies outside the {width}x{height} image by more than "
+                             f"{BOX_OVERFLOW_PX:g} px", "clip the bbox to the image")
+    elif inside != [x, y, w, h]:  # under a pixel over: training clips it (train/data/coco.py)
+        report.summary["clipped_boxes"] = report.summary.get("clipped_boxes", 0) + 1

@@ -38,6 +38,39 @@ def annotation_record(image_id: int, obj: SceneObject) -> dict:
     return record
 
 
+#: A box may overflow its image by up to this many pixels (coordinates rounded by the tool that
+#: wrote them): it is clipped to the image. A larger overflow is an error (``visionrt data check``).
+BOX_OVERFLOW_PX = 1.0
+
+
+def clip_box(bbox: list[float], width: int, height: int) -> list[float] | None:
+    """A COCO ``[x, y, w, h]`` box clipped to the ``width`` x ``height`` image: the box itself
+    when inside, clipped when it overflows by at most :data:`BOX_OVERFLOW_PX`, ``None`` when more."""
+    x, y, w, h = bbox
+    overflow = max(-x, -y, x + w - width, y + h - height)
+    if overflow <= 0:
+        return bbox
+    if overflow > BOX_OVERFLOW_PX:
+        return None
+    x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def clip_boxes(coco: dict) -> int:
+    """Clip (in place) the boxes of a COCO dict that overflow their image by at most
+    :data:`BOX_OVERFLOW_PX`; the number clipped (larger overflows are left for the check to refuse)."""
+    sizes = {image["id"]: (image["width"], image["height"]) for image in coco["images"]}
+    clipped = 0
+    for annotation in coco["annotations"]:
+        bbox, size = annotation.get("bbox"), sizes.get(annotation.get("image_id"))
+        if bbox is None or size is None:
+            continue
+        inside = clip_box(bbox, *size)
+        if inside is not None and inside is not bbox:
+            annotation["bbox"], clipped = inside, clipped + 1
+    return clipped
+
+
 def training_annotations(annotations: list[dict]) -> list[dict]:
     """The objects a model learns from: crowd regions (``iscrowd`` 1) are left out, as COCO does
     (its evaluation ignores detections matching them)."""

@@ -7,13 +7,17 @@ import numpy as np
 
 from ...runtime.datasets import CocoSplit, read_coco_split
 from ...runtime.images import load_image
+from .coco import clip_boxes
 
 __all__ = ["CocoSplit", "load_coco", "load_single_objects", "load_classification"]
 
 
 def load_coco(data_dir: str | os.PathLike, split: str) -> CocoSplit:
-    """Every image and annotation of ``split`` (see :func:`~visionrt.runtime.datasets.read_coco_split`)."""
-    return read_coco_split(data_dir, split)
+    """Every image and annotation of ``split`` (see :func:`~visionrt.runtime.datasets.read_coco_split`),
+    boxes overflowing their image by under a pixel clipped to it (:func:`.coco.clip_boxes`)."""
+    data = read_coco_split(data_dir, split)
+    clip_boxes(data.coco)
+    return data
 
 
 def load_single_objects(data_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, list[dict], list[dict]]:

@@ -10,8 +10,6 @@ All take ``[N, 3, H, W]`` float32 (normalised) and return logits ``[N, num_class
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
@@ -145,20 +143,3 @@ class DenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-ARCHITECTURES = {"resnet": ResNet, "inception": InceptionNet, "densenet": DenseNet}
-
-
-@dataclasses.dataclass
-class ClassifierConfig:
-    """Which network and its keyword arguments (e.g. ``{"widths": [16, 32, 64]}`` for resnet)."""
-
-    arch: str = "resnet"
-    kwargs: dict = dataclasses.field(default_factory=dict)
-
-
-def build_classifier(config: ClassifierConfig, num_classes: int) -> nn.Module:
-    if config.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown classifier '{config.arch}' (choose from {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[config.arch](num_classes, **config.kwargs)

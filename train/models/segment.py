@@ -20,8 +20,6 @@ per-pixel logits ``[N, num_classes, H, W]``.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -208,20 +206,3 @@ class DeconvNet(nn.Module):
         for level, (indices, size) in zip(self.decoder, reversed(pooled)):
             x = level(ops.max_unpool2d(x, indices, self.KERNEL, self.STRIDE, self.PADS, size))
         return self.head(x)
-
-
-ARCHITECTURES = {"fcn": FCN, "unet": UNet, "deeplab": DeepLab, "deconvnet": DeconvNet}
-
-
-@dataclasses.dataclass
-class SegmenterConfig:
-    """Which network and its keyword arguments (e.g. ``{"widths": [16, 32, 64, 128]}`` for unet)."""
-
-    arch: str = "unet"
-    kwargs: dict = dataclasses.field(default_factory=dict)
-
-
-def build_segmenter(config: SegmenterConfig, num_classes: int) -> nn.Module:
-    if config.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown segmentation model '{config.arch}' (choose from {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[config.arch](num_classes, **config.kwargs)

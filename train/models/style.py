@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -138,17 +136,3 @@ class GatysLoss(nn.Module):
         style = style_loss([gram(out[i]) for i in spec.style_layers], self.style_grams())
         content_term = content_loss(out[spec.content_layer], target)
         return self.style_weight * style + self.content_weight * content_term, style, content_term
-
-
-@dataclasses.dataclass
-class StyleConfig:
-    """The transform network's keyword arguments (``width``, ``blocks``)."""
-
-    arch: str = "transform"
-    kwargs: dict = dataclasses.field(default_factory=dict)
-
-
-def build_transform(config: StyleConfig) -> nn.Module:
-    if config.arch != "transform":
-        raise ValueError(f"unknown style network '{config.arch}' (choose transform)")
-    return TransformNet(**config.kwargs)

@@ -12,8 +12,6 @@ lost the border; here the network serves whole images).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 
@@ -82,25 +80,12 @@ class VDSR(nn.Module):
         return x + self.residual(x)
 
 
-ARCHITECTURES = {"srcnn": SRCNN, "fsrcnn": FSRCNN, "vdsr": VDSR}
-
-
 #: The upscaling factors the networks are built for.
 SUPPORTED_SCALES = (2, 3, 4)
 
 
-@dataclasses.dataclass
-class SuperResConfig:
-    """Which network, its upscaling factor and its keyword arguments (e.g. ``{"f2": 1}``)."""
-
-    arch: str = "fsrcnn"
-    scale: int = 2
-    kwargs: dict = dataclasses.field(default_factory=dict)
-
-
-def build_superres(config: SuperResConfig) -> nn.Module:
-    if config.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown super-resolution network '{config.arch}' (choose from {', '.join(ARCHITECTURES)})")
-    if config.scale not in SUPPORTED_SCALES:
-        raise ValueError(f"scale {config.scale} is not supported (2, 3 or 4)")
-    return ARCHITECTURES[config.arch](config.scale, **config.kwargs)
+def supported_scale(scale: int) -> int:
+    """``scale`` where the networks are built for it, else ``ValueError``."""
+    if scale not in SUPPORTED_SCALES:
+        raise ValueError(f"scale {scale} is not supported (2, 3 or 4)")
+    return scale

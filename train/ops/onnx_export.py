@@ -16,7 +16,7 @@ import os
 import onnx
 import torch
 
-from ...runtime.plugins import registry
+from ...runtime.plugins.op import DOMAIN, PLUGIN_VERSION
 from ...runtime.plugins.nms.onnx_node import EFFICIENT_NMS, portable_functions
 from .max_unpool import max_pool2d_with_indices_onnx, max_unpool2d_onnx
 from .nms import efficient_nms_onnx
@@ -47,7 +47,7 @@ def export_with_ops(model: torch.nn.Module, args: tuple, path: str | os.PathLike
 def define_visionrt_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` whose ``visionrt::EfficientNms`` nodes are defined in standard ops."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    nodes = [n for n in model.graph.node if n.domain == registry.DOMAIN and n.op_type == EFFICIENT_NMS.name]
+    nodes = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == EFFICIENT_NMS.name]
     if not nodes:
         return model
     for node in nodes:
@@ -56,8 +56,8 @@ def define_visionrt_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     used = {n.overload for n in nodes}
     model.functions.extend(f for f in portable_functions(opset) if f.overload in used)
-    if not any(o.domain == registry.DOMAIN for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(registry.DOMAIN, int(registry.PLUGIN_VERSION)))
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, int(PLUGIN_VERSION)))
     model.ir_version = max(model.ir_version, 10)  # function overloads
     return model
 
@@ -65,5 +65,5 @@ def define_visionrt_functions(model: onnx.ModelProto) -> onnx.ModelProto:
 @functools.cache
 def _register_schemas() -> None:
     """Make ``visionrt::EfficientNms`` known to onnx (onnxscript looks ops up there)."""
-    if not onnx.defs.has(EFFICIENT_NMS.name, registry.DOMAIN):
+    if not onnx.defs.has(EFFICIENT_NMS.name, DOMAIN):
         onnx.defs.register_schema(EFFICIENT_NMS.onnx_schema())

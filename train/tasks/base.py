@@ -6,16 +6,16 @@ A task's training module ``visionrt.train.tasks.<task>`` provides, beside its ``
 * ``build_data(out_dir, quick, seed, progress) -> Path``: the task's built-in dataset;
 * ``default_config(quick) -> TrainConfig``: the quick CPU run or the full one, whose ``model``
   is the catalogue's default architecture (:func:`visionrt.runtime.tasks.architectures`);
-* ``build_model(model_entry, classes, postprocess=None) -> nn.Module``: the architecture a
-  manifest records (``{"arch", "kwargs"}``), for every architecture of the task's catalogue
-  (``ValueError`` naming the choices for any other); ``postprocess`` is the manifest's, which
-  tasks with post-processing in the graph (NMS) build it from (its thresholds live only there).
+* one builder per architecture of the task's catalogue, registered with
+  ``@register_model(task, name)`` (:mod:`.architectures`).
 """
 from __future__ import annotations
 
 import abc
 import dataclasses
 import os
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -24,7 +24,18 @@ from ...runtime.errors import InputError
 from ...runtime.manifest import InputSpec, OutputSpec
 from ..config import TrainConfig
 from ..data.build import is_builtin_digits
+from ..data.check import Report, check_coco
 from ..data.lazy import LazyImages
+from .architectures import build_model
+
+
+class Baseline(NamedTuple):
+    """What a model that ignores the image scores on a split: ``value`` of the metric ``metric`` (a
+    key of :meth:`TrainTask.evaluate`) when always predicting ``what``."""
+
+    metric: str
+    value: float
+    what: str
 
 
 class TrainTask(abc.ABC):
@@ -69,9 +80,18 @@ class TrainTask(abc.ABC):
     def __len__(self) -> int:
         """Training samples per epoch."""
 
-    @abc.abstractmethod
     def build_model(self, config: TrainConfig) -> nn.Module:
-        """The network ``config`` names, for this data's classes."""
+        """The network ``config`` names, for this data's classes (its registered builder, given
+        :meth:`postprocess_defaults`)."""
+        return build_model(self.name, {"arch": config.model, "kwargs": config.model_kwargs}, self.classes,
+                           self.postprocess_defaults())
+
+    @classmethod
+    def check_split(cls, data_dir: Path, split: str, report: Report) -> None:
+        """Check ``split`` of the user's dataset in ``data_dir`` in this task's format, noting each
+        problem on ``report`` (``visionrt data check``; the checks of each format are in
+        :mod:`visionrt.train.data.check`); default: COCO json with boxes."""
+        check_coco(data_dir, split, report)
 
     @abc.abstractmethod
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -92,13 +112,19 @@ class TrainTask(abc.ABC):
         fields = split if isinstance(split, tuple) else vars(split).values()
         return [field for field in fields if isinstance(field, LazyImages)]
 
+    def baseline(self, split: str) -> Baseline | None:
+        """The score on ``split`` of a model that ignores the image (the warning at the end of
+        training compares against it, :mod:`visionrt.train.verdict`); default: none."""
+        return None
+
     def input_spec(self) -> InputSpec:
         """The manifest's input: :attr:`spec` (size and resize policy, set by the task from
         :meth:`fitted_input`), normalised by :attr:`mean`/:attr:`std`."""
         return dataclasses.replace(self.spec, mean=tuple(map(float, self.mean)), std=tuple(map(float, self.std)))
 
-    def postprocess(self) -> dict:
-        """The manifest's post-processing parameters (default: none)."""
+    def postprocess_defaults(self) -> dict:
+        """The post-processing parameters training writes into the manifest's ``postprocess``: the
+        defaults the runtime applies to this model (default: none)."""
         return {}
 
     def build_profile(self) -> dict:

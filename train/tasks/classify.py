@@ -7,12 +7,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...runtime.folders import is_image_folder
 from ...runtime.manifest import OutputSpec
 from ..config import TrainConfig
 from ..data import build_dataset
+from ..data.check import Report, check_image_folder
 from ..data.imagefolder import classification_split
-from ..models.classify import ClassifierConfig, build_classifier
-from .base import TrainTask
+from ..models.classify import DenseNet, InceptionNet, ResNet
+from .architectures import register_model
+from .base import Baseline, TrainTask
 from .inputs import channel_stats, flip_choice, mirror, random_shift, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
@@ -29,8 +32,19 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="classify", model="resnet", epochs=12 if quick else 30)
 
 
-def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    return build_classifier(ClassifierConfig(model_entry["arch"], model_entry.get("kwargs", {})), len(classes))
+@register_model("classify", "resnet")
+def resnet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return ResNet(len(classes), **kwargs)
+
+
+@register_model("classify", "inception")
+def inception(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return InceptionNet(len(classes), **kwargs)
+
+
+@register_model("classify", "densenet")
+def densenet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return DenseNet(len(classes), **kwargs)
 
 
 class Task(TrainTask):
@@ -52,8 +66,13 @@ class Task(TrainTask):
     def __len__(self) -> int:
         return len(self.splits["train"][1])
 
-    def build_model(self, config: TrainConfig) -> nn.Module:
-        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
+    @classmethod
+    def check_split(cls, data_dir: Path, split: str, report: Report) -> None:
+        """An ImageFolder, else COCO json."""
+        if is_image_folder(data_dir):
+            check_image_folder(data_dir, split, report)
+        else:
+            super().check_split(data_dir, split, report)
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, labels = self.splits["train"]
@@ -73,9 +92,14 @@ class Task(TrainTask):
         labels = self.splits[split][1]
         return {"top1": float((logits.argmax(1) == labels).float().mean()), "images": len(labels)}
 
+    def baseline(self, split: str) -> Baseline:
+        majority = int(torch.bincount(self.splits["train"][1], minlength=len(self.classes)).argmax())
+        return Baseline("top1", float((self.splits[split][1] == majority).float().mean()),
+                        f"the most frequent training class ({self.classes[majority]})")
+
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("logits", ["batch", len(self.classes)],
                            "unnormalised class scores; softmax gives probabilities over `classes`")]
 
-    def postprocess(self) -> dict:
+    def postprocess_defaults(self) -> dict:
         return {"top_k": min(5, len(self.classes))}

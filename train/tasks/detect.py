@@ -31,7 +31,6 @@ from torch.nn import functional as F
 
 from ...runtime.manifest import InputSpec, Manifest, OutputSpec
 from ...runtime.preprocess import fit
-from ...runtime.tasks import architectures
 from ...runtime.tasks import detect as runtime_detect
 from ..config import TrainConfig
 from ..data import build_dataset, load_coco
@@ -40,7 +39,8 @@ from ..data.coco import training_annotations
 from ..data.lazy import LazyImages
 from ..models.detection import FasterRCNN, FasterRCNNConfig, NmsSettings
 from ..models.yolo import YOLO, YOLOConfig
-from .base import TrainTask
+from .architectures import register_model
+from .base import Baseline, TrainTask
 from .inputs import channel_stats, flip_choice, mirror, mirror_boxes, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
@@ -79,20 +79,29 @@ def default_postprocess(arch: str, settings: NmsSettings = NmsSettings()) -> dic
             "pre_nms_top_k": settings.pre_nms_top_k, "score_threshold": SCORE_THRESHOLDS[arch]}
 
 
-def nms_settings(postprocess: dict) -> NmsSettings:
-    """The NMS a manifest's ``postprocess`` asks for."""
+def nms_settings(postprocess: dict | None) -> NmsSettings:
+    """The NMS a manifest's ``postprocess`` asks for (the defaults before training wrote one)."""
+    if not postprocess:
+        return NmsSettings()
     return NmsSettings(postprocess["nms_score_threshold"], postprocess["iou_threshold"],
                        postprocess["max_detections"], postprocess["pre_nms_top_k"])
 
 
-def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    arch, kwargs = model_entry["arch"], model_entry.get("kwargs", {})
-    nms = nms_settings(postprocess) if postprocess else NmsSettings()
-    if arch in ("yolo", "yolo_raw"):
-        return YOLO(len(classes), YOLOConfig(**kwargs, nms_in_graph=arch == "yolo"), nms)
-    if arch == "fasterrcnn":
-        return FasterRCNN(len(classes), FasterRCNNConfig(**kwargs), nms)
-    raise ValueError(f"unknown detect model '{arch}' (choose from {', '.join(architectures('detect'))})")
+@register_model("detect", "yolo")
+def yolo(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    """YOLO with NMS in the graph."""
+    return YOLO(len(classes), YOLOConfig(**kwargs, nms_in_graph=True), nms_settings(postprocess))
+
+
+@register_model("detect", "yolo_raw")
+def yolo_raw(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    """YOLO returning its candidates: NMS in the runtime."""
+    return YOLO(len(classes), YOLOConfig(**kwargs, nms_in_graph=False), nms_settings(postprocess))
+
+
+@register_model("detect", "fasterrcnn")
+def fasterrcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return FasterRCNN(len(classes), FasterRCNNConfig(**kwargs), nms_settings(postprocess))
 
 
 @dataclasses.dataclass
@@ -228,7 +237,7 @@ class Task(TrainTask):
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         self.arch = config.model
-        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes, self.postprocess())
+        return super().build_model(config)
 
     def targets(self, split: str, indices: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Per image ``boxes`` and ``labels`` (detection)."""
@@ -251,14 +260,17 @@ class Task(TrainTask):
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         manifest = Manifest(self.name, {"arch": self.arch}, self.classes, self.input_spec(), self.outputs(),
-                            self.postprocess())
+                            self.postprocess_defaults())
         metrics = self.runtime.evaluate(self.predict(model, split), self.splits[split].targets, manifest)
         return {**metrics, "images": len(self.splits[split].images)}
+
+    def baseline(self, split: str) -> Baseline:
+        return Baseline("map50", 0.0, "no objects")
 
     def outputs(self) -> list[OutputSpec]:
         if self.arch == "yolo_raw":
             return runtime_detect.candidate_outputs(len(self.classes))
         return runtime_detect.detection_outputs()
 
-    def postprocess(self) -> dict:
+    def postprocess_defaults(self) -> dict:
         return default_postprocess(self.arch)

@@ -13,14 +13,15 @@ from torch import nn
 
 from ...runtime.manifest import OutputSpec
 from ...runtime.preprocess import fit_image
-from ...runtime.tasks import architectures
 from ...runtime.tasks import detect as runtime_detect
 from ...runtime.tasks import instance as runtime_instance
 from ..config import TrainConfig
 from ..data import load_coco
+from ..data.check import Report, check_coco
 from ..data.coco import annotation_mask, require_masks
-from ..models.detection import MaskRCNN, MaskRCNNConfig, NmsSettings
+from ..models.detection import MaskRCNN, MaskRCNNConfig
 from . import detect
+from .architectures import register_model
 
 DATA_SIZES = detect.DATA_SIZES
 #: Pasted mask probabilities above this are the object.
@@ -38,12 +39,21 @@ def default_config(quick: bool = True) -> TrainConfig:
                        optimizer="adam", lr=0.002, weight_decay=1e-4, patience=4)
 
 
-def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    if model_entry["arch"] not in architectures("instance"):
-        raise ValueError(f"unknown instance model '{model_entry['arch']}' "
-                         f"(choose from {', '.join(architectures('instance'))})")
-    nms = detect.nms_settings(postprocess) if postprocess else NmsSettings()
-    return MaskRCNN(len(classes), MaskRCNNConfig(**model_entry.get("kwargs", {})), nms)
+@register_model("instance", "maskrcnn")
+def maskrcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return MaskRCNN(len(classes), MaskRCNNConfig(**kwargs), detect.nms_settings(postprocess))
+
+
+def check_masks(a: dict, size: tuple[int, int], path: Path, report: Report) -> None:
+    """The dataset check's rule on an annotation: it has a mask (polygons of 3 points or more, or an RLE)."""
+    what = f"annotation {a.get('id')}"
+    segmentation = a.get("segmentation")
+    if not segmentation:
+        report.problem(path, f"{what} has no segmentation (boxes only); instance needs masks",
+                       "add polygon or RLE masks, or train `detect`")
+    elif isinstance(segmentation, list) and any(len(p) < 6 or len(p) % 2 for p in segmentation):
+        report.problem(path, f"{what} has a polygon of fewer than 3 points or an odd number of coordinates",
+                       "write polygons as [x1, y1, x2, y2, x3, y3, ...]")
 
 
 class Task(detect.Task):
@@ -61,7 +71,12 @@ class Task(detect.Task):
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         self.arch, self.kwargs = config.model, config.model_kwargs
-        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes, self.postprocess())
+        return super().build_model(config)
+
+    @classmethod
+    def check_split(cls, data_dir: Path, split: str, report: Report) -> None:
+        """COCO json whose every object has a mask."""
+        check_coco(data_dir, split, report, annotation_rule=check_masks)
 
     def targets(self, split: str, indices: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Per image ``boxes``, ``labels`` and ``masks [G, H, W]`` (float32 0/1 at the input size:
@@ -79,5 +94,5 @@ class Task(detect.Task):
     def outputs(self) -> list[OutputSpec]:
         return runtime_detect.detection_outputs(mask_size=2 * MaskRCNNConfig(**self.kwargs).mask_pool)
 
-    def postprocess(self) -> dict:
+    def postprocess_defaults(self) -> dict:
         return {**detect.default_postprocess(self.arch), "mask_threshold": MASK_THRESHOLD}

@@ -16,14 +16,15 @@ from torch.nn import functional as F
 
 from ...runtime.manifest import InputSpec, OutputSpec
 from ...runtime.preprocess import fit
-from ...runtime.tasks import architectures
 from ...runtime.tasks.localize import TARGET, metrics
 from ..checkpoint import unwrap
 from ..config import TrainConfig
 from ..data import build_dataset, load_coco
+from ..data.check import Report, check_coco
 from ..data.lazy import LazyImages
 from ..models.localize import build_localizer
-from .base import TrainTask
+from .architectures import register_model
+from .base import Baseline, TrainTask
 from .inputs import channel_stats, flip_choice, mirror, mirror_boxes, random_resample, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
@@ -44,10 +45,9 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="localize", model="resnet", epochs=8 if quick else 30, lr=0.05)
 
 
-def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    if model_entry["arch"] not in architectures("localize"):
-        raise ValueError(f"unknown localize model '{model_entry['arch']}' (choose from {', '.join(architectures('localize'))})")
-    return build_localizer(model_entry.get("kwargs", {}), len(classes))
+@register_model("localize", "resnet")
+def resnet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return build_localizer(kwargs, len(classes))
 
 
 def load_split(data_dir: str | Path, split: str, spec: InputSpec) -> tuple[LazyImages, torch.Tensor, torch.Tensor, list[str]]:
@@ -87,8 +87,10 @@ class Task(TrainTask):
     def __len__(self) -> int:
         return len(self.splits["train"][1])
 
-    def build_model(self, config: TrainConfig) -> nn.Module:
-        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
+    @classmethod
+    def check_split(cls, data_dir: Path, split: str, report: Report) -> None:
+        """COCO json with exactly one boxed object per image."""
+        check_coco(data_dir, split, report, one_object=True)
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, labels, boxes = (t[indices] for t in self.splits["train"])
@@ -113,6 +115,16 @@ class Task(TrainTask):
         targets["label"], targets["box"] = labels.numpy(), true_boxes.numpy()
         return {**metrics(logits.numpy(), boxes.numpy(), targets), "images": len(labels)}
 
+    def baseline(self, split: str) -> Baseline:
+        _, train_labels, train_boxes = self.splits["train"]
+        _, labels, boxes = self.splits[split]
+        targets = np.zeros(len(labels), TARGET)
+        targets["label"], targets["box"] = labels.numpy(), boxes.numpy()
+        logits = np.zeros((len(labels), len(self.classes)), np.float32)
+        logits[:, int(torch.bincount(train_labels, minlength=len(self.classes)).argmax())] = 1
+        mean_box = np.broadcast_to(train_boxes.mean(0).numpy(), boxes.shape)
+        return Baseline("mean_iou", metrics(logits, mean_box, targets)["mean_iou"], "the mean training box")
+
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("logits", ["batch", len(self.classes)],
                            "unnormalised class scores; softmax gives probabilities over `classes`"),
@@ -120,5 +132,5 @@ class Task(TrainTask):
                            "the object's box (x1, y1, x2, y2) normalised by the input width and height, "
                            "in [0, 1]; multiply by the original image's width and height for pixels")]
 
-    def postprocess(self) -> dict:
+    def postprocess_defaults(self) -> dict:
         return {}

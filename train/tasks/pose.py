@@ -20,10 +20,12 @@ from ...runtime.tasks.pose import pck
 from ..checkpoint import unwrap
 from ..config import TrainConfig
 from ..data import build_dataset, load_coco
+from ..data.check import Report, check_coco
 from ..data.lazy import LazyImages
 from ..data.figures import TORSO, FigureConfig
-from ..models.pose import HEADS, build_pose_regressor
-from .base import TrainTask
+from ..models.pose import build_pose_regressor
+from .architectures import register_model
+from .base import Baseline, TrainTask
 from .inputs import channel_stats, flip_choice, mirror, random_resample, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
@@ -42,12 +44,33 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="pose", model="deeppose", epochs=10 if quick else 40, lr=0.1)
 
 
-def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    """The architecture is the head (``deeppose`` or ``integral``) on a ResNet backbone;
-    ``classes`` are the joint names: what the output's joint axis indexes."""
-    if model_entry["arch"] not in HEADS:
-        raise ValueError(f"unknown pose model '{model_entry['arch']}' (choose from {', '.join(HEADS)})")
-    return build_pose_regressor({**model_entry.get("kwargs", {}), "head": model_entry["arch"]}, len(classes))
+# The architecture is the head on a ResNet backbone; ``classes`` are the joint names: what the
+# output's joint axis indexes.
+@register_model("pose", "deeppose")
+def deeppose(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return build_pose_regressor({**kwargs, "head": "deeppose"}, len(classes))
+
+
+@register_model("pose", "integral")
+def integral(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return build_pose_regressor({**kwargs, "head": "integral"}, len(classes))
+
+
+def check_joint_names(categories: list, annotation_file: Path, report: Report) -> None:
+    """The dataset check's rule on a COCO file's categories: one, naming the joints."""
+    if len(categories) != 1 or not categories[0].get("keypoints"):
+        report.problem(annotation_file, "pose needs one category with `keypoints` names (and a `skeleton`)",
+                       "list the joint names in the category's `keypoints`")
+
+
+def check_keypoints(a: dict, size: tuple[int, int], path: Path, report: Report) -> None:
+    """The dataset check's rule on an annotation: its labelled keypoints lie in the ``(width, height)`` image."""
+    width, height = size
+    points = np.reshape(a.get("keypoints", []), (-1, 3))
+    shown = points[points[:, 2] > 0]
+    if len(shown) and ((shown[:, 0] < 0) | (shown[:, 0] > width) | (shown[:, 1] < 0) | (shown[:, 1] > height)).any():
+        report.problem(path, f"annotation {a.get('id')} has labelled keypoints outside the {width}x{height} image",
+                       "set their visibility to 0 or fix x, y")
 
 
 def flip_permutation(joints: list[str]) -> list[int]:
@@ -108,8 +131,11 @@ class Task(TrainTask):
         """(width, height) of the model input in pixels."""
         return torch.tensor([self.spec.width, self.spec.height], dtype=torch.float32)
 
-    def build_model(self, config: TrainConfig) -> nn.Module:
-        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
+    @classmethod
+    def check_split(cls, data_dir: Path, split: str, report: Report) -> None:
+        """COCO json with keypoints: one category naming the joints, one person per image."""
+        check_coco(data_dir, split, report, one_object=True, category_rule=check_joint_names,
+                   annotation_rule=check_keypoints)
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, keypoints = (t[indices] for t in self.splits["train"])
@@ -136,11 +162,18 @@ class Task(TrainTask):
         torso = tuple(self.torso)
         return {**{f"pck@{a}": pck(predicted, truth, torso, a) for a in (0.2, 0.1)}, "images": len(truth)}
 
+    def baseline(self, split: str) -> Baseline:
+        train, truth = self.splits["train"][1].double().numpy(), self.splits[split][1].double().numpy()
+        labelled = train[..., 2:] > 0
+        mean = (train[..., :2] * labelled).sum(0) / np.maximum(labelled.sum(0), 1)
+        predicted = np.broadcast_to(mean, truth[..., :2].shape)
+        return Baseline("pck@0.2", pck(predicted, truth, tuple(self.torso), 0.2), "the mean training pose")
+
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("keypoints", ["batch", len(self.joints), 2],
                            "each joint's (x, y) divided by the input width and height (0..1 inside the "
                            "image), joints in the order of `classes`; multiply by the original "
                            "image's width and height for pixels")]
 
-    def postprocess(self) -> dict:
+    def postprocess_defaults(self) -> dict:
         return {"skeleton": self.skeleton, "torso": self.torso}

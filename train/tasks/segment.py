@@ -15,15 +15,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ...runtime.folders import is_mask_folder
 from ...runtime.manifest import OutputSpec
 from ...runtime.render import PALETTE
 from ...runtime.tasks.segment import confusion_matrix, iou_metrics
 from ..config import TrainConfig
 from ..data import build_dataset
 from ..data.build import SEMANTIC_PALETTE
+from ..data.check import Report, check_mask_folder
 from ..data.masks import IGNORE, segmentation_classes, segmentation_split
-from ..models.segment import SegmenterConfig, build_segmenter
-from .base import TrainTask
+from ..models.segment import FCN, DeconvNet, DeepLab, UNet
+from .architectures import register_model
+from .base import Baseline, TrainTask
 from .inputs import channel_stats, flip_choice, mirror, to_input
 
 #: Images per split: the quick run fits a few CPU minutes; ``full`` trains longer on more data.
@@ -46,8 +49,24 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="segment", model="fcn", epochs=4 if quick else 20, batch_size=32, lr=0.1)
 
 
-def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    return build_segmenter(SegmenterConfig(model_entry["arch"], model_entry.get("kwargs", {})), len(classes))
+@register_model("segment", "fcn")
+def fcn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return FCN(len(classes), **kwargs)
+
+
+@register_model("segment", "unet")
+def unet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return UNet(len(classes), **kwargs)
+
+
+@register_model("segment", "deeplab")
+def deeplab(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return DeepLab(len(classes), **kwargs)
+
+
+@register_model("segment", "deconvnet")
+def deconvnet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return DeconvNet(len(classes), **kwargs)
 
 
 class Task(TrainTask):
@@ -69,8 +88,15 @@ class Task(TrainTask):
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         """The network in channels-last layout: about 1.5× faster convolutions on CPU."""
-        model = build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
-        return model.to(memory_format=torch.channels_last)
+        return super().build_model(config).to(memory_format=torch.channels_last)
+
+    @classmethod
+    def check_split(cls, data_dir: Path, split: str, report: Report) -> None:
+        """A mask folder (index-mask PNGs), else COCO json with masks."""
+        if is_mask_folder(data_dir):
+            check_mask_folder(data_dir, split, report)
+        else:
+            super().check_split(data_dir, split, report)
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         images, maps = self.splits["train"]
@@ -91,12 +117,17 @@ class Task(TrainTask):
                                      len(self.classes))
         return {**iou_metrics(confusion, self.classes), "images": len(self.splits[split][0])}
 
+    def baseline(self, split: str) -> Baseline:
+        truth = self.splits[split][1][:].numpy()
+        confusion = confusion_matrix(np.zeros_like(truth), truth, len(self.classes))
+        return Baseline("miou", iou_metrics(confusion, self.classes)["miou"], f"{self.classes[0]} everywhere")
+
     def outputs(self) -> list[OutputSpec]:
         return [OutputSpec("logits", ["batch", len(self.classes), self.spec.height, self.spec.width],
                            "unnormalised per-pixel class scores; argmax over axis 1 is the class map "
                            "(values index `classes`)")]
 
-    def postprocess(self) -> dict:
+    def postprocess_defaults(self) -> dict:
         palette = [SEMANTIC_PALETTE[i] if i < len(SEMANTIC_PALETTE) else PALETTE[i % len(PALETTE)]
                    for i in range(len(self.classes))]
         return {"palette": np.array(palette, np.uint8).tolist()}

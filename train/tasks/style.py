@@ -25,14 +25,17 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ...runtime.errors import VisionRTError
 from ...runtime.folders import SPLITS, read_photo_folder
 from ...runtime.manifest import InputSpec, OutputSpec
 from ...runtime.images import load_image, to_float, to_uint8
 from ...runtime.tasks.style import BENCH_SIDES, OUTPUT, LossNetwork, style_image, summarise
 from ..config import TrainConfig
+from ..data.check import Report, check_photo_folder
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_png, read_split, save_png, shrink,
                            write_bench_inputs, write_photo_dataset)
-from ..models.style import CONTENT_WEIGHT, STYLE_WEIGHT, GatysLoss, StyleConfig, build_transform
+from ..models.style import CONTENT_WEIGHT, STYLE_WEIGHT, GatysLoss, TransformNet
+from .architectures import register_model
 from .base import TrainTask
 
 #: The style image (a photo name of ``visionrt.train.data.photos``) and its longer side (px).
@@ -76,8 +79,9 @@ def default_config(quick: bool = True) -> TrainConfig:
                        patience=3 if quick else 6)
 
 
-def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    return build_transform(StyleConfig(model_entry["arch"], model_entry.get("kwargs", {})))
+@register_model("style", "transform")
+def transform(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return TransformNet(**kwargs)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -111,8 +115,15 @@ class Task(TrainTask):
     def __len__(self) -> int:
         return CROPS_PER_EPOCH
 
-    def build_model(self, config: TrainConfig) -> nn.Module:
-        return build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
+    @classmethod
+    def check_split(cls, data_dir: Path, split: str, report: Report) -> None:
+        """A style image beside content photos in ``DIR/images/``, each at least :data:`MIN_SIDE` px a side."""
+        if split == SPLITS[0]:
+            try:
+                style_image(data_dir)
+            except VisionRTError as err:
+                report.problem(data_dir, "has no style image", err.fix)
+        check_photo_folder(data_dir / "images", split, report, min_side=MIN_SIDE)
 
     def train_loss(self, model: nn.Module, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Gatys' objective on a ``CROP``² crop (mirrored at random) of photo ``i mod photos`` per sample."""
@@ -153,7 +164,7 @@ class Task(TrainTask):
         return [OutputSpec(OUTPUT, ["batch", 3, "height", "width"],
                            f"the input photo in the style of '{self.style_name}', RGB in [0, 1] (x255 for uint8)")]
 
-    def postprocess(self) -> dict:
+    def postprocess_defaults(self) -> dict:
         """Style name, loss network and weights (for evaluation), accepted sides."""
         return {"style": self.style_name, "loss_network": self.network.to_dict(),
                 "loss_weights": {"style": STYLE_WEIGHT, "content": CONTENT_WEIGHT},

@@ -33,10 +33,12 @@ from ...runtime.images import load_image, to_uint8
 from ...runtime.tasks.superres import (BENCH_SIDES, OUTPUT, degrade, downscale_bicubic, quality, shave,
                                        upscale_bicubic)
 from ..config import TrainConfig
+from ..data.check import Report, check_photo_folder
 from ..data.errors import DatasetError
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_split, save_png, write_bench_inputs,
                            write_photo_dataset)
-from ..models.superres import SUPPORTED_SCALES, SuperResConfig, build_superres
+from ..models.superres import FSRCNN, SRCNN, SUPPORTED_SCALES, VDSR, supported_scale
+from .architectures import register_model
 from .base import TrainTask
 
 #: Datasets written by :func:`build_data`, one per scale.
@@ -110,9 +112,19 @@ def default_config(quick: bool = True) -> TrainConfig:
                        patience=3 if quick else 8)
 
 
-def build_model(model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:
-    kwargs = dict(model_entry.get("kwargs", {}))
-    return build_superres(SuperResConfig(model_entry["arch"], kwargs.pop("scale"), kwargs))
+@register_model("superres", "srcnn")
+def srcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return SRCNN(supported_scale(kwargs.pop("scale")), **kwargs)
+
+
+@register_model("superres", "fsrcnn")
+def fsrcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return FSRCNN(supported_scale(kwargs.pop("scale")), **kwargs)
+
+
+@register_model("superres", "vdsr")
+def vdsr(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    return VDSR(supported_scale(kwargs.pop("scale")), **kwargs)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -152,9 +164,15 @@ class Task(TrainTask):
         if scale != self.scale:
             raise DatasetError(f"the model is configured for ×{scale} but the dataset is ×{self.scale}",
                                fix=f"train on the x{scale} dataset, or drop 'scale' from model_kwargs")
-        model = build_model({"arch": config.model, "kwargs": config.model_kwargs}, self.classes)
+        model = super().build_model(config)
         self.model_input = model.input_kind
         return model
+
+    @classmethod
+    def check_split(cls, data_dir: Path, split: str, report: Report) -> None:
+        """A folder of photos (``DIR/`` or the built-in ``DIR/hr/``), each at least a training patch a side."""
+        check_photo_folder(data_dir / "hr" if (data_dir / "dataset.json").is_file() else data_dir, split, report,
+                           min_side=PATCH)
 
     def _inputs(self, split: str) -> list[np.ndarray]:
         lr = self.lr[split]
@@ -213,7 +231,7 @@ class Task(TrainTask):
                            f"super-resolved RGB image in [0, 1] (clip, x255 for uint8), {self.scale}x the "
                            "low-resolution input's height and width")]
 
-    def postprocess(self) -> dict:
+    def postprocess_defaults(self) -> dict:
         """Scale, what the network takes and the accepted low-resolution sides."""
         return {"scale": self.scale, "model_input": self.model_input, "min_side": MIN_SIDE,
                 "max_side": MAX_OUTPUT_SIDE // self.scale}

@@ -7,7 +7,7 @@ output size as attributes (``output_height``, ``output_width``), fixed at export
 from __future__ import annotations
 
 from ...errors import PluginError
-from ..registry import Attribute, PluginOp, Port
+from ..op import Attribute, PluginOp, Port
 from .reference import max_pool_with_indices, max_unpool
 
 _POOLING = (

@@ -2,7 +2,10 @@
 
 Indices are flat over the whole ``N*C*H*W`` input (``storage_order`` 0): the index of
 ``x[n, c, h, w]`` is ``((n * C + c) * H + h) * W + w``. A window's first maximum in row-major
-order wins; padding never does. MaxUnpool writes each value at its index in a zero tensor of
+order wins; padding never does. Windows with NaN or only -inf follow PyTorch's ``max_pool2d``
+(and torchvision's users): NaN wins (the last NaN in row-major order), and a window of -inf
+gives -inf at its first element inside the input. (onnxruntime skips NaN and leaves such
+windows at the lowest float with no valid index: the kernels follow PyTorch.) MaxUnpool writes each value at its index in a zero tensor of
 the output shape (a repeated index keeps the last value written). With an explicit
 ``output_shape`` the indices are flat over it, as onnxruntime reads them (ONNX's
 ``onnx.reference`` reads them over the default shape instead: see the README).
@@ -35,15 +38,26 @@ def max_pool_with_indices(x: np.ndarray, kernel_shape, strides, pads=(0, 0, 0, 0
     out_h, out_w = pooled_size(height, kh, sh, top, bottom), pooled_size(width, kw, sw, left, right)
     if out_h < 1 or out_w < 1:
         raise InputError(f"MaxPool: a {kh}x{kw} kernel does not fit the padded {height}x{width} input")
-    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=-np.inf)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw][:, :, :out_h, :out_w].reshape(n, c, out_h, out_w, kh * kw)
-    best = windows.argmax(axis=-1)  # first maximum in row-major order
+    windows, inside = (_windows(np.pad(a, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad),
+                                (kh, kw), (sh, sw), (out_h, out_w))
+                       for a, pad in ((x, -np.inf), (np.ones((1, 1, height, width), bool), False)))
+    nan = np.isnan(windows)
+    best = np.where(nan, -np.inf, windows).argmax(axis=-1)  # first maximum in row-major order
+    best = np.where(np.take_along_axis(windows, best[..., None], axis=-1)[..., 0] == -np.inf,
+                    inside.argmax(axis=-1), best)  # only -inf: the window's first element inside the input
+    best = np.where(nan.any(axis=-1), kh * kw - 1 - nan[..., ::-1].argmax(axis=-1), best)  # the last NaN
     y = np.take_along_axis(windows, best[..., None], axis=-1)[..., 0]
     row = np.arange(out_h)[:, None] * sh - top + best // kw
     col = np.arange(out_w)[None, :] * sw - left + best % kw
     plane = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1)
     return y.astype(x.dtype, copy=False), (plane * height + row) * width + col
+
+
+def _windows(padded: np.ndarray, kernel, strides, out) -> np.ndarray:
+    """``[N, C, out_h, out_w, kh * kw]``: each pooling window of ``padded``, row-major."""
+    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel, axis=(2, 3))
+    windows = windows[:, :, ::strides[0], ::strides[1]][:, :, :out[0], :out[1]]
+    return windows.reshape(*windows.shape[:4], kernel[0] * kernel[1])
 
 
 def max_unpool(y: np.ndarray, indices: np.ndarray, kernel_shape, strides, pads=(0, 0, 0, 0),

@@ -31,7 +31,7 @@ def launch_pool(dtype: str, x_shape: Sequence[Any], kernel_h: int, kernel_w: int
     out_h = pooled_size(h, kernel_h, stride_h, pad_top, pad_bottom)
     out_w = pooled_size(w, kernel_w, stride_w, pad_left, pad_right)
     return elementwise("max_pool_with_indices", dtype, n * c * out_h * out_w,
-                       (h, w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left))
+                       (h, w, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, n * c))
 
 
 def launch_unpool(dtype: str, y_shape: Sequence[Any], kernel_h: int, kernel_w: int, output_height: int,
@@ -40,7 +40,12 @@ def launch_unpool(dtype: str, y_shape: Sequence[Any], kernel_h: int, kernel_w: i
     n, c, h, w = y_shape
     return elementwise("max_unpool", dtype, n * c * output_height * output_width,
                        (h, w, output_height, output_width, kernel_h, kernel_w, stride_h, stride_w, pad_top,
-                        pad_left))
+                        pad_left, n * c))
+
+
+def unpool_element_type(aot, y, indices) -> str:
+    """MaxUnpool2d's element type (numpy name), that of ``y``; ``indices`` must be int64."""
+    return aot.element_type("MaxUnpool2d", {"y": y}, {"indices": indices})
 
 
 def register(aot) -> None:
@@ -48,6 +53,7 @@ def register(aot) -> None:
     trtp, trt = aot.trtp, aot.trt
 
     @trtp.register("visionrt::MaxPool2dWithIndices")
+    @aot.reported
     def describe_pool(x: trtp.TensorDesc, kernel_h: int, kernel_w: int, pad_bottom: int, pad_left: int,
                       pad_right: int, pad_top: int, stride_h: int, stride_w: int
                       ) -> Tuple[trtp.TensorDesc, trtp.TensorDesc]:
@@ -58,6 +64,7 @@ def register(aot) -> None:
         return trtp.from_shape_expr(shape, dtype=x.dtype), trtp.from_shape_expr(shape, dtype=trt.int64)
 
     @trtp.aot_impl("visionrt::MaxPool2dWithIndices")
+    @aot.reported
     def kernel_pool(x, kernel_h, kernel_w, pad_bottom, pad_left, pad_right, pad_top, stride_h, stride_w,
                     outputs, tactic) -> aot.result_type:
         return aot.kernel(KERNEL, defines(),
@@ -65,15 +72,17 @@ def register(aot) -> None:
                                       pad_right, pad_top, stride_h, stride_w))
 
     @trtp.register("visionrt::MaxUnpool2d")
+    @aot.reported
     def describe_unpool(y: trtp.TensorDesc, indices: trtp.TensorDesc, kernel_h: int, kernel_w: int,
                         output_height: int, output_width: int, pad_bottom: int, pad_left: int, pad_right: int,
                         pad_top: int, stride_h: int, stride_w: int) -> trtp.TensorDesc:
-        aot.dtype(y.dtype)
+        unpool_element_type(aot, y, indices)
         return trtp.from_shape_expr((y.shape_expr[0], y.shape_expr[1], output_height, output_width), dtype=y.dtype)
 
     @trtp.aot_impl("visionrt::MaxUnpool2d")
+    @aot.reported
     def kernel_unpool(y, indices, kernel_h, kernel_w, output_height, output_width, pad_bottom, pad_left, pad_right,
                       pad_top, stride_h, stride_w, outputs, tactic) -> aot.result_type:
         return aot.kernel(KERNEL, defines(),
-                          launch_unpool(aot.dtype(y.dtype), y.shape_expr, kernel_h, kernel_w, output_height,
-                                        output_width, pad_left, pad_top, stride_h, stride_w))
+                          launch_unpool(unpool_element_type(aot, y, indices), y.shape_expr, kernel_h, kernel_w,
+                                        output_height, output_width, pad_left, pad_top, stride_h, stride_w))

@@ -7,8 +7,13 @@ composition as a model-local function of the same name (``export/trt_flavour.py`
 from __future__ import annotations
 
 from ...errors import PluginError
-from ..registry import MAX_NMS_CANDIDATES, MAX_NMS_OUTPUT_BOXES, Attribute, PluginOp, Port
+from ..op import Attribute, PluginOp, Port
 from .reference import efficient_nms
+
+#: Most candidates per image that enter NMS (``pre_nms_top_k``); the kernel sorts them in one thread block.
+MAX_NMS_CANDIDATES = 4096
+#: Most detections per image (``max_output_boxes``, the ``K`` of the outputs).
+MAX_NMS_OUTPUT_BOXES = 1024
 
 
 def _evaluate(boxes, scores, *, score_threshold: float, iou_threshold: float, max_output_boxes: int,

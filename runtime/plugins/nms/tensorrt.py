@@ -8,10 +8,9 @@ The thresholds and the block geometry are baked into the kernel; one block per i
 from pathlib import Path
 from typing import Any, Sequence, Tuple
 
-from ...errors import PluginError
 from ..launch import KernelLaunch, kernel_name
 from ..nvrtc import float_literal
-from ..registry import MAX_NMS_CANDIDATES
+from .onnx_node import MAX_NMS_CANDIDATES
 
 PLUGINS = ("EfficientNms",)
 KERNEL = Path(__file__).with_name("kernel.cu")
@@ -38,11 +37,7 @@ def launch(dtype: str, scores_shape: Sequence[Any], class_agnostic: int, max_out
 
 def element_type(aot, boxes, scores) -> str:
     """The kernel's element type (numpy name): ``boxes`` and ``scores`` must both have it."""
-    dtype = aot.dtype(scores.dtype)
-    if aot.dtype(boxes.dtype) != dtype:
-        raise PluginError(f"EfficientNms: boxes are {boxes.dtype} and scores {scores.dtype}, but its kernel "
-                          "reads both as one type", fix="cast boxes and scores to the same float type before NMS")
-    return dtype
+    return aot.element_type("EfficientNms", {"boxes": boxes, "scores": scores})
 
 
 def register(aot) -> None:
@@ -50,6 +45,7 @@ def register(aot) -> None:
     trtp, trt = aot.trtp, aot.trt
 
     @trtp.register("visionrt::EfficientNms")
+    @aot.reported
     def describe(boxes: trtp.TensorDesc, scores: trtp.TensorDesc, class_agnostic: int, iou_threshold: float,
                  max_output_boxes: int, pre_nms_top_k: int, score_threshold: float
                  ) -> Tuple[trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc]:
@@ -61,6 +57,7 @@ def register(aot) -> None:
                 trtp.from_shape_expr((batch, max_output_boxes), dtype=trt.int32))
 
     @trtp.aot_impl("visionrt::EfficientNms")
+    @aot.reported
     def kernel(boxes, scores, class_agnostic, iou_threshold, max_output_boxes, pre_nms_top_k, score_threshold,
                outputs, tactic) -> aot.result_type:
         return aot.kernel(KERNEL, defines(iou_threshold, score_threshold),

@@ -58,21 +58,19 @@ template <typename T>
 __device__ __forceinline__ void roi_align(const T* __restrict__ x, const T* __restrict__ rois,
                                           const long long* __restrict__ batch_indices,
                                           int batch, int channels, int height, int width,
-                                          int out_h, int out_w, int sampling_ratio, int total,
+                                          int out_h, int out_w, int sampling_ratio, long long index,
                                           T* __restrict__ y) {
-    const int index = global_thread_index();
-    if (index >= total) return;
-    const int pw = index % out_w;
-    const int ph = (index / out_w) % out_h;
-    const int c = (index / (out_w * out_h)) % channels;
-    const int r = index / (out_w * out_h * channels);
+    const int pw = static_cast<int>(index % out_w);
+    const int ph = static_cast<int>(index / out_w % out_h);
+    const int c = static_cast<int>(index / (out_w * out_h) % channels);
+    const int r = static_cast<int>(index / (static_cast<long long>(out_w) * out_h * channels));
 
     const long long b = batch_indices[r];
     if (b < 0 || b >= batch) {  // a RoI naming a batch entry that does not exist gives 0
         y[index] = from_float<T>(0.0f);
         return;
     }
-    const T* roi = rois + r * 4;
+    const T* roi = rois + static_cast<long long>(r) * 4;
     const float offset = HALF_PIXEL ? 0.5f : 0.0f;
     const float start_w = to_float(roi[0]) * SPATIAL_SCALE - offset;
     const float start_h = to_float(roi[1]) * SPATIAL_SCALE - offset;
@@ -118,9 +116,11 @@ __device__ __forceinline__ void roi_align(const T* __restrict__ x, const T* __re
     extern "C" __global__ void __launch_bounds__(256) visionrt_roi_align_##SUFFIX(              \
         const T* __restrict__ x, const T* __restrict__ rois,                                   \
         const long long* __restrict__ batch_indices, int batch, int channels, int height,      \
-        int width, int out_h, int out_w, int sampling_ratio, int total, T* __restrict__ y) {   \
+        int width, int out_h, int out_w, int sampling_ratio, int num_rois,                     \
+        T* __restrict__ y) {                                                                   \
+        VRT_FOR_EACH_ELEMENT(index, static_cast<long long>(num_rois) * channels * out_h * out_w) \
         roi_align<T>(x, rois, batch_indices, batch, channels, height, width, out_h, out_w,     \
-                     sampling_ratio, total, y);                                                \
+                     sampling_ratio, index, y);                                                \
     }
 
 ROI_ALIGN_ENTRY(float, f32)

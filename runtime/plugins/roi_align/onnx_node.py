@@ -6,7 +6,7 @@ String attributes become 0/1 ints (TensorRT plugin fields and kernel switches ar
 """
 from __future__ import annotations
 
-from ..registry import Attribute, PluginOp, Port
+from ..op import Attribute, PluginOp, Port
 from .reference import roi_align
 
 

@@ -28,7 +28,13 @@ def launch(dtype: str, x_shape: Sequence[Any], rois_shape: Sequence[Any], output
     """One thread per output element; shapes are ints or TensorRT shape expressions."""
     n, c, h, w = x_shape
     total = rois_shape[0] * c * output_height * output_width
-    return elementwise("roi_align", dtype, total, (n, c, h, w, output_height, output_width, sampling_ratio))
+    return elementwise("roi_align", dtype, total,
+                       (n, c, h, w, output_height, output_width, sampling_ratio, rois_shape[0]))
+
+
+def element_type(aot, x, rois, batch_indices) -> str:
+    """The kernel's element type (numpy name): ``x`` and ``rois`` must both have it, ``batch_indices`` be int64."""
+    return aot.element_type("RoiAlign2d", {"x": x, "rois": rois}, {"batch_indices": batch_indices})
 
 
 def register(aot) -> None:
@@ -36,16 +42,18 @@ def register(aot) -> None:
     trtp = aot.trtp
 
     @trtp.register("visionrt::RoiAlign2d")
+    @aot.reported
     def describe(x: trtp.TensorDesc, rois: trtp.TensorDesc, batch_indices: trtp.TensorDesc, half_pixel: int,
                  mode_max: int, output_height: int, output_width: int, sampling_ratio: int,
                  spatial_scale: float) -> trtp.TensorDesc:
-        aot.dtype(x.dtype)
+        element_type(aot, x, rois, batch_indices)
         return trtp.from_shape_expr((rois.shape_expr[0], x.shape_expr[1], output_height, output_width),
                                     dtype=x.dtype)
 
     @trtp.aot_impl("visionrt::RoiAlign2d")
+    @aot.reported
     def kernel(x, rois, batch_indices, half_pixel, mode_max, output_height, output_width, sampling_ratio,
                spatial_scale, outputs, tactic) -> aot.result_type:
         return aot.kernel(KERNEL, defines(half_pixel, mode_max, spatial_scale),
-                          launch(aot.dtype(x.dtype), x.shape_expr, rois.shape_expr, output_height, output_width,
-                                 sampling_ratio))
+                          launch(element_type(aot, x, rois, batch_indices), x.shape_expr, rois.shape_expr,
+                                 output_height, output_width, sampling_ratio))

@@ -1,8 +1,8 @@
 // MaxRoiPool (ONNX semantics, as onnxruntime): max over each bin of each RoI.
 //
 // x [N, C, H, W], rois [R, 5] as (batch, x1, y1, x2, y2) in input-image coordinates,
-// y [R, C, pooled_h, pooled_w]. One thread per output element; consecutive threads walk
-// pooled_w, then pooled_h, then C, so stores are coalesced and neighbouring threads read
+// y [R, C, pooled_h, pooled_w]. One thread per output element (a grid-stride loop with a
+// 64-bit index: see visionrt_cuda.cuh); consecutive threads walk pooled_w, then pooled_h, then C, so stores are coalesced and neighbouring threads read
 // neighbouring bins of the same feature plane.
 //
 // Compile-time constant (floats cannot be TensorRT AOT kernel arguments):
@@ -16,16 +16,14 @@
 template <typename T>
 __device__ __forceinline__ void roi_pool(const T* __restrict__ x, const T* __restrict__ rois,
                                          int batch, int channels, int height, int width,
-                                         int pooled_h, int pooled_w, int total,
+                                         int pooled_h, int pooled_w, long long index,
                                          T* __restrict__ y) {
-    const int index = global_thread_index();
-    if (index >= total) return;
-    const int pw = index % pooled_w;
-    const int ph = (index / pooled_w) % pooled_h;
-    const int c = (index / (pooled_w * pooled_h)) % channels;
-    const int r = index / (pooled_w * pooled_h * channels);
+    const int pw = static_cast<int>(index % pooled_w);
+    const int ph = static_cast<int>(index / pooled_w % pooled_h);
+    const int c = static_cast<int>(index / (pooled_w * pooled_h) % channels);
+    const int r = static_cast<int>(index / (static_cast<long long>(pooled_w) * pooled_h * channels));
 
-    const T* roi = rois + r * 5;
+    const T* roi = rois + static_cast<long long>(r) * 5;
     const int b = static_cast<int>(to_float(roi[0]));
     const int start_w = static_cast<int>(roundf(to_float(roi[1]) * SPATIAL_SCALE));
     const int start_h = static_cast<int>(roundf(to_float(roi[2]) * SPATIAL_SCALE));
@@ -57,8 +55,10 @@ __device__ __forceinline__ void roi_pool(const T* __restrict__ x, const T* __res
 #define ROI_POOL_ENTRY(T, SUFFIX)                                                           \
     extern "C" __global__ void __launch_bounds__(256) visionrt_roi_pool_##SUFFIX(           \
         const T* __restrict__ x, const T* __restrict__ rois, int batch, int channels,      \
-        int height, int width, int pooled_h, int pooled_w, int total, T* __restrict__ y) { \
-        roi_pool<T>(x, rois, batch, channels, height, width, pooled_h, pooled_w, total, y); \
+        int height, int width, int pooled_h, int pooled_w, int num_rois,                   \
+        T* __restrict__ y) {                                                               \
+        VRT_FOR_EACH_ELEMENT(index, static_cast<long long>(num_rois) * channels * pooled_h * pooled_w) \
+        roi_pool<T>(x, rois, batch, channels, height, width, pooled_h, pooled_w, index, y); \
     }
 
 ROI_POOL_ENTRY(float, f32)

@@ -1,7 +1,7 @@
 """The ``visionrt::RoiPool2d`` node: ONNX MaxRoiPool as a TensorRT plugin (see README.md)."""
 from __future__ import annotations
 
-from ..registry import Attribute, PluginOp, Port
+from ..op import Attribute, PluginOp, Port
 from .reference import max_roi_pool
 
 

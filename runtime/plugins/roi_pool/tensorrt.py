@@ -26,7 +26,12 @@ def launch(dtype: str, x_shape: Sequence[Any], rois_shape: Sequence[Any], pooled
     """One thread per output element; shapes are ints or TensorRT shape expressions."""
     n, c, h, w = x_shape
     total = rois_shape[0] * c * pooled_height * pooled_width
-    return elementwise("roi_pool", dtype, total, (n, c, h, w, pooled_height, pooled_width))
+    return elementwise("roi_pool", dtype, total, (n, c, h, w, pooled_height, pooled_width, rois_shape[0]))
+
+
+def element_type(aot, x, rois) -> str:
+    """The kernel's element type (numpy name): ``x`` and ``rois`` must both have it."""
+    return aot.element_type("RoiPool2d", {"x": x, "rois": rois})
 
 
 def register(aot) -> None:
@@ -34,13 +39,16 @@ def register(aot) -> None:
     trtp = aot.trtp
 
     @trtp.register("visionrt::RoiPool2d")
+    @aot.reported
     def describe(x: trtp.TensorDesc, rois: trtp.TensorDesc, pooled_height: int, pooled_width: int,
                  spatial_scale: float) -> trtp.TensorDesc:
-        aot.dtype(x.dtype)
+        element_type(aot, x, rois)
         return trtp.from_shape_expr((rois.shape_expr[0], x.shape_expr[1], pooled_height, pooled_width),
                                     dtype=x.dtype)
 
     @trtp.aot_impl("visionrt::RoiPool2d")
+    @aot.reported
     def kernel(x, rois, pooled_height, pooled_width, spatial_scale, outputs, tactic) -> aot.result_type:
         return aot.kernel(KERNEL, defines(spatial_scale),
-                          launch(aot.dtype(x.dtype), x.shape_expr, rois.shape_expr, pooled_height, pooled_width))
+                          launch(element_type(aot, x, rois), x.shape_expr, rois.shape_expr, pooled_height,
+                                 pooled_width))

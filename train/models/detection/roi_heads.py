@@ -38,7 +38,7 @@ class NmsSettings:
     pre_nms_top_k: int = 1000
 
     def __post_init__(self):
-        """The NMS plugin's limits (``runtime/plugins/registry.py``), checked when the model is built
+        """The NMS plugin's limits (``runtime/plugins/nms/onnx_node.py``), checked when the model is built
         (so at export): :class:`~visionrt.runtime.errors.PluginError` naming the limit."""
         EFFICIENT_NMS.resolve({"score_threshold": self.score_threshold, "iou_threshold": self.iou_threshold,
                                "max_output_boxes": self.max_detections, "pre_nms_top_k": self.pre_nms_top_k})

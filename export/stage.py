@@ -2,8 +2,8 @@
 
 The same preprocessed batches (decoded from the test split's PNGs by the runtime's own
 image loader and preprocessing) go to PyTorch eager and to onnxruntime; outputs are
-compared per tensor and the task metrics must come out the same (or within the task's
-``PARITY_TOLERANCE``).
+compared per tensor and the task metrics must come out the same (or within the task spec's
+``parity_tolerance``).
 
 Where the portable ONNX holds ops TensorRT lacks (MaxPool with Indices, MaxUnpool, RoI
 pooling, NMS), the stage also writes its TensorRT flavour ``model.trt.onnx`` (manifest key
@@ -27,10 +27,9 @@ from ..runtime.backends.base import Runner
 from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 from ..runtime.backends.torch import TorchRunner
 from ..runtime.errors import BackendUnavailable, InputError
-from ..runtime.images import load_image
 from ..runtime.manifest import ModelDir
 from ..runtime.plugins import onnxruntime_ops
-from ..runtime.preprocess import model_input
+from ..runtime.predictor import Pipeline
 from ..runtime.progress import progress
 from ..runtime.tasks import runtime_task
 from ..train.loop import load_trained
@@ -50,13 +49,12 @@ log = logging.getLogger(__name__)
 def heldout_batches(model_dir: ModelDir, data_dir: str | Path, samples: int | None, batch: int = 64):
     """Preprocessed test-split batches ``[(feed, targets)]`` from the image files on disk
     (the first ``samples`` images, or all), with the task's targets for them."""
-    task = runtime_task(model_dir.manifest.task)
-    paths, targets = task.heldout(data_dir, samples, model_dir.manifest)
+    pipeline = Pipeline(model_dir)
+    paths, targets = pipeline.task.heldout(data_dir, samples, model_dir.manifest)
     spec = model_dir.manifest.input
     batch = batch if spec.height else 1  # images of any size go one at a time
     for start in range(0, len(paths), batch):
-        images = [load_image(p) for p in paths[start:start + batch]]
-        yield {spec.name: model_input(images, model_dir.manifest)}, targets[start:start + batch]
+        yield {spec.name: pipeline.preprocess(paths[start:start + batch])}, targets[start:start + batch]
 
 
 def verify(model_dir: ModelDir, candidates: Sequence[Runner], data_dir: str | Path, samples: int | None = None,
@@ -64,7 +62,7 @@ def verify(model_dir: ModelDir, candidates: Sequence[Runner], data_dir: str | Pa
            judge_outputs: bool = True) -> list[ParityReport]:
     """Parity of each candidate (a Runner) against PyTorch eager on held-out images, recorded in the
     manifest. The images are decoded and the PyTorch model run once, whatever the candidates.
-    ``metric_tolerance`` (default: the task's ``PARITY_TOLERANCE``) and ``judge_outputs`` as in
+    ``metric_tolerance`` (default: the task spec's ``parity_tolerance``) and ``judge_outputs`` as in
     :func:`~visionrt.export.parity.check_parity` (reduced precisions: the task metric only)."""
     manifest = model_dir.manifest
     batches = list(heldout_batches(model_dir, data_dir, samples))
@@ -77,7 +75,7 @@ def verify(model_dir: ModelDir, candidates: Sequence[Runner], data_dir: str | Pa
     for candidate in candidates:
         report = check_parity(reference, candidate, [feed for feed, _ in batches], atol=atol, rtol=rtol,
                               task_metric=lambda outputs: task.evaluate(outputs, targets, manifest),
-                              metric_tolerance=task.PARITY_TOLERANCE if metric_tolerance is None else metric_tolerance,
+                              metric_tolerance=task.parity_tolerance if metric_tolerance is None else metric_tolerance,
                               postprocessed=lambda ref, cand: task.compare(ref, cand, targets, manifest),
                               judge_outputs=judge_outputs)
         manifest.parity[candidate.name] = report.to_dict()

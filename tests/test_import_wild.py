@@ -1,0 +1,277 @@
+"""Models as other exporters write them: each input and output convention `visionrt import` maps,
+tested with a small ``nn.Module`` exported by ``torch.onnx.export`` in that convention."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from visionrt.export.import_onnx import import_onnx  # noqa: E402
+from visionrt.runtime import cli  # noqa: E402
+from visionrt.runtime.contracts import ContractError  # noqa: E402
+from visionrt.runtime.errors import ArtifactError, InputError  # noqa: E402
+from visionrt.runtime.manifest import InputSpec, ModelDir  # noqa: E402
+from visionrt.runtime.predictor import Predictor  # noqa: E402
+from visionrt.runtime.preprocess import normalise  # noqa: E402
+
+CLASSES = ["cat", "coffee", "person"]
+
+
+def export(module: torch.nn.Module, path, example: torch.Tensor, outputs=("out",)):
+    """``module`` as ONNX at ``path`` (TorchScript exporter: quick on two cores), input ``images``
+    with a dynamic batch axis."""
+    axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (example,), str(path), input_names=["images"], output_names=list(outputs),
+                          dynamic_axes=axes, dynamo=False, opset_version=17)
+    return path
+
+
+class Classifier(torch.nn.Module):
+    """Conv -> pool -> linear: ``[N, 3, 32, 32]`` -> ``[N, 3]`` logits, then ``head`` (softmax, sigmoid or none)."""
+
+    def __init__(self, head=None, nhwc=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc, self.head, self.nhwc = torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 3), head, nhwc
+
+    def forward(self, x):
+        if self.nhwc:
+            x = x.permute(0, 3, 1, 2)
+        logits = self.fc(torch.relu(self.conv(x)).mean((2, 3))) * 4
+        return {"softmax": lambda v: torch.softmax(v, 1), "sigmoid": torch.sigmoid, None: lambda v: v}[self.head](logits)
+
+
+def images(count=3, side=32, seed=0):
+    return [np.random.default_rng(seed + i).integers(0, 256, (side, side, 3), np.uint8) for i in range(count)]
+
+
+def raw(model_dir: ModelDir, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's own outputs, run directly in onnxruntime."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir.path("onnx")), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
+
+
+# classification: probabilities are shown as the model gives them --------------------------------
+@pytest.mark.parametrize("head, found", [("softmax", "Softmax"), ("sigmoid", "Sigmoid")])
+def test_classifier_ending_in_softmax_or_sigmoid_shows_its_own_probabilities(tmp_path, head, found):
+    path = export(Classifier(head), tmp_path / "c.onnx", torch.zeros(1, 3, 32, 32))
+    model_dir = import_onnx(path, "classify", tmp_path / "m", classes=CLASSES, image_size=(32, 32))
+    m = model_dir.manifest
+    assert m.postprocess["outputs"] == "probabilities" and m.model["last_op"] == found
+    pictures = images()
+    own = raw(model_dir, normalise(np.stack(pictures), m.input))["out"]
+    with Predictor(model_dir) as predictor:
+        results = predictor.predict(pictures)
+    for result, probs in zip(results, own):
+        assert result.index == int(probs.argmax())
+        assert result.score == pytest.approx(float(probs.max()), abs=1e-6)  # never normalised twice
+        assert [s for _, s in result.top_k] == pytest.approx(sorted(probs.tolist(), reverse=True), abs=1e-6)
+
+
+def test_logits_are_softmaxed_and_the_flag_overrides_the_graph(tmp_path):
+    path = export(Classifier(None), tmp_path / "c.onnx", torch.zeros(1, 3, 32, 32))
+    logits_dir = import_onnx(path, "classify", tmp_path / "logits", classes=CLASSES, image_size=(32, 32))
+    assert logits_dir.manifest.postprocess["outputs"] == "logits"
+    picture = images(1)
+    own = raw(logits_dir, normalise(np.stack(picture), logits_dir.manifest.input))["out"][0]
+    expected = np.exp(own - own.max()) / np.exp(own - own.max()).sum()
+    with Predictor(logits_dir) as predictor:
+        assert predictor.predict(picture)[0].score == pytest.approx(float(expected.max()), abs=1e-6)
+    softmax_path = export(Classifier("softmax"), tmp_path / "s.onnx", torch.zeros(1, 3, 32, 32))
+    forced = import_onnx(softmax_path, "classify", tmp_path / "forced", classes=CLASSES, image_size=(32, 32),
+                         outputs="logits")
+    assert forced.manifest.postprocess["outputs"] == "logits"  # the user's word over the graph's
+
+
+# input conventions --------------------------------------------------------------------------------
+class ChannelMeans(torch.nn.Module):
+    """Logits = each input channel's mean (so the predicted class names the channel): shows what the
+    model was fed. ``nhwc``: channels last; ``uint8``: takes raw pixels."""
+
+    def __init__(self, nhwc=False, uint8=False):
+        super().__init__()
+        self.nhwc, self.uint8 = nhwc, uint8
+
+    def forward(self, x):
+        x = x.float() if self.uint8 else x
+        return x.mean((1, 2) if self.nhwc else (2, 3))
+
+
+def test_normalise_applies_layout_channels_scale_and_dtype():
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), np.uint8)
+    mean, std = (10.0, 20.0, 30.0), (2.0, 4.0, 8.0)
+    spec = InputSpec(height=5, width=4, color="BGR", scale="0-255", layout="NHWC", mean=mean, std=std)
+    expected = (pixels[..., ::-1].astype(np.float32) - np.array(mean, np.float32)) / np.array(std, np.float32)
+    np.testing.assert_allclose(normalise(pixels, spec), expected, rtol=1e-6)
+    default = normalise(pixels, InputSpec(height=5, width=4))
+    np.testing.assert_allclose(default, pixels.transpose(0, 3, 1, 2) / 255.0, rtol=1e-6)
+    raw_pixels = normalise(pixels, InputSpec(height=5, width=4, dtype="uint8", scale="0-255"))
+    assert raw_pixels.dtype == np.uint8 and np.array_equal(raw_pixels, pixels.transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("nhwc, uint8", [(True, False), (False, True), (True, True)])
+def test_nhwc_bgr_uint8_inputs_are_fed_as_the_model_takes_them(tmp_path, nhwc, uint8):
+    shape = (1, 24, 24, 3) if nhwc else (1, 3, 24, 24)
+    example = torch.zeros(shape, dtype=torch.uint8 if uint8 else torch.float32)
+    path = export(ChannelMeans(nhwc, uint8), tmp_path / "c.onnx", example)
+    model_dir = import_onnx(path, "classify", tmp_path / "m", classes=["c0", "c1", "c2"], image_size=(24, 24),
+                            channels="BGR", **({} if uint8 else {"scale": "0-255"}))
+    spec = model_dir.manifest.input
+    assert (spec.layout, spec.color, spec.dtype, spec.scale) == ("NHWC" if nhwc else "NCHW", "BGR",
+                                                                "uint8" if uint8 else "float32", "0-255")
+    red = np.zeros((24, 24, 3), np.uint8)
+    red[..., 0] = 200
+    with Predictor(model_dir) as predictor:
+        result = predictor.predict([red])[0]
+    assert result.label == "c2"  # red is the last channel of BGR
+    assert result.score == pytest.approx(float(np.exp(200) / (np.exp(200) + 2)), abs=1e-6)
+
+
+def test_input_errors_name_the_input(tmp_path):
+    path = export(ChannelMeans(), tmp_path / "c.onnx", torch.zeros(1, 4, 24, 24))
+    with pytest.raises(ContractError, match=r"input 'images' is \[batch, 4, 24, 24\] float32: cannot tell its layout"):
+        import_onnx(path, "classify", tmp_path / "m", classes=["a", "b", "c", "d"])
+    uint8 = export(ChannelMeans(uint8=True), tmp_path / "u.onnx", torch.zeros(1, 3, 24, 24, dtype=torch.uint8))
+    with pytest.raises(InputError, match="input 'images' is uint8"):
+        import_onnx(uint8, "classify", tmp_path / "m", classes=["a", "b", "c"], mean=(0.5, 0.5, 0.5))
+    assert not (tmp_path / "m" / "manifest.json").exists()
+
+
+# segmentation -----------------------------------------------------------------------------------
+class Segmenter(torch.nn.Module):
+    """Per-pixel scores from a 1x1 conv; ``head``: argmax (an int map), softmax, or sigmoid (one channel)."""
+
+    def __init__(self, head, classes=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.head = torch.nn.Conv2d(3, 1 if head == "sigmoid" else classes, 1), head
+
+    def forward(self, x):
+        y = self.conv(x - 0.5) * 10
+        return {"argmax": lambda v: v.argmax(1), "softmax": lambda v: torch.softmax(v, 1),
+                "sigmoid": torch.sigmoid}[self.head](y)
+
+
+@pytest.mark.parametrize("head, classes", [("argmax", CLASSES), ("softmax", CLASSES), ("sigmoid", ["bg", "text"])])
+def test_segmenters_ending_in_argmax_softmax_or_sigmoid(tmp_path, head, classes):
+    path = export(Segmenter(head, len(classes)), tmp_path / "s.onnx", torch.zeros(1, 3, 32, 32))
+    model_dir = import_onnx(path, "segment", tmp_path / "m", classes=classes, image_size=(32, 32))
+    post = model_dir.manifest.postprocess
+    assert post.get("output_layout") == ("binary" if head == "sigmoid" else None)
+    pictures = images(2)
+    own = raw(model_dir, normalise(np.stack(pictures), model_dir.manifest.input))["out"]
+    expected = own if head == "argmax" else (own[:, 0] > 0.5) if head == "sigmoid" else own.argmax(1)
+    with Predictor(model_dir) as predictor:
+        results = predictor.predict(pictures)
+    for result, class_map in zip(results, expected):
+        np.testing.assert_array_equal(result.class_map, class_map.astype(np.uint8))
+
+
+# detection layouts --------------------------------------------------------------------------------
+#: Two objects in a 64x64 input: (x1, y1, x2, y2), class, score.
+OBJECTS = [((8.0, 10.0, 30.0, 40.0), 1, 0.9), ((36.0, 20.0, 60.0, 50.0), 2, 0.7)]
+
+
+def candidates(layout: str) -> list[np.ndarray]:
+    """The raw outputs of a detector in ``layout`` holding :data:`OBJECTS` among low-scoring candidates."""
+    rng = np.random.default_rng(0)
+    boxes = np.tile(np.array([[20.0, 20.0, 30.0, 30.0]], np.float32), (6, 1))
+    cls = np.full((6, 3), 0.01, np.float32)
+    for i, (box, c, score) in enumerate(OBJECTS):
+        boxes[i], cls[i, c] = box, score
+    cls[2:] += rng.uniform(0, 0.05, (4, 3)).astype(np.float32)
+    xywh = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], axis=1)
+    if layout == "yolov5":  # objectness × class probability = the score
+        return [np.concatenate([xywh, np.ones((6, 1), np.float32), cls], axis=1)[None]]
+    if layout == "yolov8":
+        return [np.concatenate([xywh, cls], axis=1).T[None]]
+    yxyx = boxes[:, [1, 0, 3, 2]] / 64.0  # TensorFlow's order, normalised
+    return [yxyx[None], np.concatenate([1 - cls.sum(1, keepdims=True), cls], axis=1)[None]]
+
+
+class FixedDetector(torch.nn.Module):
+    """Returns fixed raw outputs for each image of the batch (plus 0 × the input, so the graph uses it)."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = [torch.tensor(o) for o in outputs]
+
+    def forward(self, x):
+        zero = x.mean((1, 2, 3)).view(-1, 1, 1) * 0
+        return tuple(o + zero for o in self.outputs)
+
+
+@pytest.mark.parametrize("layout", ["yolov5", "yolov8", "ssd"])
+def test_detection_layouts_map_onto_the_detect_contract(tmp_path, layout):
+    names = ("boxes", "scores") if layout == "ssd" else ("predictions",)
+    path = export(FixedDetector(candidates(layout)), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64), outputs=names)
+    extra = {"postprocess": {"box_format": "yxyx", "box_units": "normalised"}} if layout == "ssd" else {}
+    model_dir = import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, image_size=(64, 64),
+                            output_layout=layout, **extra)
+    post = model_dir.manifest.postprocess
+    assert post["nms"] == "runtime" and post["output_layout"] == layout
+    assert [o.name for o in model_dir.manifest.outputs] == ["candidate_boxes", "candidate_scores"]
+    photo = np.random.default_rng(1).integers(0, 256, (128, 96, 3), np.uint8)  # stretched to 64x64
+    with Predictor(model_dir) as predictor:
+        found = predictor.predict(photo)[0].detections
+    assert [(d.index, round(d.score, 4)) for d in found] == [(c, s) for _, c, s in OBJECTS]
+    for detection, (box, _, _) in zip(found, OBJECTS):
+        np.testing.assert_allclose(detection.box, np.array(box) * [96 / 64, 2, 96 / 64, 2], atol=1e-3)
+
+
+def test_several_outputs_choose_by_role_and_ignore_the_rest(tmp_path):
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = Classifier("softmax")
+
+        def forward(self, x):
+            return x.mean((2, 3)), self.net(x)
+
+    path = export(TwoHeads(), tmp_path / "t.onnx", torch.zeros(1, 3, 32, 32), outputs=("features", "probs"))
+    model_dir = import_onnx(path, "classify", tmp_path / "m", classes=CLASSES, image_size=(32, 32),
+                            output_roles=[("probs", "probabilities")])
+    outputs = model_dir.manifest.outputs
+    assert outputs[0].name == "probs" and outputs[1].meaning == "not read by the runtime"
+    assert model_dir.manifest.postprocess["outputs"] == "probabilities"
+    with pytest.raises(ContractError, match="has no output 'nope' \\(it has features, probs\\)"):
+        import_onnx(path, "classify", tmp_path / "n", classes=CLASSES, image_size=(32, 32),
+                    output_roles=[("nope", "logits")])
+
+
+def test_layout_errors_name_the_output(tmp_path):
+    path = export(FixedDetector(candidates("yolov8")), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64),
+                  outputs=("predictions",))
+    with pytest.raises(ContractError, match=r"output 'predictions' \[1, 7, 6\] read as yolov5 gives 1 class score"):
+        import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="yolov5")
+    with pytest.raises(ArtifactError, match=r"output 'predictions' is \[1, 7, 6\]; the ssd layout reads"):
+        import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="ssd",
+                    output_roles=[("predictions", "boxes"), ("predictions", "scores")])
+    with pytest.raises(ContractError, match="is a detection layout; this is a classify model"):
+        import_onnx(path, "classify", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="yolov8")
+
+
+def test_cli_import_records_conventions_and_errors_in_one_line(tmp_path, capsys):
+    path = export(ChannelMeans(nhwc=True), tmp_path / "c.onnx", torch.zeros(1, 24, 24, 3))
+    names = tmp_path / "classes.txt"
+    names.write_text("c0\nc1\nc2\n")
+    code = cli.main(["import", str(path), "--task", "classify", "--classes", str(names), "--image-size", "24x24",
+                     "--channels", "BGR", "--scale", "0-255", "--mean", "1,2,3", "--out", str(tmp_path / "m"), "--json"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["input"] == {"layout": "NHWC", "color": "BGR", "scale": "0-255", "dtype": "float32"}
+    assert ModelDir.open(tmp_path / "m").manifest.input.mean == (1.0, 2.0, 3.0)
+    code = cli.main(["import", str(path), "--task", "classify", "--classes", str(names), "--image-size", "24x24",
+                     "--output", "out=boxes", "--out", str(tmp_path / "n")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) <= 2 and "'boxes' is not a role" in err
+    assert not (tmp_path / "n").exists()
