@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 OUT   ?= runs
 TASK  ?= all
 
-.PHONY: setup browser demo test test-fast
+.PHONY: setup browser demo test test-fast wrk serving-reference
 setup: $(VENV)/.installed
 
 # The page test drives a real headless Chromium (Debian's packages); under `make test` it fails
@@ -18,6 +18,15 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "chromium not installed: the page test will be skipped"
+
+# The serving reference figures drive the server with wrk, a C load generator (Debian's package).
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
+	  { echo "wrk could not be installed (no root or no apt): install it, then rerun"; exit 1; }
+
+# make serving-reference MODEL=runs/classify-resnet IMAGES=<folder of images> [OUT=runs]
+serving-reference: setup wrk
+	$(PY) -m visionrt.benchmarks.serving $(MODEL) --images $(IMAGES) --wrk --out $(OUT)/serving
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

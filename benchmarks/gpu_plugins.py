@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from visionrt.runtime import atomic
-from visionrt.runtime.errors import BackendUnavailable
+from visionrt.runtime.errors import BackendUnavailable, VisionRTError
 from visionrt.runtime.plugins import nvrtc, registry, tensorrt_registration
 from visionrt.runtime.plugins.launch import KernelLaunch
 from visionrt.runtime.plugins.max_unpool import tensorrt as max_unpool
@@ -457,4 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except VisionRTError as err:  # no GPU, no NVRTC, a driver too old for the PTX: one line with its fix
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

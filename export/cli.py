@@ -32,6 +32,7 @@ def size_range(text: str) -> int | tuple[int, int, int]:
 def cmd_export(args: argparse.Namespace) -> None:
     from ..runtime.manifest import ModelDir
     from .fp32_reference import check_backends, is_imported
+    from .pixel_input import set_pixel_input
     from .stage import export_and_verify
 
     if args.module:
@@ -46,6 +47,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     reduced = [p for p in args.precision if p != "fp32"]
     model_dir = ModelDir.open(args.model_dir)
     with atomic.transaction(model_dir.root):  # a failure leaves the model directory as it was
+        set_pixel_input(model_dir, args.input_dtype, args.input_layout)
         if is_imported(model_dir):  # an imported ONNX: parity of the other backends against onnxruntime fp32
             report = check_backends(model_dir, args.data, samples=args.samples)
         else:
@@ -102,6 +104,10 @@ def register(command: Command) -> None:
     p.add_argument("--precision", default=["fp32"], type=name_list(*PRECISIONS),
                    help="comma-separated: fp32, fp16, int8 (int8 calibrates on the training images); "
                         "each file's accuracy vs PyTorch fp32 is checked against its tolerance")
+    p.add_argument("--input-dtype", choices=("float32", "uint8"),
+                   help="the ONNX input: uint8 takes decoded pixels and does cast, /255 and mean/std inside "
+                        "the graph (recorded in the manifest's input spec); default: as the manifest says")
+    p.add_argument("--input-layout", choices=("NCHW", "NHWC"), help="the ONNX input's layout (default: as the manifest says)")
 
     p.add_argument("--module", metavar="PKG.MOD:FACTORY", help="your nn.Module: a function or class that builds it")
     p.add_argument("--module-kwargs", type=json.loads, default={}, metavar="JSON", help="keyword arguments of it")

@@ -62,6 +62,24 @@ def read_input(tensor: TensorSpec, layout: str | None, source: str) -> tuple[Ten
     return TensorSpec(tensor.name, nchw, "float32"), {"layout": layout, "dtype": tensor.dtype}
 
 
+def name_input_axes(model: onnx.ModelProto, layout: str) -> dict[str, str]:
+    """Give the first input's dynamic axes distinct names where some share one (or have none):
+    TensorRT takes axes of one name for one size, so ``[-1, 3, ?, ?]`` could never be 48 × 192.
+    Changes ``model`` (only where the model holds all its weights: external data is not rewritten);
+    returns ``{axis: new name}`` (empty: nothing changed)."""
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return {}
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    names = ("batch", "height", "width", "channels") if layout == "NHWC" else ("batch", "channels", "height", "width")
+    dynamic = [i for i, d in enumerate(dims) if not (d.HasField("dim_value") and d.dim_value > 0)]
+    params = [dims[i].dim_param for i in dynamic]
+    if all(params) and len(set(params)) == len(params):
+        return {}
+    for i in dynamic:
+        dims[i].dim_param = names[i]
+    return {str(i): names[i] for i in dynamic}
+
+
 def parse_roles(pairs: Sequence[tuple[str, str]], output_layout: str | None, outputs: Sequence[TensorSpec],
                 source: str) -> dict[str, str]:
     """``{role: output name}`` from ``--output NAME=ROLE`` pairs, each checked: a known role of the

@@ -59,6 +59,16 @@ def photos(data_dir: str | Path, minimum: int = 1) -> list[Path]:
     return found
 
 
+def check_judged(model_dir: ModelDir) -> None:
+    """:class:`InputError` unless the reduced precisions of this imported model's task can be judged
+    against its fp32 here (:data:`TASKS_JUDGED`)."""
+    task = model_dir.manifest.task
+    if task not in TASKS_JUDGED:
+        raise InputError(f"the fp16/int8 files of an imported {task} model cannot be judged here: agreement with "
+                         f"fp32 is measured for {' and '.join(TASKS_JUDGED)} imports",
+                         fix="benchmark and build it in fp32, or export it from PyTorch with labelled data")
+
+
 def fp32_targets(task: str, outputs: dict[str, np.ndarray], model_dir: ModelDir) -> np.ndarray:
     """fp32's own predictions as the task's targets: class indices ``[N]`` or class maps ``[N, H, W]``."""
     name = model_dir.manifest.outputs[0].name
@@ -126,7 +136,7 @@ def check_backends(model_dir: ModelDir, data_dir: str | Path | None = None, samp
     candidates = []
     for backend in backends:
         try:
-            candidates.append(open_runner(model_dir, backend))
+            candidates.append(open_runner(model_dir, backend).activate())  # activation finds a missing GPU
         except BackendUnavailable as err:
             log.info("parity: %s skipped (%s)", backend, err)
         except Exception as err:  # noqa: BLE001 - a backend that cannot open this model is reported, not fatal

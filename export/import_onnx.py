@@ -4,7 +4,9 @@ The manifest is built from the ONNX's own input and outputs plus what the user s
 class names, normalisation, image size, post-processing parameters), checked against the
 task's output contract (:mod:`visionrt.runtime.contracts`), and then proven: one batch runs in
 onnxruntime and its actual output shapes are checked again. The ONNX is copied byte for byte
-(``model.onnx``, with its sha256); the source path and hash are recorded. Without PyTorch
+(``model.onnx``, with its sha256; only where its input's dynamic axes share a name, as Paddle2ONNX
+writes ``?`` for both height and width, the copy gives each axis its own name, which TensorRT
+needs); the source path and hash are recorded. Without PyTorch
 weights, the torch backend is skipped with that reason wherever a stage would use it.
 
 The describing part (:func:`describe`, :func:`add_description_arguments`) is shared with
@@ -35,7 +37,7 @@ from ..runtime.argtypes import existing_file, output_dir
 from ..runtime.errors import ArtifactError, InputError
 from ..runtime.file_kind import require_file
 from ..runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
-from ..runtime.output_adapters import LAYOUTS, adapt, raw_names
+from ..runtime.output_adapters import BOX_FORMATS, BOX_UNITS, LAYOUTS, adapt, raw_names
 from ..runtime.preprocess import RESIZE_POLICIES, normalise
 from . import conventions
 
@@ -116,6 +118,10 @@ def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathL
     ordered, recorded, last_op = conventions.read_outputs(task, graph, found, classes, source.name, kind=outputs,
                                                          output_layout=output_layout, roles=output_roles)
     post_in = {**recorded, **(postprocess or {})}
+    for key, allowed in (("box_format", BOX_FORMATS), ("box_units", BOX_UNITS)):
+        if key in post_in and post_in[key] not in allowed:
+            raise InputError(f"--postprocess {key}={post_in[key]!r} is not one of {', '.join(allowed)}",
+                             fix=f"e.g. --postprocess {key}={allowed[0]}")
     batch = None
     if recorded.get("output_layout"):  # the contract reads what the adapter makes of a run's outputs
         ordered, batch = _adapted_outputs(source, view, convention, image_size, post_in, task, classes)
@@ -129,9 +135,13 @@ def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathL
     with atomic.atomic_path(out / ONNX_FILE) as tmp:
         shutil.copyfile(source, tmp)
     digest = atomic.sha256(out / ONNX_FILE)
+    renamed = conventions.name_input_axes(graph, convention["layout"])
+    if renamed:  # TensorRT reads axes of one name as one size: write the copy with each axis named
+        with atomic.atomic_path(out / ONNX_FILE) as tmp:
+            onnx.save(graph, str(tmp))
     manifest = Manifest(task=task, model={"arch": name or source.stem, "imported_from": str(source.resolve()),
                                           "source_sha256": digest, "producer": graph.producer_name,
-                                          "last_op": last_op},
+                                          "last_op": last_op, **({"input_axes_named": renamed} if renamed else {})},
                         classes=list(classes), input=spec, outputs=output_specs, postprocess=post)
     model_dir = ModelDir(out, manifest)
     model_dir.add_file("onnx", out / ONNX_FILE, role=f"{IMPORTED} (copied from {source.name})")

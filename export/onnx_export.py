@@ -53,15 +53,19 @@ def metadata_props(model_dir: ModelDir) -> dict[str, str]:
 
 def export_onnx(model_dir: ModelDir, opset: int = OPSET, model: torch.nn.Module | None = None) -> Path:
     """Write ``model.onnx`` (batch axis dynamic) into the model directory and register it; ``model``
-    (default: the directory's trained one) returns the manifest's outputs in order."""
+    (default: the directory's trained one) takes the manifest's input (dtype, layout) and returns
+    its outputs in order."""
     manifest = model_dir.manifest
     spec = manifest.input
     model = load_trained(model_dir) if model is None else model
-    example = torch.zeros(2, spec.channels, spec.height or 64, spec.width or 64)
+    nhwc = spec.layout == "NHWC"
+    sides = (spec.height or 64, spec.width or 64)
+    example = torch.zeros(2, *(sides + (spec.channels,) if nhwc else (spec.channels,) + sides),
+                          dtype=getattr(torch, spec.dtype))
     dynamic = {0: torch.export.Dim("batch", min=1, max=4096)}
     if spec.height is None:
-        dynamic.update({2: torch.export.Dim("height", min=16, max=4096),
-                        3: torch.export.Dim("width", min=16, max=4096)})
+        dynamic.update({1 + (not nhwc): torch.export.Dim("height", min=16, max=4096),
+                        2 + (not nhwc): torch.export.Dim("width", min=16, max=4096)})
     with _quiet_exporter():
         proto = export_with_ops(model, (example,), opset_version=opset, input_names=[spec.name],
                                          output_names=[o.name for o in manifest.outputs],

@@ -69,6 +69,8 @@ def export_precisions(model_dir: ModelDir, data_dir: str | Path | None = None,
     in ``manifest.precisions``; returns that record."""
     precisions = [check_precision(p) for p in precisions]
     imported = fp32_reference.is_imported(model_dir)
+    if imported:
+        fp32_reference.check_judged(model_dir)
     if data_dir is None and "dataset" not in model_dir.manifest.model:
         raise InputError(f"{model_dir.root} records no dataset (an imported model): calibration and the accuracy "
                          "check need your images", fix="pass --data DIR, a folder of your photos")

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "export": ("visionrt.export.cli", "train"),
     "build": ("visionrt.export.cli", None),
     "bench": ("visionrt.benchmarks.cli", None),
+    "bench-prepost": ("visionrt.benchmarks.prepost", "train"),
     "pipeline": ("visionrt.benchmarks.cli", "train"),
     "serve": ("visionrt.runtime.server.cli", "serve"),
     "import": ("visionrt.export.import_onnx", None),

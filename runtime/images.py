@@ -21,6 +21,10 @@ images through :func:`load_image`, so they agree on every rule below.
   used) or corrupt. Pillow's ``DecompressionBombWarning`` is an error in this process (as
   Pillow's documentation recommends) and its other decoder warnings (e.g. corrupt EXIF)
   are silenced: a decode prints nothing.
+* **Reduced decoding.** :func:`load_image_reduced` decodes a JPEG at 1/2, 1/4 or 1/8 of its
+  size (libjpeg's DCT scaling, Pillow's ``Image.draft``) when the result still covers the size
+  the caller needs: a model whose input is much smaller than the photo. Other formats and
+  arrays come at full size.
 """
 from __future__ import annotations
 
@@ -28,10 +32,10 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from .errors import InputError
 
@@ -43,6 +47,7 @@ MAX_FILE_BYTES = 64 * 1024 ** 2  # default limit on a file's (or encoded bytes')
 
 _GRAY_16 = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _TRANSPARENT = ("RGBA", "RGBa", "LA", "La", "PA")
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _LIMIT_FIX = "pass {arg}= to load_image or set visionrt.runtime.images.{name}"
 
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
@@ -54,15 +59,26 @@ def load_image(source: ImageSource, *, max_bytes: int | None = None, max_pixels:
 
     ``max_bytes`` / ``max_pixels`` default to ``MAX_FILE_BYTES`` / ``MAX_PIXELS``.
     """
+    return load_image_reduced(source, None, max_bytes=max_bytes, max_pixels=max_pixels)[0]
+
+
+def load_image_reduced(source: ImageSource, needs: Callable[[int, int], tuple[int, int] | None] | None, *,
+                       max_bytes: int | None = None, max_pixels: int | None = None
+                       ) -> tuple[np.ndarray, tuple[int, int]]:
+    """``source`` decoded as :func:`load_image` does, but a JPEG at the smallest DCT reduction
+    (1/2, 1/4, 1/8) that keeps it at least ``needs(height, width)`` px (``(height, width)`` of the
+    full image as shown, EXIF orientation applied; ``needs`` or its answer ``None``: full size):
+    ``(RGB uint8 [h, w, 3], the full image's (height, width))``."""
     max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     if isinstance(source, np.ndarray):
-        return _from_array(source, max_pixels)
+        image = _from_array(source, max_pixels)
+        return image, image.shape[:2]
     if isinstance(source, (bytes, bytearray, memoryview)):
         _check_bytes(memoryview(source).nbytes, max_bytes, "image bytes")
-        return _decode(bytes(source), "image bytes", max_pixels)
+        return _decode(bytes(source), "image bytes", max_pixels, needs)
     if isinstance(source, (str, os.PathLike)):
-        return _decode(_read_file(Path(source), max_bytes), str(source), max_pixels)
+        return _decode(_read_file(Path(source), max_bytes), str(source), max_pixels, needs)
     raise InputError(f"cannot read an image from {type(source).__name__}",
                      fix="pass a path, bytes or a uint8 numpy array")
 
@@ -95,10 +111,20 @@ def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
                          f"{max_pixels / 1e6:.1f} MP limit", fix=_LIMIT_FIX.format(arg="max_pixels", name="MAX_PIXELS"))
 
 
-def _decode(data: bytes, what: str, max_pixels: int) -> np.ndarray:
+def _decode(data: bytes, what: str, max_pixels: int, needs: Callable[[int, int], tuple[int, int] | None] | None
+            ) -> tuple[np.ndarray, tuple[int, int]]:
+    """Encoded ``data`` -> ``(RGB array, the full image's (height, width))``; a JPEG reduced as
+    ``needs`` allows (:func:`load_image_reduced`)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             _check_pixels(image.width, image.height, max_pixels, what)  # header only: nothing decoded yet
+            size = (image.height, image.width)
+            if needs is not None and image.format == "JPEG":
+                turned = image.getexif().get(ExifTags.Base.Orientation) in _TURNED
+                size = size[::-1] if turned else size
+                at_least = needs(*size)
+                if at_least is not None:  # Pillow's sizes are (width, height) as stored
+                    image.draft(None, tuple(at_least if turned else at_least[::-1]))
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # no copy of the pixels
             array = _to_rgb(image, what)
@@ -110,7 +136,8 @@ def _decode(data: bytes, what: str, max_pixels: int) -> np.ndarray:
         raise InputError(f"{what}: {err}", fix="raise PIL.Image.MAX_IMAGE_PIXELS as well as MAX_PIXELS") from err
     except Exception as err:  # a parser of untrusted bytes: any failure means the bytes are bad
         raise InputError(f"{what} is corrupt or truncated: {type(err).__name__}: {err}") from err
-    return _check_size(array, what, max_pixels)
+    array = _check_size(array, what, max_pixels)
+    return array, size
 
 
 def _to_rgb(image: Image.Image, what: str) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 from . import atomic
 from .errors import ArtifactError
 from .file_kind import file_problem
+from .tasks import TASKS, prediction_options
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "visionrt-model"
@@ -228,8 +229,6 @@ def check_schema(data: dict[str, Any], source: str = "manifest", fix: str = _SCH
                 fail(key, "is missing")
         elif not isinstance(data[key], kind):
             fail(key, f"is a JSON {_json_type(data[key])}, expected {_json_type(kind())}")
-    from .tasks import TASKS, prediction_options  # here: the tasks import this module
-
     if data["task"] not in TASKS:
         fail("task", f"is {data['task']!r}, not a task this visionrt knows ({', '.join(TASKS)})")
     if not all(isinstance(c, str) for c in data["classes"]):
@@ -330,11 +329,7 @@ class ModelDir:
             data = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as err:
             raise ArtifactError(f"{path} is not valid JSON: {str(err)[:200]}") from err
-        manifest = Manifest.from_dict(data, source=str(path))
-        from .model_check import check_manifest  # here: it reads the task contracts, which import this module
-
-        check_manifest(manifest, str(path))
-        return cls(root, manifest)
+        return cls(root, Manifest.from_dict(data, source=str(path)))
 
     @classmethod
     def create(cls, root: str | os.PathLike, manifest: Manifest) -> "ModelDir":

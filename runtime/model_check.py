@@ -1,23 +1,26 @@
-"""Does a manifest fit its model? Checked when a model directory is opened, not at the first image.
+"""Does a manifest fit its model? Checked when a model is opened to run, not at the first image.
 
 A manifest can be valid JSON and pass the schema (:func:`~visionrt.runtime.manifest.check_schema`)
 yet not describe its model: a class list of the wrong length for the output (or an empty one where
 the task names classes), an input size no machine can hold, outputs the task cannot read. Each is
 an :class:`~visionrt.runtime.errors.ArtifactError` naming the manifest field:
 
-* :func:`check_manifest` (by :meth:`ModelDir.open <visionrt.runtime.manifest.ModelDir.open>`): the
+* :func:`check_manifest` (by every :class:`~visionrt.runtime.predictor.Predictor`: ``predict``,
+  ``serve``, ``bench``, Triton's python models): the
   manifest against itself and its task's output contract (:mod:`.contracts`): ``classes`` vs the
   output shapes it declares, ``input.height``/``width`` vs :data:`MAX_INPUT_BYTES`, ``outputs``
   (names, ranks, dtypes) vs what the task reads;
-* :func:`check_runner` (by the :class:`~visionrt.runtime.predictor.Predictor`): the same contract
-  against the outputs the model file really has, as its backend reports them, so a manifest edited
-  (or written) for another model is refused before any image is read.
+* :func:`check_runner` (by a :class:`~visionrt.runtime.predictor.Predictor` that opens its runner):
+  the same contract against the inputs and outputs the model file really has, as its backend
+  reports them, so a manifest edited (or written) for another model is refused before any image
+  is read.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 from .backends.base import Runner, TensorSpec
+from .contracts import ContractError, check_outputs, contract
 from .errors import ArtifactError
 from .manifest import Manifest
 
@@ -32,8 +35,6 @@ def check_manifest(manifest: Manifest, source: str) -> None:
     """:class:`ArtifactError` naming the field where ``manifest`` does not fit its own task:
     ``classes`` empty where the task names classes, ``input`` absurdly large, ``outputs`` or
     ``classes`` not what the task's contract reads."""
-    from .contracts import contract
-
     spec = manifest.input
     if spec.height and spec.width:
         size = spec.channels * spec.height * spec.width * 4
@@ -75,8 +76,6 @@ def check_runner(manifest: Manifest, runner: Runner, source: str) -> None:
 
 
 def _check_outputs(manifest: Manifest, found: Sequence[TensorSpec], source: str) -> None:
-    from .contracts import ContractError, check_outputs
-
     try:
         check_outputs(manifest.task, found, manifest.classes, manifest.input.height, manifest.input.width, source)
     except ContractError as err:

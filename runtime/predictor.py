@@ -16,10 +16,10 @@ import numpy as np
 
 from .backends import Runner, open_runner
 from .errors import InputError
-from .images import ImageSource, load_image
-from .manifest import ModelDir
-from .model_check import check_runner
-from .preprocess import model_input
+from .images import ImageSource, load_image_reduced
+from .manifest import MANIFEST_NAME, ModelDir
+from .model_check import check_manifest, check_runner
+from .preprocess import decode_size, model_input
 from .tasks import runtime_task
 
 
@@ -48,10 +48,15 @@ class Pipeline:
         """Options given as text (query parameters, flags), checked as :meth:`check_options` does."""
         return self.task.options.parse(self.manifest.task, texts)
 
+    def decode(self, image: ImageSource) -> tuple[np.ndarray, tuple[int, int]]:
+        """``(RGB uint8 [h, w, 3], the original (height, width))``: a JPEG decoded reduced where the
+        model's input is much smaller (:func:`~visionrt.runtime.images.load_image_reduced`)."""
+        return load_image_reduced(image, lambda h, w: decode_size(h, w, self.manifest.input))
+
     def preprocess(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Decode, prepare (the task's own step, if any) and preprocess: the model input batch
         (``[N, C, H, W]`` float32 unless the manifest's input says otherwise)."""
-        return model_input([load_image(im) for im in images], self.manifest)
+        return model_input([self.decode(im)[0] for im in images], self.manifest)
 
     def postprocess(self, outputs: dict[str, np.ndarray], image_sizes: Sequence[tuple[int, int]],
                     **options: Any) -> list:
@@ -77,6 +82,7 @@ class Predictor(Pipeline):
             raise InputError(f"runner must be a visionrt Runner, got {type(runner).__name__}",
                              fix="make one with visionrt.runtime.backends.open_runner")
         super().__init__(model_dir)
+        check_manifest(self.manifest, str(self.model_dir.root / MANIFEST_NAME))
         self.runner = (runner or open_runner(self.model_dir, backend, provider=provider, threads=threads,
                                              engine_key=engine_key, precision=precision)).activate()
         if runner is None:  # a runner given ready-made is the caller's to match
@@ -104,10 +110,10 @@ class Predictor(Pipeline):
                              f"{type(images).__name__ if not isinstance(images, Sequence) else 'an empty list'}",
                              fix="pass a path, bytes, a uint8 array, or a list of these")
         options = self.check_options(options)
-        decoded = [load_image(im) for im in images]
-        if self.manifest.input.height is None and len({im.shape for im in decoded}) > 1:
+        decoded, sizes = zip(*(self.decode(im) for im in images))
+        if self.manifest.input.height is None and len(set(sizes)) > 1:
             return [r for im in decoded for r in self.predict(im, **options)]  # sizes differ: one at a time
-        return self.postprocess(self.infer(self.preprocess(decoded)), [im.shape[:2] for im in decoded], **options)
+        return self.postprocess(self.infer(self.preprocess(list(decoded))), sizes, **options)
 
     def close(self) -> None:
         self.runner.deactivate()

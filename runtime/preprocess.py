@@ -83,6 +83,18 @@ def fit(height: int, width: int, spec: InputSpec) -> Fit:
     return Fit((w / width, h / height), ((spec.width - w) // 2, (spec.height - h) // 2), (h, w))
 
 
+def decode_size(height: int, width: int, spec: InputSpec) -> tuple[int, int] | None:
+    """The smallest ``(height, width)`` an image of ``height × width`` px may be decoded at for
+    ``spec``'s fixed input (``None``: full size, for models of any size): what its resize policy
+    makes of it, and the shorter side never under half the input's shorter side (nor the
+    image's), so :func:`require_detail` judges it as it would the full image."""
+    if spec.height is None:
+        return None
+    h, w = fit(height, width, spec).size
+    short = min(-(-min(spec.height, spec.width) // 2), height, width)
+    return max(h, short), max(w, short)
+
+
 def fit_image(image: np.ndarray, spec: InputSpec, pad_value: int | None = None, method: str | None = None) -> np.ndarray:
     """An RGB uint8 ``[h, w, 3]`` image (or a class map ``[h, w]``, with ``method="nearest"``) fitted to
     ``spec``'s input by its resize policy: the one resize of training, runtime and server alike.

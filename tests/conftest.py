@@ -44,6 +44,14 @@ def require_or_skip(module: str, reason: str = "") -> Any:
                     f"{type(err).__name__}: {err}" + (f" ({reason})" if reason else ""), pytrace=False)
 
 
+def skip_for_missing_extra(reason: str) -> None:
+    """``pytest.skip(reason)`` for something ``make test`` installs; under ``VISIONRT_REQUIRE_EXTRAS=1``
+    a failure instead."""
+    if REQUIRE_EXTRAS:
+        pytest.fail(f"required under make test (VISIONRT_REQUIRE_EXTRAS=1): {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def needs_extra(installed: bool, reason: str) -> pytest.MarkDecorator:
     """``skipif(not installed)`` for a test of an extra; under ``VISIONRT_REQUIRE_EXTRAS=1`` a missing
     extra fails the test instead (the ``missing_extra`` mark, failed in set-up)."""
@@ -54,6 +62,10 @@ def needs_extra(installed: bool, reason: str) -> pytest.MarkDecorator:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "missing_extra(reason): an extra make test requires is missing (fails)")
+    config.pluginmanager.register(_SharedFixtureClock(), "visionrt-shared-fixture-clock")
+    if REQUIRE_EXTRAS and not HAS_RTX:  # tests branch on HAS_RTX (`if HAS_RTX:`): it must hold under make test
+        raise pytest.UsageError("TensorRT-RTX (the rtx extra) is required under make test (VISIONRT_REQUIRE_EXTRAS=1): "
+                                "pip install -e '.[rtx]'")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -87,14 +99,20 @@ _charged_to: dict[str, float] = {}  # test -> seconds of shared fixture set-up i
 _running: list[str] = [""]  # the test being set up
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_fixture_setup(fixturedef, request):
-    start = time.perf_counter()
-    yield
-    if fixturedef.scope != "function":
-        seconds = time.perf_counter() - start
-        _shared_fixture_seconds[fixturedef.argname] = _shared_fixture_seconds.get(fixturedef.argname, 0.0) + seconds
-        _charged_to[_running[0]] = _charged_to.get(_running[0], 0.0) + seconds
+class _SharedFixtureClock:
+    """Times the set-up of every module- or session-scoped fixture. A plugin registered at start
+    (:func:`pytest_configure`), not a conftest hook: pytest calls a session fixture's set-up hook
+    only on plugins that apply to the root directory, which this conftest, in ``tests/``, is not."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        start = time.perf_counter()
+        yield
+        if fixturedef.scope != "function":
+            seconds = time.perf_counter() - start
+            name = fixturedef.argname
+            _shared_fixture_seconds[name] = _shared_fixture_seconds.get(name, 0.0) + seconds
+            _charged_to[_running[0]] = _charged_to.get(_running[0], 0.0) + seconds
 
 
 def pytest_runtest_logreport(report):

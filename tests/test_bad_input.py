@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import require_or_skip, run_cli
 from visionrt.runtime import ArtifactError, EngineMismatch, InputError, ModelDir, Predictor
 from visionrt.runtime.images import load_image
 
@@ -126,7 +126,7 @@ def test_engine_for_another_tensorrt(tiny_model_dir, tmp_path):
 
 
 def test_rtx_engine_from_another_release(tiny_model_dir, tmp_path):
-    pytest.importorskip("tensorrt_rtx_bindings")
+    require_or_skip("tensorrt_rtx_bindings")
     from visionrt.runtime.backends.tensorrt import TensorRTRunner
 
     engine = tmp_path / "model.rtx.engine"
@@ -183,9 +183,10 @@ def test_failed_export_keeps_earlier_artifacts(tiny_model_dir, tmp_path, monkeyp
     assert after == before
 
 
+@pytest.mark.slow  # builds an engine
 def test_cli_engine_from_another_tensorrt_release(tiny_model_dir, tiny_data, tmp_path):
     """A real RTX engine whose manifest says it came from another release: refused before loading."""
-    pytest.importorskip("tensorrt_rtx_bindings")
+    require_or_skip("tensorrt_rtx_bindings")
     from visionrt.export.build import build
 
     model = ModelDir.open(copy_model(tiny_model_dir, tmp_path))

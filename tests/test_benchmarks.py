@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 
+from conftest import require_or_skip
 from visionrt.benchmarks import harness
 from visionrt.benchmarks.harness import (BenchSettings, Result, Timing, bench_end_to_end, bench_model,
                                          measure, run_timed)
@@ -19,7 +20,7 @@ FAST = BenchSettings(warmup=1, warmup_s=0.0, iterations=3, min_seconds=0.0, max_
 
 def tiny_classifier(path, batch="batch"):
     """A 3x8x8 -> 4 logits ONNX model: 1x1 conv, global average pool, flatten."""
-    onnx = pytest.importorskip("onnx")
+    onnx = require_or_skip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 1, 1), dtype=np.float32), "w")

@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import needs_extra, require_or_skip
 from visionrt.export.build import BuildError, build, scan_onnx
 from visionrt.runtime import atomic, tensorrt_env
 from visionrt.runtime.errors import ArtifactError, BackendUnavailable, PluginError
 from visionrt.runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
 
-onnx = pytest.importorskip("onnx")
+onnx = require_or_skip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
 #: Absent: skip. Installed but broken: ``installed`` raises BrokenInstall, which fails the collection.
-needs_rtx = pytest.mark.skipif(tensorrt_env.installed("tensorrt_rtx") is None,
-                               reason="TensorRT-RTX is not installed (pip install 'visionrt[rtx]')")
+needs_rtx = needs_extra(tensorrt_env.installed("tensorrt_rtx") is not None,
+                        "TensorRT-RTX is not installed (pip install 'visionrt[rtx]')")
 
 
 # tiny models -------------------------------------------------------------------------------
@@ -110,6 +111,7 @@ def test_fp16_onnx_builds_a_strongly_typed_fp16_engine(tmp_path):
     assert result.facts["inputs"][0]["dtype"] == "float16"
 
 
+@pytest.mark.slow  # builds an engine
 @needs_rtx
 def test_batch_defaults_come_from_the_manifest(tmp_path):
     model_dir_with(tmp_path, build_profile={"max_batch": 3})
@@ -117,6 +119,7 @@ def test_batch_defaults_come_from_the_manifest(tmp_path):
     assert facts["profile"]["images"]["min"][0] == 1 and facts["profile"]["images"]["max"][0] == 3
 
 
+@pytest.mark.slow  # builds an engine
 @needs_rtx
 def test_dynamic_height_and_width_need_sizes(tmp_path):
     model_dir = model_dir_with(tmp_path, height="height", width="width")
@@ -176,6 +179,7 @@ def test_parser_errors_name_the_failing_node(tmp_path):
     assert "MaxRoiPool" in json.loads((tmp_path / "model.rtx.build.json").read_text())["error"]
 
 
+@pytest.mark.slow  # builds an engine
 @needs_rtx
 def test_bad_build_requests(tmp_path):
     model_dir_with(tmp_path)
@@ -280,7 +284,7 @@ def stand_in_full_tensorrt(monkeypatch):
 
 
 def test_a_plugin_callback_error_is_the_build_error_with_its_own_fix(tmp_path, monkeypatch):
-    pytest.importorskip("cuda.bindings.nvrtc", reason="the pre-flight compiles with NVRTC: pip install 'visionrt[cuda]'")
+    require_or_skip("cuda.bindings.nvrtc", reason="the pre-flight compiles with NVRTC: pip install 'visionrt[cuda]'")
     from visionrt.runtime.plugins import registry
 
     stand_in_full_tensorrt(monkeypatch)

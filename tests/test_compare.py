@@ -63,3 +63,36 @@ def test_load_refuses_other_files(tmp_path):
         load(path)
     with pytest.raises(ArtifactError, match="cannot read"):
         load(tmp_path / "missing.json")
+
+
+@pytest.mark.slow
+def test_bench_compare_sets_the_exit_code_through_the_cli(tiny_model_dir, tmp_path, capsys):
+    """``visionrt bench --compare SAVED``: exit 0 when the gate passes, 1 (with the FAIL lines on
+    stderr) when a point is slower than the saved report allows."""
+    import json
+    import shutil
+
+    from test_hostile import run_main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    argv = ["bench", str(model), "--backends", "onnxruntime", "--batch-sizes", "1", "--seconds", "0.05",
+            "--out", str(tmp_path / "bench")]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    measured = [r for r in report["results"] if r.get("median_ms")]
+    assert measured, report["results"]
+    fast = copy.deepcopy(report)
+    for row in fast["results"]:
+        if row.get("median_ms"):
+            row["median_ms"] /= 1000  # a saved run 1000x faster: today's run must fail the gate
+    (tmp_path / "fast.json").write_text(json.dumps(fast))
+    (tmp_path / "same.json").write_text(json.dumps(report))
+
+    code, _, err = run_main([*argv, "--compare", str(tmp_path / "fast.json")], capsys)
+    assert code == 1, err
+    assert "FAIL" in err and "onnxruntime" in err
+    code, _, err = run_main([*argv, "--compare", str(tmp_path / "same.json"), "--max-slowdown", "1000"], capsys)
+    assert code == 0, err
+    assert "FAIL" not in err and "ok" in err

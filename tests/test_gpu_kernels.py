@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import require_or_skip
 from visionrt.benchmarks import gpu_plugins
 from visionrt.runtime.errors import BackendUnavailable
 from visionrt.runtime.plugins import registry, tensorrt_registration
@@ -44,7 +47,7 @@ def test_cases_are_valid_and_named_once(quick):
 
 def test_the_script_launches_exactly_as_the_plugins(trtp):  # noqa: F811
     """The launch of every case equals what the plugin's aot_impl hands TensorRT."""
-    pytest.importorskip("cuda.bindings.nvrtc", reason="aot_impl compiles with NVRTC: pip install 'visionrt[cuda]'")
+    require_or_skip("cuda.bindings.nvrtc", reason="aot_impl compiles with NVRTC: pip install 'visionrt[cuda]'")
     for case in gpu_plugins.cases(quick=True):
         kernel, launch, defines = gpu_plugins.plan(case.plugin, case.dtype, [a.shape for a in case.inputs],
                                                    case.attributes)
@@ -113,11 +116,24 @@ def gpu():
 
 def test_without_a_gpu_the_script_says_so():
     try:
-        gpu_plugins.Gpu()
+        gpu_plugins.Gpu(output="cubin")
     except BackendUnavailable as err:
         assert "driver" in str(err) or "cuda-python" in str(err)
     else:
         pytest.skip("this machine has a CUDA GPU")
+
+
+def test_without_a_gpu_the_script_exits_2_with_one_line(tmp_path):
+    try:
+        gpu_plugins.Gpu(output="cubin")
+    except BackendUnavailable:
+        pass
+    else:
+        pytest.skip("this machine has a CUDA GPU")
+    done = subprocess.run([sys.executable, "-m", "visionrt.benchmarks.gpu_plugins", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.gpu

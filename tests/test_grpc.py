@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("grpc", reason="needs the grpc extra")
-triton_grpc = pytest.importorskip("tritonclient.grpc")
+from conftest import require_or_skip  # noqa: E402
+
+require_or_skip("fastapi")
+require_or_skip("grpc", reason="needs the grpc extra")
+triton_grpc = require_or_skip("tritonclient.grpc")
 import httpx  # noqa: E402
 from test_server import metric, running  # noqa: E402
 
@@ -94,7 +96,7 @@ def test_unknown_model_and_version_are_not_found(servers):
 def test_bad_input_is_invalid_argument_with_https_message(servers, predictor, case):
     url, client = servers
     x = np.zeros((1, 3, 32, 32) if case == "shape" else (1, 3, 64, 64), np.float32)
-    http = pytest.importorskip("tritonclient.http")
+    http = require_or_skip("tritonclient.http")
     http_client = http.InferenceServerClient(url.removeprefix("http://"))
     grpc_inputs = [tensor(x.astype(np.float64), datatype="FP64") if case == "datatype" else
                    tensor(x, name="pixels" if case == "name" else "images")]

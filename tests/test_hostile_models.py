@@ -33,6 +33,8 @@ from visionrt.runtime.predictor import Predictor
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir, tmp_path_factory) -> Path:
+    import visionrt.train.loop  # noqa: F401 - torch loaded once here, not inside a timed refusal
+
     target = tmp_path_factory.mktemp("hostile-models") / "model"
     shutil.copytree(tiny_model_dir, target)
     return target
@@ -179,6 +181,35 @@ def test_an_odd_file_in_place_of_the_weights_stops_export(kind, model, tiny_data
     assert tree_hashes(target) == before and not (target / ".visionrt-journal").exists()
 
 
+#: ``(case, change to the model directory, words the export error must hold)``: weights and model
+#: description that do not go together (the manifest's sha256 kept right, so only the content is wrong).
+WEIGHTS_CASES = [
+    ("weights not safetensors", lambda root: _replace_file(root, "weights.safetensors", b"junk weights"),
+     "not a safetensors weights file"),
+    ("weights truncated", lambda root: _replace_file(root, "weights.safetensors",
+                                                     (root / "weights.safetensors").read_bytes()[:200]),
+     "not a safetensors weights file"),
+    ("weights of a wider model", lambda root: _edit_manifest(root, lambda d: d["model"]["kwargs"].update(
+        widths=[8, 16, 32])), "weights of another model"),
+    ("unknown architecture", lambda root: _edit_manifest(root, lambda d: d["model"].update(arch="nosuch")),
+     "manifest 'model'"),
+    ("a keyword the architecture lacks", lambda root: _edit_manifest(root, lambda d: d["model"]["kwargs"].update(
+        nosuch=1)), "manifest 'model'"),
+    ("kwargs of the wrong type", lambda root: _edit_manifest(root, lambda d: d["model"]["kwargs"].update(
+        widths=-1)), "manifest 'model'"),
+]
+
+
+@pytest.mark.parametrize("name, change, words", WEIGHTS_CASES, ids=[c[0] for c in WEIGHTS_CASES])
+def test_weights_that_do_not_fit_the_manifest_stop_export(name, change, words, model, tiny_data, tmp_path, capsys):
+    target = _copy(model, tmp_path)
+    change(target)
+    before = tree_hashes(target)
+    line = assert_refused(["export", str(target), "--samples", "2", "--data", str(tiny_data)], capsys)
+    assert words in line
+    assert tree_hashes(target) == before
+
+
 BARE_ONNX_COMMANDS = {
     "bench": lambda path, out: ["bench", str(path), "--seconds", "0.01", "--batch-sizes", "1"],
     "build": lambda path, out: ["build", str(path), "--flavour", "tensorrt_rtx", "--out", str(out / "x.engine")],
@@ -250,7 +281,8 @@ BROKEN_PARTS = {
     "tensorrt_env.report": (doctor.tensorrt_env, "report",
                             OSError("libnvinfer.so.10: undefined symbol: _ZN8nvinfer1")),
     "plugins": (doctor, "_plugins", ImportError("cannot import name 'nvrtc' from 'cuda.bindings'")),
-    "onnxruntime row": (doctor, "_onnxruntime_row", AttributeError("module 'onnxruntime' has no attribute '__version__'")),
+    "onnxruntime row": (doctor, "_onnxruntime_row",
+                        AttributeError("module 'onnxruntime' has no attribute '__version__'")),
     "torch row": (doctor, "_torch_row", RuntimeError("torch/_C.so: undefined symbol: cudaGetDriverEntryPoint")),
     "tasks": (doctor, "task_support", ValueError("a broken task module")),
 }
@@ -285,3 +317,26 @@ def test_doctor_survives_a_broken_tensorrt_package_installed_for_real(error, tmp
     assert result.returncode == 0, result.stderr
     assert "broken" in result.stdout and "onnxruntime" in result.stdout and "classify" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+# the success paths the refusals above are measured against ----------------------------------------
+def test_import_through_the_cli_gives_a_model_that_predicts_like_the_original(model, image, tmp_path, capsys):
+    """``visionrt import`` of the exported ONNX (no torch involved): exit 0, a model directory that
+    opens, and predictions equal to the original's."""
+    classes = tmp_path / "classes.txt"
+    original = ModelDir.open(model).manifest
+    classes.write_text("\n".join(original.classes) + "\n")
+    spec = original.input
+    out = tmp_path / "imported"
+    code, _, err = run_main(["import", str(model / "model.onnx"), "--task", "classify", "--classes", str(classes),
+                             "--image-size", f"{spec.height}x{spec.width}",
+                             "--mean", ",".join(map(str, spec.mean)), "--std", ",".join(map(str, spec.std)),
+                             "--out", str(out)], capsys)
+    assert code == 0, err
+    assert ModelDir.open(out).manifest.classes == original.classes
+    results = []
+    for root in (model, out):
+        code, printed, err = run_main(["predict", str(root), str(image), "--json", "--top-k", "3"], capsys)
+        assert code == 0, err
+        results.append(json.loads(printed)[0]["top_k"])
+    assert [row["label"] for row in results[0]] == [row["label"] for row in results[1]]

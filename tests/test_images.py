@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
+from conftest import require_or_skip
 from visionrt.runtime import images
 from visionrt.runtime.errors import InputError
 from visionrt.runtime.images import load_image
@@ -78,7 +79,7 @@ def test_exif_orientation_is_applied_in_runtime_and_training(tmp_path):
     shown = load_image(path)
     assert shown.shape == (16, 8, 3)
     assert tuple(shown[0, 0]) == (255, 0, 0) and tuple(shown[-1, 0]) == (0, 0, 255)  # left went to the top
-    photos = pytest.importorskip("visionrt.train.data.photos", reason="training reads images (train extra)")
+    photos = require_or_skip("visionrt.train.data.photos", reason="training reads images (train extra)")
     np.testing.assert_array_equal(photos.read_png(path), shown)
 
 

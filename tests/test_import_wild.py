@@ -8,8 +8,10 @@ import warnings
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
+from conftest import require_or_skip
+
+torch = require_or_skip("torch")
+onnx = require_or_skip("onnx")
 
 from visionrt.export.import_onnx import import_onnx  # noqa: E402
 from visionrt.runtime import cli  # noqa: E402
@@ -256,6 +258,9 @@ def test_layout_errors_name_the_output(tmp_path):
     with pytest.raises(ArtifactError, match=r"output 'predictions' is \[1, 7, 6\]; the ssd layout reads"):
         import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="ssd",
                     output_roles=[("predictions", "boxes"), ("predictions", "scores")])
+    with pytest.raises(InputError, match="box_units='inches' is not one of pixels, normalised"):
+        import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="yolov8",
+                    postprocess={"box_units": "inches"})
     with pytest.raises(ContractError, match="is a detection layout; this is a classify model"):
         import_onnx(path, "classify", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="yolov8")
 
@@ -275,3 +280,73 @@ def test_cli_import_records_conventions_and_errors_in_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) <= 2 and "'boxes' is not a role" in err
     assert not (tmp_path / "n").exists()
+
+
+def test_input_axes_sharing_a_name_get_their_own(tmp_path):
+    """Paddle2ONNX writes ``[-1, 3, ?, ?]``: TensorRT would read both ``?`` as one size; the copy names each."""
+    path = export(Classifier("softmax"), tmp_path / "c.onnx", torch.zeros(1, 3, 32, 32))
+    model = onnx.load(str(path))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[0].dim_value = -1
+    for axis in (2, 3):
+        dims[axis].dim_param = "?"
+    onnx.save(model, str(path))
+    model_dir = import_onnx(path, "classify", tmp_path / "m", classes=CLASSES, image_size=(32, 32))
+    copied = onnx.load(str(model_dir.path("onnx"))).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in copied] == ["batch", 3, "height", "width"]
+    assert model_dir.manifest.model["input_axes_named"] == {"0": "batch", "2": "height", "3": "width"}
+    with Predictor(model_dir) as predictor:
+        assert predictor.predict(images(1))[0].label in CLASSES
+
+
+# every stage for an imported model -----------------------------------------------------------------
+def test_bench_without_data_runs_on_generated_images(tmp_path):
+    from visionrt.benchmarks.run import bench_model_dir
+
+    path = export(Classifier("softmax"), tmp_path / "c.onnx", torch.zeros(1, 3, 32, 32))
+    model_dir = import_onnx(path, "classify", tmp_path / "m", classes=CLASSES, image_size=(32, 32))
+    report = bench_model_dir(model_dir, backends=["onnxruntime"], batch_sizes=[2], min_seconds=0.01, max_seconds=0.1)
+    rows = json.loads(report["json"].read_text())["results"]
+    assert {(r["mode"], r["batch"]) for r in rows if r["median_ms"]} == {("model", 2), ("end-to-end", 2)}
+
+
+def test_export_of_an_import_checks_other_backends_against_onnxruntime(tmp_path, capsys):
+    require_or_skip("openvino")
+    path = export(Segmenter("argmax"), tmp_path / "s.onnx", torch.zeros(1, 3, 32, 32))
+    import_onnx(path, "segment", tmp_path / "m", classes=CLASSES, image_size=(32, 32))
+    assert cli.main(["export", str(tmp_path / "m"), "--json"]) == 0
+    parity = ModelDir.open(tmp_path / "m").manifest.parity["openvino-cpu"]
+    assert parity["passed"] and parity["reference"] == "onnxruntime-cpu-fp32" and parity["task"]["miou"]["candidate"] == 1.0
+
+
+def test_precisions_of_an_import_need_photos_and_a_judged_task(tmp_path, capsys):
+    path = export(FixedDetector(candidates("yolov8")), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64),
+                  outputs=("predictions",))
+    import_onnx(path, "detect", tmp_path / "d", classes=CLASSES, image_size=(64, 64), output_layout="yolov8")
+    assert cli.main(["export", str(tmp_path / "d"), "--precision", "int8"]) == 2
+    assert "cannot be judged here" in capsys.readouterr().err
+    classifier = export(Classifier("softmax"), tmp_path / "c.onnx", torch.zeros(1, 3, 32, 32))
+    import_onnx(classifier, "classify", tmp_path / "c", classes=CLASSES, image_size=(32, 32))
+    assert cli.main(["export", str(tmp_path / "c"), "--precision", "int8"]) == 2
+    assert "pass --data DIR, a folder of your photos" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "model.int8.onnx").exists()
+
+
+@pytest.mark.slow
+def test_int8_of_an_import_is_calibrated_and_judged_on_photos(tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, picture in enumerate(images(12, side=40)):
+        Image.fromarray(picture).save(photos / f"{i}.png")
+    path = export(Classifier("softmax"), tmp_path / "c.onnx", torch.zeros(1, 3, 32, 32))
+    import_onnx(path, "classify", tmp_path / "m", classes=CLASSES, image_size=(32, 32))
+    assert cli.main(["export", str(tmp_path / "m"), "--precision", "fp16,int8", "--data", str(photos)]) in (0, 1)
+    m = ModelDir.open(tmp_path / "m").manifest
+    assert m.precisions["calibration"]["count"] == 12 and m.precisions["calibration"]["split"] == "train"
+    accuracy = m.precisions["int8"]["files"]["onnx_int8"]["accuracy"]
+    top1 = accuracy["metrics"]["top1"]
+    assert top1["fp32_onnx"] == 1.0 and 0 <= top1["value"] <= 1 and accuracy["passed"] == (top1["change"] >= -0.005)
+    with Predictor(tmp_path / "m", precision="int8") as predictor:
+        assert len(predictor.predict(sorted(photos.iterdir()))) == 12

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-pytest.importorskip("cuda.bindings.nvrtc", reason="compiling kernels needs NVRTC: pip install 'visionrt[cuda]'")
+from conftest import require_or_skip
+
+require_or_skip("cuda.bindings.nvrtc", reason="compiling kernels needs NVRTC: pip install 'visionrt[cuda]'")
 
 from visionrt.runtime.errors import PluginError  # noqa: E402 (after the skip)
 from visionrt.runtime.plugins import nvrtc, tensorrt_registration  # noqa: E402
@@ -65,6 +67,19 @@ def test_every_op_has_float32_and_float16_entry_points():
 def test_roi_align_variants_compile(half_pixel, mode_max):
     compiled = nvrtc.compile_file(roi_align.KERNEL, 86, roi_align.defines(half_pixel, mode_max, 0.25))
     assert elf_arch(compiled.code) == 86
+
+
+@pytest.mark.parametrize("op", ["roi_pool", "roi_align", "max_unpool"])
+def test_elementwise_kernels_count_in_64_bits(op):
+    """Outputs of 2^31 elements and more: no 32-bit count argument; every entry point walks a
+    64-bit count (int32 shape factors multiplied as long long) in the grid-stride loop of
+    visionrt_cuda.cuh, whose index is 64-bit; and it still compiles warning-free."""
+    source = OPS[op].KERNEL.read_text()
+    loops = source.count("VRT_FOR_EACH_ELEMENT(index, static_cast<long long>(")
+    assert "int total" not in source and "global_thread_index" not in source
+    assert loops == len(entry_points(OPS[op])) // 2  # one per template entry (f32 and f16 share it)
+    assert "for (long long index =" in nvrtc.HEADER.read_text()
+    assert nvrtc.compile_file(OPS[op].KERNEL, 90, OPS[op].EXAMPLE_DEFINES, output="ptx").code
 
 
 @pytest.mark.parametrize("op", sorted(OPS))

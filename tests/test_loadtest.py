@@ -1,5 +1,6 @@
 """``visionrt loadtest``: statistics, metric deltas and reports against a small fake server, then
-(marked slow) against the real ``visionrt serve``, and the serving figures on tiny settings."""
+(marked slow) against the real ``visionrt serve``, and the serving figures on tiny settings; wrk (the
+reference figures' C client) against the fake server, and the reference figures (slow)."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +8,9 @@ import dataclasses
 import io
 import json
 import logging
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi", reason="needs the serve extra")
+from conftest import require_or_skip
+
+require_or_skip("fastapi", reason="needs the serve extra")
 import uvicorn  # noqa: E402
 from fastapi import FastAPI, Request, Response  # noqa: E402
 from prometheus_client import CollectorRegistry, Histogram, generate_latest  # noqa: E402
@@ -247,7 +253,10 @@ def test_loadtest_against_visionrt_serve(tiny_model_dir, tiny_data, tmp_path):
             for level in levels:
                 assert level["errors"] == {} and level["images"] > 0, (endpoint, level)
                 assert level["server"]["images"] == level["images"], (endpoint, level)
-            assert levels[1]["server"]["mean_batch"] >= 1.0
+            # one request in flight: each batch is one request; eight: the batcher merges them
+            per_request = 3 if "--images-per-request" in extra else 1
+            assert levels[0]["server"]["mean_batch"] == pytest.approx(per_request), (endpoint, levels[0])
+            assert levels[1]["server"]["mean_batch"] > per_request, (endpoint, levels[1])
 
 
 @pytest.mark.slow
@@ -261,3 +270,64 @@ def test_serving_figures_on_tiny_settings(tiny_model_dir, tiny_data):
     assert figures["idle_latency"]["server_p50_ms"] > 0 and figures["idle_latency"]["predict_p50_ms"] > 0
     assert figures["soak"]["errors"] == {} and figures["soak"]["requests"] > 0
     assert figures["soak"]["rss_after_warmup_kib"] > 10_000
+
+
+# the reference figures: wrk on its own core ------------------------------------------------------
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make wrk)")
+
+
+@needs_wrk
+def test_wrk_posts_the_payload_and_counts_refusals(fake_server, image_dir):
+    from visionrt.benchmarks.wrk import run_wrk
+
+    url, seen = fake_server
+    payload = loadtest.predict_payloads(loadtest.image_files(image_dir))[1]
+    before = seen["requests"]
+    result = run_wrk(f"{url}/v1/models/m/predict", payload, connections=2, seconds=1)
+    assert payload.body in seen["bodies"] and result.requests > 10 and result.seconds == pytest.approx(1, abs=0.3)
+    assert result.errors["status"] == pytest.approx((seen["requests"] - before) / 4, abs=2)  # every 4th is a 503
+    assert result.requests + result.errors["status"] == pytest.approx(seen["requests"] - before, abs=2)
+    assert 0 < result.latency_ms["p50"] <= result.latency_ms["p99"] and result.client_cpu_s > 0
+
+
+def test_server_cpu_counts_its_worker_processes():
+    from visionrt.benchmarks.serving import process_cpu_s
+
+    burn = "import time; end = time.process_time() + 0.5\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"])
+    try:
+        deadline = time.monotonic() + 20
+        while process_cpu_s(parent.pid) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process_cpu_s(parent.pid) >= 0.5  # the burning child's CPU, counted through its parent
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_wrk_flag_runs_the_reference_figures(monkeypatch, tmp_path, capsys):
+    from visionrt.benchmarks import serving
+
+    seen = {}
+    monkeypatch.setattr(serving, "reference_figures", lambda model_dir, images, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(serving, "reference_markdown", lambda figures: "# table\n")
+    serving.main([str(tmp_path), "--images", str(tmp_path), "--wrk", "--repeat", "2", "--out", str(tmp_path)])
+    assert seen == {"seconds": 10.0, "connections": 16, "repeat": 2, "server_core": 0, "client_core": 1}
+    assert (tmp_path / "serving-reference.md").read_text() == "# table\n"
+    assert json.loads((tmp_path / "serving-reference.json").read_text()) == {}
+
+
+@needs_wrk
+@pytest.mark.slow
+def test_reference_figures_on_tiny_settings(tiny_model_dir, tiny_data):
+    from visionrt.benchmarks.serving import SETUPS, reference_figures, reference_markdown
+
+    chosen = [s for s in SETUPS if s.endpoint == "grpc" or s.server_options == ()]  # batched HTTP, infer, gRPC
+    figures = reference_figures(tiny_model_dir, tiny_data / "images" / "test", seconds=1.0, connections=4, repeat=1,
+                                setups=chosen)
+    for setup in figures["setups"]:
+        (run,) = setup["runs"]
+        assert run["errors"] == 0 and run["images_per_s"] > 0 and run["server_cpu_s_per_image"] > 0, setup
+        assert run["efficiency"] > 0 and run["cpu_efficiency"] > 0 and run["in_process_images_per_s"] > 0, setup
+    table = reference_markdown(figures)
+    assert all(f"| {s.name} |" in table for s in chosen) and "load average" in table.lower()

@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import require_or_skip
 from visionrt.runtime.backends import open_runner
 from visionrt.runtime.errors import ArtifactError, InputError
 from visionrt.runtime.manifest import ModelDir
 
-pytest.importorskip("openvino", reason="needs the openvino extra (pip install 'visionrt[openvino]')")
+require_or_skip("openvino", reason="needs the openvino extra (pip install 'visionrt[openvino]')")
 
 
 def _batch(model_dir: ModelDir, count: int = 8) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import HAS_RTX
+from conftest import HAS_RTX, skip_for_missing_extra
 from visionrt.runtime.manifest import InputSpec
 from visionrt.runtime.preprocess import fit, fit_image, map_to_original, to_original_normalised
 from visionrt.train.data.photos import load_photo
@@ -599,7 +599,7 @@ def _build_one_target(model_dir) -> dict:
     from visionrt.export.build import build
 
     if not HAS_RTX:
-        pytest.skip("TensorRT-RTX is not installed (pip install 'visionrt[rtx]')")
+        skip_for_missing_extra("TensorRT-RTX is not installed (pip install 'visionrt[rtx]')")
     return build(model_dir.root, flavour="tensorrt_rtx", compute_capabilities=["8.6"], max_batch=2).facts
 
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from conftest import HAS_RTX
+from conftest import HAS_RTX, needs_extra, require_or_skip
 
-onnx = pytest.importorskip("onnx")
+onnx = require_or_skip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from visionrt.benchmarks.onnx_file import bench_onnx_file  # noqa: E402
@@ -52,7 +52,7 @@ def tiny_classifier_onnx(path, classes: int = 3, logits_rank: int = 2):
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """Three real photos of different sizes and formats (scikit-image's), shrunk to keep tests quick."""
-    data = pytest.importorskip("skimage.data")
+    data = require_or_skip("skimage.data")
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("photos")
@@ -97,7 +97,7 @@ def test_bench_unresolved_dynamic_axis_is_named(classifier_onnx, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_RTX, reason="needs TensorRT-RTX (pip install 'visionrt[rtx]')")
+@needs_extra(HAS_RTX, "needs TensorRT-RTX (pip install 'visionrt[rtx]')")
 def test_build_bare_onnx_with_shapes(classifier_onnx, tmp_path):
     from visionrt.export.build import BuildError, build_onnx_file
 
@@ -171,7 +171,7 @@ def test_cli_import_errors_are_one_line_exit_2(tmp_path, capsys):
 
 
 # an nn.Module of one's own ----------------------------------------------------------------------
-torch = pytest.importorskip("torch")
+torch = require_or_skip("torch")
 from visionrt.export.user_module import export_module  # noqa: E402
 
 

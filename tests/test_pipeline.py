@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import HAS_RTX, run_cli
+from conftest import HAS_RTX, needs_extra, run_cli
 from visionrt.runtime import atomic
 from visionrt.runtime.manifest import ModelDir
 
@@ -39,7 +39,7 @@ def test_parity_within_tolerance_and_same_top1(pipeline_run):
     assert parity["task"]["top1"]["difference"] == 0.0
 
 
-@pytest.mark.skipif(not HAS_RTX, reason="the rtx extra (TensorRT-RTX) is not installed")
+@needs_extra(HAS_RTX, "the rtx extra (TensorRT-RTX) is not installed")
 def test_rtx_engine_built_and_recorded(pipeline_run):
     model_dir = ModelDir.open(pipeline_run["model_dir"])
     facts = model_dir.manifest.engines["rtx"]

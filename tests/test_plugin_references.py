@@ -11,7 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-pytest.importorskip("onnx", reason="building the test graphs needs onnx (the train, rtx or ort-ext extra)")
+from conftest import require_or_skip
+
+require_or_skip("onnx", reason="building the test graphs needs onnx (the train, rtx or ort-ext extra)")
 
 from onnx import TensorProto, helper  # noqa: E402 (after the skip)
 
@@ -412,7 +414,7 @@ def test_max_pool_nan_and_minus_inf_windows_follow_pytorch():
 
 
 def test_max_pool_special_values_match_pytorch_on_random_cases():
-    torch = pytest.importorskip("torch")
+    torch = require_or_skip("torch")
     rng = np.random.default_rng(7)
     for _ in range(100):
         n, c, (h, w) = 2, 3, rng.integers(3, 9, 2)

@@ -13,7 +13,7 @@ from visionrt.runtime.errors import ArtifactError, InputError
 from visionrt.runtime.manifest import ModelDir
 from visionrt.runtime.precision import onnx_key, resolve_onnx_key
 
-from conftest import HAS_RTX
+from conftest import HAS_RTX, needs_extra
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_keys_follow_one_scheme():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_RTX, reason="needs TensorRT-RTX (pip install 'visionrt[rtx]')")
+@needs_extra(HAS_RTX, "needs TensorRT-RTX (pip install 'visionrt[rtx]')")
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_rtx_builds_each_precision(precise_dir, tmp_path, precision):
     from visionrt.export.build import build

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import HAS_RTX
+from conftest import HAS_RTX, needs_extra
 from visionrt.runtime.manifest import ModelDir
 from visionrt.runtime.tasks import TASKS, architectures
 
@@ -57,7 +57,7 @@ def test_benchmark_report_has_every_precision(quick_run, task):
     assert "max \\|diff\\| vs fp32" in report and "file MB" in report, task  # "|" escaped in Markdown
 
 
-@pytest.mark.skipif(not HAS_RTX, reason="the rtx extra (TensorRT-RTX) is not installed")
+@needs_extra(HAS_RTX, "the rtx extra (TensorRT-RTX) is not installed")
 @pytest.mark.parametrize("task", TASKS)
 def test_rtx_engines_per_precision_for_plugin_free_models(quick_run, task):
     m = ModelDir.open(quick_run(task)["model_dir"]).manifest

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import HAS_RTX
+from conftest import HAS_RTX, needs_extra
 
 from visionrt.runtime import cli
 from visionrt.runtime.manifest import ModelDir
@@ -202,7 +202,7 @@ def test_quantise_an_imported_model_on_photos_against_its_fp32(text_direction, w
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAS_RTX, reason="needs TensorRT-RTX (pip install 'visionrt[rtx]')")
+@needs_extra(HAS_RTX, "needs TensorRT-RTX (pip install 'visionrt[rtx]')")
 def test_build_an_imported_model_with_tensorrt_rtx(text_direction):
     from conftest import build_rtx_engine
 

@@ -20,9 +20,11 @@ import zlib
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
+from conftest import require_or_skip
+
+require_or_skip("fastapi")
+uvicorn = require_or_skip("uvicorn")
+httpx = require_or_skip("httpx")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -114,7 +116,7 @@ def test_health_and_metadata(url):
 
 
 def test_tritonclient_json_and_binary(url, predictor):
-    triton = pytest.importorskip("tritonclient.http")
+    triton = require_or_skip("tritonclient.http")
     client = triton.InferenceServerClient(url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("tiny")
     assert client.get_model_metadata("tiny")["inputs"][0]["shape"] == [-1, 3, 64, 64]
@@ -195,7 +197,7 @@ def test_concurrent_requests_equal_sequential_predict_and_merge(tiny_model_dir, 
 def test_tritonclient_concurrent_infer_bit_equal(tiny_model_dir, predictor):
     """Raw tensors through tritonclient's async_infer (16 in flight): every row equals the
     model run on that row alone (the batched onnxruntime CPU kernels are bit-exact here)."""
-    triton = pytest.importorskip("tritonclient.http")
+    triton = require_or_skip("tritonclient.http")
     x = np.random.default_rng(2).standard_normal((16, 1, 3, 64, 64)).astype(np.float32)
     repository = slowed(ModelRepository.load([f"tiny={tiny_model_dir}"]), 0.05)
     with running(repository, max_queue_delay_ms=20) as url:

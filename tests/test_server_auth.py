@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("fastapi")
-httpx = pytest.importorskip("httpx")
+from conftest import needs_extra, require_or_skip
+
+require_or_skip("fastapi")
+httpx = require_or_skip("httpx")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from test_server import running  # noqa: E402
@@ -227,7 +229,7 @@ def test_cors_is_off_by_default(keyed):
     assert "access-control-allow-origin" not in preflight.headers
 
 
-@pytest.mark.skipif(not HAS_GRPC, reason="needs the grpc extra")
+@needs_extra(HAS_GRPC, "needs the grpc extra")
 def test_grpc_wants_the_same_keys(keyed):
     import tritonclient.grpc as triton_grpc
 
@@ -253,7 +255,7 @@ def test_grpc_wants_the_same_keys(keyed):
         client.close()
 
 
-@pytest.mark.skipif(not HAS_GRPC, reason="needs the grpc extra")
+@needs_extra(HAS_GRPC, "needs the grpc extra")
 def test_grpc_is_tls_when_http_is(tiny_model_dir, key_file, certificate):
     import tritonclient.grpc as triton_grpc
 

@@ -9,8 +9,10 @@ import shutil
 
 import pytest
 
-webdriver = pytest.importorskip("selenium.webdriver")
-pytest.importorskip("uvicorn")
+from conftest import require_or_skip, skip_for_missing_extra
+
+webdriver = require_or_skip("selenium.webdriver")
+require_or_skip("uvicorn")
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -26,7 +28,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
+        skip_for_missing_extra("needs chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):

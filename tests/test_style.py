@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HAS_RTX, run_cli
+from conftest import HAS_RTX, needs_extra, run_cli
 from visionrt.runtime import InputError, ModelDir, Predictor
 from visionrt.runtime.tasks import style as runtime_style
 
@@ -135,7 +135,7 @@ def test_style_loss_reduced_five_times(style_pipeline):
 
 
 @pipeline
-@pytest.mark.skipif(not HAS_RTX, reason="the rtx extra (TensorRT-RTX) is not installed")
+@needs_extra(HAS_RTX, "the rtx extra (TensorRT-RTX) is not installed")
 def test_rtx_engine_has_a_dynamic_size_profile(style_pipeline):
     model_dir = style_pipeline["model_dir"]
     profile = model_dir.manifest.engines["rtx"]["profile"]["images"]

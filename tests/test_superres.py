@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import HAS_RTX, build_rtx_engine, run_cli
+from conftest import HAS_RTX, build_rtx_engine, needs_extra, run_cli
 from visionrt.runtime import InputError, ModelDir, Predictor
 from visionrt.runtime.tasks import superres as runtime_sr
 
@@ -141,7 +141,7 @@ def test_parity_within_stated_tolerance(sr_pipeline):
 
 
 @pipeline
-@pytest.mark.skipif(not HAS_RTX, reason="the rtx extra (TensorRT-RTX) is not installed")
+@needs_extra(HAS_RTX, "the rtx extra (TensorRT-RTX) is not installed")
 def test_rtx_engine_has_a_dynamic_size_profile(sr_pipeline):
     model_dir = sr_pipeline["model_dir"]
     profile = model_dir.manifest.engines["rtx"]["profile"]["images"]

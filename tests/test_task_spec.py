@@ -6,6 +6,7 @@ import types
 import numpy as np
 import pytest
 
+from conftest import require_or_skip
 from visionrt.runtime import cli
 from visionrt.runtime.contracts import CONTRACTS, markdown_table
 from visionrt.runtime.errors import InputError
@@ -15,7 +16,7 @@ from visionrt.runtime.server import task_endpoint
 from visionrt.runtime.tasks import TASKS, prediction_options, runtime_task
 from visionrt.runtime.tasks.base import ImageResult
 
-httpx = pytest.importorskip("httpx")
+httpx = require_or_skip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from visionrt.runtime.server.app import ServerSettings, create_app  # noqa: E402

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_or_skip
 from visionrt.runtime.errors import PluginError
 from visionrt.runtime.plugins import nvrtc, registry, tensorrt_registration
 from visionrt.runtime.plugins.max_unpool.reference import pooled_size, unpooled_size
@@ -138,7 +139,7 @@ def describe(trtp, name, *inputs, **attributes):
 def aot(trtp, name, *inputs, **attributes):
     """What the plugin's aot_impl returns, called as TensorRT does: attributes positionally in
     the ONNX node's (alphabetical) order."""
-    pytest.importorskip("cuda.bindings.nvrtc", reason="aot_impl compiles with NVRTC: pip install 'visionrt[cuda]'")
+    require_or_skip("cuda.bindings.nvrtc", reason="aot_impl compiles with NVRTC: pip install 'visionrt[cuda]'")
     values = registry.get(name).resolve(attributes)
     outputs = describe(trtp, name, *inputs, **attributes)
     return trtp.plugins[name]["aot_impl"](*inputs, *(values[k] for k in sorted(values)), outputs, 0)
@@ -379,7 +380,7 @@ def test_a_build_without_callback_failures_keeps_its_own_error(trtp):
 
 
 def test_preflight_compiles_every_op_for_the_build_gpu(monkeypatch):
-    pytest.importorskip("cuda.bindings.nvrtc", reason="the pre-flight compiles with NVRTC: pip install 'visionrt[cuda]'")
+    require_or_skip("cuda.bindings.nvrtc", reason="the pre-flight compiles with NVRTC: pip install 'visionrt[cuda]'")
     compiled = []
     real = nvrtc.compile_file
 
@@ -470,7 +471,7 @@ def test_models_without_plugin_ops_pass_the_guard():
 def test_doctor_status_here():
     from visionrt.runtime.plugins import status
 
-    pytest.importorskip("cuda.bindings.nvrtc", reason="compiling the kernels needs NVRTC: pip install 'visionrt[cuda]'")
+    require_or_skip("cuda.bindings.nvrtc", reason="compiling the kernels needs NVRTC: pip install 'visionrt[cuda]'")
 
     report = status.plugin_status(arch=86)
     assert report["arch"] == "sm_86"
@@ -499,7 +500,7 @@ def test_doctor_status_without_nvrtc(monkeypatch):
 def test_every_nvrtc_an_extra_admits_writes_ptx_its_minimum_driver_loads(extra):
     """pyproject.toml's NVRTC range per extra against :data:`nvrtc.PLUGIN_DRIVER_MINIMUM` (the driver
     README "GPU requirements" names) by the rule the build applies (``driver_loads_ptx_from``)."""
-    tomllib = pytest.importorskip("tomllib")
+    tomllib = require_or_skip("tomllib")
     from packaging.requirements import Requirement
     from packaging.version import Version
 

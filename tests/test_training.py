@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from visionrt.runtime.manifest import ModelDir
@@ -45,6 +46,8 @@ def test_early_stop(tiny_data, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="visionrt.train.loop"):
         fit(TrainConfig(epochs=6, model_kwargs=SMALL, patience=1, lr=0.0), tiny_data, tmp_path / "r")
     assert any(line.startswith("early stop") for line in caplog.messages)
+    epochs = [e["epoch"] for e in history(tmp_path / "r")["epochs"]]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) < 6, epochs  # it did stop before epoch 6
 
 
 @pytest.mark.slow
@@ -66,6 +69,19 @@ def test_ddp_two_gloo_processes_shard_the_data(tiny_data, tmp_path):
     top1 = {name: ModelDir.open(d).manifest.metrics["pytorch"]["test"]["top1"] for name, d in
             (("single", single), ("ddp", ddp))}
     assert abs(top1["single"] - top1["ddp"]) <= 0.1, top1
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_ddp_shards_are_disjoint_and_cover_the_epoch(world):
+    """What each of ``world`` processes trains on in an epoch: disjoint shards of equal size that
+    together hold every sample but the tail that does not divide evenly."""
+    from visionrt.train.distributed import Dist
+
+    order = torch.randperm(103, generator=torch.Generator().manual_seed(0))
+    shards = [set(Dist(rank, world).shard(order).tolist()) for rank in range(world)]
+    assert len({len(s) for s in shards}) == 1
+    assert sum(len(s) for s in shards) == len(set().union(*shards)) == 103 - 103 % world
+    assert set().union(*shards) == set(order[: 103 - 103 % world].tolist())
 
 
 def test_schedules_follow_the_same_warm_up():

@@ -3,6 +3,7 @@ checked in-process and, marked slow, in a real ``tritonserver`` (the one ``nvidi
 installed into its own venv ``.venv-triton`` because it pins numpy<2)."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_or_skip, skip_for_missing_extra
 from visionrt.export.triton import TritonOptions, export_repository
 from visionrt.runtime.errors import InputError
 from visionrt.runtime.images import load_image
@@ -30,7 +32,7 @@ TRITON_VENV = Path(os.environ.get("VISIONRT_TRITON_VENV", ROOT / ".venv-triton")
 TRITON_REQUIREMENTS = ("nvidia-pytriton==0.7.0", "onnxruntime>=1.17", "pillow>=10")
 
 
-pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc] (Triton's config schema)")
+pb2 = require_or_skip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient[grpc] (Triton's config schema)")
 
 
 def parse_config(path: Path):
@@ -210,7 +212,8 @@ def triton_venv() -> Path:
         for step in steps:
             done = subprocess.run(step, capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
-                pytest.skip(f"cannot set up {TRITON_VENV} ({' '.join(step[2:5])}): {done.stderr.strip()[-300:]}")
+                skip_for_missing_extra(f"cannot set up {TRITON_VENV} ({' '.join(step[2:5])}): "
+                                       f"{done.stderr.strip()[-300:]}")
         marker.write_text(wanted)
     return TRITON_VENV
 
@@ -221,22 +224,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def tritonserver(triton_venv, tiny_model_dir, tmp_path):
-    """The bundled tritonserver on 127.0.0.1 serving the exported python models (``NAME_onnx`` too,
-    as a python model: this Triton has no onnxruntime backend); yields its HTTP ``host:port``."""
+#: A python model Triton is known to load (it echoes its input): whether the binary can start here
+#: at all is checked with it, so a model of ours that fails to load is a failure, not a skip.
+PROBE_MODEL = {"config.pbtxt": """name: "probe"
+backend: "python"
+max_batch_size: 0
+input [{ name: "X", data_type: TYPE_FP32, dims: [1] }]
+output [{ name: "Y", data_type: TYPE_FP32, dims: [1] }]
+""", "1/model.py": """import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("Y", pb_utils.get_input_tensor_by_name(r, "X").as_numpy())])
+                for r in requests]
+"""}
+
+
+class TritonExited(Exception):
+    """tritonserver exited before it was ready (with ``--load-model``: a model failed to load)."""
+
+
+@contextlib.contextmanager
+def running_tritonserver(triton_venv: Path, repo: Path, models: list[str], workdir: Path):
+    """The bundled tritonserver on 127.0.0.1 serving ``models`` of ``repo``: yields ``(client, log)``;
+    :class:`TritonExited` with the log when it exits before it is ready."""
     python = triton_venv / "bin" / "python"
     found = subprocess.run([str(python), "-c", "import pathlib, pytriton, sys; "
                             "print(pathlib.Path(pytriton.__file__).parent); print(sys.base_prefix)"],
                            capture_output=True, text=True, check=True).stdout.split()
     package, base_prefix = Path(found[0]), Path(found[1])
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    backends = shutil.copytree(package / "tritonserver" / "backends", tmp_path / "backends")
-    shutil.copy(package / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub",
-                backends / "python")
-    repo = tmp_path / "repo"
-    models = export_repository({"tiny": tiny_model_dir}, repo, TritonOptions(max_batch_size=8, threads=1,
-                                                                              onnx_backend="python"))
+    backends = workdir / "backends"
+    if not backends.exists():
+        shutil.copytree(package / "tritonserver" / "backends", backends)
+        shutil.copy(package / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub",
+                    backends / "python")
     port = _free_port()
     env = {**os.environ, "PATH": f"{triton_venv / 'bin'}:{os.environ['PATH']}",  # the stub's python
            "LD_LIBRARY_PATH": f"{base_prefix / 'lib'}:{package.parent / 'nvidia_pytriton.libs'}"}
@@ -244,7 +267,7 @@ def tritonserver(triton_venv, tiny_model_dir, tmp_path):
                "--backend-directory", str(backends), "--model-control-mode", "explicit",
                *[f"--load-model={m}" for m in models], "--http-address", "127.0.0.1", "--http-port", str(port),
                "--allow-grpc", "false", "--allow-metrics", "false", "--log-verbose", "0"]
-    log = tmp_path / "tritonserver.log"
+    log = workdir / f"tritonserver-{repo.name}.log"
     with open(log, "w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -254,7 +277,8 @@ def tritonserver(triton_venv, tiny_model_dir, tmp_path):
         deadline = time.monotonic() + 120
         while True:
             if server.poll() is not None:
-                pytest.skip(f"tritonserver cannot start here (exit {server.returncode}): {log.read_text()[-800:]}")
+                raise TritonExited(f"tritonserver exited {server.returncode} before it was ready:\n"
+                                   f"{log.read_text()[-3000:]}")
             try:
                 if client.is_server_ready():
                     break
@@ -268,6 +292,54 @@ def tritonserver(triton_venv, tiny_model_dir, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def triton_starts(triton_venv, tmp_path_factory) -> Path:
+    """Skips when the bundled tritonserver cannot start here at all, judged with :data:`PROBE_MODEL`;
+    returns the folder its backends were copied to."""
+    workdir = tmp_path_factory.mktemp("triton")
+    repo = workdir / "probe-repo"
+    for name, text in PROBE_MODEL.items():
+        (repo / "probe" / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "probe" / name).write_text(text)
+    try:
+        with running_tritonserver(triton_venv, repo, ["probe"], workdir):
+            pass
+    except TritonExited as err:
+        pytest.skip(f"tritonserver cannot start here, not even with a trivial python model: {err}")
+    return workdir
+
+
+@pytest.fixture()
+def tritonserver(triton_venv, triton_starts, tiny_model_dir, tmp_path):
+    """The bundled tritonserver serving the exported python models (``NAME_onnx`` too, as a python
+    model: this Triton has no onnxruntime backend); yields ``(client, log)``. A model that fails to
+    load (a broken ``config.pbtxt`` or ``model.py`` from ``export-triton``) fails the test with
+    Triton's log: the server itself was seen to start (:func:`triton_starts`)."""
+    repo = tmp_path / "repo"
+    models = export_repository({"tiny": tiny_model_dir}, repo, TritonOptions(max_batch_size=8, threads=1,
+                                                                              onnx_backend="python"))
+    try:
+        with running_tritonserver(triton_venv, repo, list(models), triton_starts) as started:
+            yield started
+    except TritonExited as err:
+        pytest.fail(f"the exported models failed to load (the server starts with a trivial model): {err}",
+                    pytrace=False)
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_to_load_is_a_failure_not_a_skip(triton_venv, triton_starts, tmp_path):
+    """The check the fixture above relies on: a broken model.py makes tritonserver exit, and that is
+    told apart from a server that cannot start."""
+    repo = tmp_path / "repo"
+    for name, text in PROBE_MODEL.items():
+        (repo / "probe" / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "probe" / name).write_text(text)
+    (repo / "probe" / "1" / "model.py").write_text("this is not python\n")
+    with pytest.raises(TritonExited, match="probe"):
+        with running_tritonserver(triton_venv, repo, ["probe"], triton_starts):
+            pass
 
 
 def assert_same_results(got, expected, where: str = "result") -> None:

@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-pytest.importorskip("fastapi")
-httpx = pytest.importorskip("httpx")
+from conftest import require_or_skip  # noqa: E402
+
+require_or_skip("fastapi")
+httpx = require_or_skip("httpx")
 from test_server import metric  # noqa: E402
 
 from visionrt.runtime.server import workers  # noqa: E402

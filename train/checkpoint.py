@@ -15,6 +15,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from ..runtime import atomic
+from ..runtime.errors import ArtifactError
 
 MODEL_FILE = "model.safetensors"
 RESUME_FILE = "resume.safetensors"
@@ -32,8 +33,24 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    unwrap(model).load_state_dict(load_file(str(path)))
+    """``model`` with the weights of ``path``; :class:`ArtifactError` when the file is not a
+    safetensors file or holds another model's weights (other names or shapes)."""
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors' SafetensorError (a bad header), OSError
+        raise ArtifactError(f"{path} is not a safetensors weights file: {_first_line(err)}",
+                            fix="re-run visionrt train, or put the weights file back") from err
+    try:
+        unwrap(model).load_state_dict(state)
+    except RuntimeError as err:  # missing or unexpected keys, size mismatches
+        raise ArtifactError(f"{path} holds the weights of another model: {_first_line(err)}",
+                            fix="the manifest's model (arch, kwargs) must be the one these weights were trained as") \
+            from err
     return model
+
+
+def _first_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:300]
 
 
 def save_resume(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,

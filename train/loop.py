@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import platform
@@ -19,13 +20,14 @@ from typing import Callable
 
 import torch
 
-from ..runtime.errors import InputError
+from ..runtime.errors import ArtifactError, InputError
 from ..runtime.images import MIN_SIDE as MIN_IMAGE_SIZE
 from ..runtime.manifest import MANIFEST_NAME, Manifest, ModelDir
 from ..runtime.progress import progress
 from . import checkpoint
 from .config import SCHEDULES, TrainConfig
 from .data.lazy import read_ahead
+from .models.pixel_input import as_manifest_input
 from .distributed import Dist
 from .schedule import AUTO_FIELDS, describe, may_stop_early, size_to_data
 from .tasks import load_task
@@ -144,7 +146,6 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
     torch.manual_seed(config.seed)
     task = load_task(config.task, data_dir, config)
     config = size_to_data(config, len(task), ddp.world)
-    log.info("schedule: %s", describe(config, len(task), ddp.world))
     model = task.build_model(config)
     if ddp.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -161,6 +162,7 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
     if config.resume and (ckpt_dir / checkpoint.RESUME_FILE).is_file():
         state = checkpoint.load_resume(ckpt_dir, model, optimizer, scheduler)
         log.info("resumed after epoch %d (best val %s %.4f)", state["epoch"], task.metric, state["best"])
+    log.info("schedule: %s", describe(config, len(task), ddp.world))
 
     shard_digests = []
     start = time.perf_counter() - state["seconds"]
@@ -198,7 +200,8 @@ def fit(config: TrainConfig, data_dir: str | Path, out_dir: str | Path, overwrit
             checkpoint.save_resume(ckpt_dir, model, optimizer, scheduler, state)
         log.info("epoch %d/%d  loss %.4f  val %s %.4f%s  %.0fs", epoch, config.epochs, total / steps_per_epoch,
                  task.metric, val, " *" if improved else "", elapsed)
-        if epoch - state["best_epoch"] >= config.patience and may_stop_early(config, epoch * steps_per_epoch):
+        if (epoch < config.epochs and epoch - state["best_epoch"] >= config.patience
+                and may_stop_early(config, epoch * steps_per_epoch)):
             log.info("early stop: no better val %s for %d epochs", task.metric, config.patience)
             break
         if config.max_minutes is not None and elapsed > 60 * config.max_minutes:
@@ -249,7 +252,13 @@ def load_trained(model_dir: ModelDir) -> torch.nn.Module:
     """The trained module of a model directory, weights checked against the manifest, in eval mode.
 
     Built with the manifest's ``postprocess``: tasks whose graph holds post-processing (NMS) take
-    its thresholds from there, the one place they live."""
+    its thresholds from there, the one place they live; taking the manifest's ``input`` (uint8
+    pixels where export was asked for them: :mod:`.models.pixel_input`)."""
     m = model_dir.manifest
-    model = build_model(m.task, m.model, m.classes, m.postprocess)
-    return checkpoint.load_weights(model, model_dir.path("weights")).eval()
+    try:
+        model = build_model(m.task, m.model, m.classes, m.postprocess)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:  # arch or kwargs the builder refuses
+        raise ArtifactError(f"{model_dir.root}: manifest 'model' ({json.dumps(m.model)[:200]}) cannot be built: "
+                            f"{type(err).__name__}: {' '.join(str(err).split())[:200]}",
+                            fix="the manifest's model must be the one train wrote: re-run visionrt train") from err
+    return as_manifest_input(checkpoint.load_weights(model, model_dir.path("weights")), m.input).eval()

@@ -4,7 +4,8 @@ The tasks' default batch sizes and epochs are tuned on the built-in data (thousa
 tens of optimizer steps per epoch). On a user's first few dozen photos the same defaults give one
 or two steps per epoch and a run that early-stops after a handful of steps. :func:`size_to_data`
 changes only the fields listed in ``TrainConfig.auto`` (``visionrt train`` lists those the user
-did not set; flags and ``--config`` always win):
+did not set, so flags and ``--config`` always win; the Python API's default, an empty list, uses
+the configuration as given):
 
 * ``batch_size``: ``min(task default, max(MIN_BATCH, n_train // BATCHES_PER_EPOCH), n_train)``,
   so an epoch is at least about :data:`BATCHES_PER_EPOCH` steps;

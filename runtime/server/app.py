@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib.metadata
 import logging
 import os
 import time
@@ -22,30 +21,30 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, AsyncIterator, Awaitable
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from ..errors import InputError, VisionRTError
-from . import auth, protocol, task_endpoint
-from .batcher import Batcher, DeadlineExceeded, QueueFull, ShuttingDown
-from .limits import BodyLimit, BodyTooLarge
+from ..errors import InputError
+from . import auth, multipart, protocol, task_endpoint
+from .failures import FAILURES, error_message, failure
+from .batcher import Batcher
+from .limits import BodyLimit
 from .metrics import ModelMetrics, ServerMetrics
 from .repository import ModelRepository, ServedModel, UnknownModel
 
 log = logging.getLogger(__name__)
 
-try:
-    VERSION = importlib.metadata.version("visionrt")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    VERSION = "unknown"
 #: Seconds a client is told to wait before retrying after a 503.
 RETRY_AFTER_S = 1
 #: How often a waiting request checks whether its client has gone, in seconds.
 DISCONNECT_POLL_S = 0.2
+#: Request bodies up to this many bytes are parsed/decoded (and answered) on the event loop: for
+#: them the hop to the thread pool and back costs more CPU than the work (benchmarks/README.md,
+#: "Where a request's CPU goes"); larger ones go to the pool, where decoding runs beside the loop.
+INLINE_BYTES = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,35 +66,8 @@ class ServerSettings:
     grpc_address: str | None = None
 
 
-# exception -> (HTTP status, failure reason for the metrics); the first matching class wins
-_FAILURES: tuple[tuple[type[BaseException], int, str], ...] = (
-    (BodyTooLarge, 413, "too_large"),
-    (UnknownModel, 404, "bad_input"),
-    (InputError, 400, "bad_input"),
-    (QueueFull, 503, "queue_full"),
-    (ShuttingDown, 503, "queue_full"),
-    (DeadlineExceeded, 504, "timeout"),
-    (ClientDisconnect, 499, "disconnected"),
-)
-
-
-def _failure(err: BaseException) -> tuple[int, str]:
-    for kind, status, reason in _FAILURES:
-        if isinstance(err, kind):
-            return status, reason
-    return 500, "internal"
-
-
-def error_message(err: BaseException) -> str:
-    """The one-line message of a failed request (logged when it is an internal error)."""
-    message = str(err) if isinstance(err, VisionRTError) else f"internal error: {type(err).__name__}: {err}"
-    if _failure(err)[0] == 500:
-        log.error("request failed: %s", message, exc_info=not isinstance(err, VisionRTError))
-    return message
-
-
 def error_response(err: BaseException) -> JSONResponse:
-    status, _ = _failure(err)
+    status, _ = failure(err)
     message = error_message(err)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -147,6 +119,11 @@ class Server:
     def in_pool(self, func, *args) -> Awaitable:
         return asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
+    async def sized(self, size: int, func, *args) -> Any:
+        """``func(*args)`` on the event loop for a request body of ``size`` ≤ :data:`INLINE_BYTES`
+        bytes, else in the pre/post-processing pool."""
+        return func(*args) if size <= INLINE_BYTES else await self.in_pool(func, *args)
+
     def deadline(self) -> float:
         """The ``time.perf_counter()`` instant by which a request starting now must be answered."""
         return time.perf_counter() + self.settings.timeout_s
@@ -159,7 +136,7 @@ class Server:
         try:
             yield
         except BaseException as err:
-            metrics.failed("disconnected" if isinstance(err, asyncio.CancelledError) else _failure(err)[1])
+            metrics.failed("disconnected" if isinstance(err, asyncio.CancelledError) else failure(err)[1])
             raise
         metrics.succeeded(time.perf_counter() - started)
 
@@ -190,27 +167,11 @@ async def _all_or_none(works: list[Awaitable]) -> list[Any]:
             task.cancel()
 
 
-def check_infer_inputs(model: ServedModel, request: protocol.InferRequest) -> np.ndarray:
-    """The model input rows from a v2 request (:class:`InputError` naming any mismatch)."""
-    spec = model.input
-    if set(request.inputs) != {spec.name}:
-        raise InputError(f"model '{model.name}' takes one input '{spec.name}', got {sorted(request.inputs)}")
-    array, kind, want_kind = request.inputs[spec.name], request.datatypes[spec.name], protocol.datatype(spec.dtype)
-    if kind != want_kind:
-        raise InputError(f"input '{spec.name}' must be {want_kind}, got {kind}")
-    want = protocol.shape_with_batch(spec)
-    if array.ndim != len(want) or any(w >= 0 and g != w for g, w in zip(array.shape[1:], want[1:])):
-        raise InputError(f"input '{spec.name}' has shape {list(array.shape)}, expected {want} (-1: any)")
-    if not 1 <= array.shape[0] <= model.max_batch_size:
-        raise InputError(f"a batch of {array.shape[0]} is outside [1, {model.max_batch_size}], this model's batch sizes")
-    return np.ascontiguousarray(array)
-
-
 async def _images(request: Request) -> list[bytes]:
     """The encoded images of a predict request: the raw body, or every file of a multipart form."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        images = [await value.read() for _, value in form.multi_items() if hasattr(value, "read")]
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        images = multipart.form_files(await request.body(), content_type)
         if not images:
             raise InputError("the multipart form holds no file", fix="send images as file fields")
         return images
@@ -229,14 +190,14 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
         yield
         await server.stop()
 
-    app = FastAPI(title="visionrt", version=VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="visionrt", version=protocol.VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
 
     @app.exception_handler(Exception)
     async def _any_error(request: Request, err: Exception) -> JSONResponse:
         return error_response(err)
 
-    for kind, _, _ in _FAILURES:
+    for kind, _, _ in FAILURES:
         app.add_exception_handler(kind, _any_error)
 
     @app.exception_handler(HTTPException)
@@ -265,7 +226,7 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
 
     @app.get("/v2")
     async def server_metadata() -> dict:
-        return {"name": "visionrt", "version": VERSION, "extensions": protocol.EXTENSIONS}
+        return {"name": "visionrt", "version": protocol.VERSION, "extensions": protocol.EXTENSIONS}
 
     @model_routes("", ["GET"])
     async def model_metadata(m: str, v: str | None = None) -> dict:
@@ -285,18 +246,22 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
         return server.metrics.stats(get_model(m, v).name)
 
     # inference --------------------------------------------------------------------------
-    @model_routes("/infer", ["POST"])
-    async def infer(m: str, request: Request, v: str | None = None) -> Response:
-        model = get_model(m, v)
+    async def infer(request: Request) -> Response:
+        """A plain Starlette route, like ``predict``: the v2 hot path."""
+        model = get_model(request.path_params["m"], request.path_params.get("v"))
         async with server.accounting(model):
             deadline = server.deadline()
             body = await request.body()
-            parsed = await server.in_pool(protocol.parse_infer_request, body,
-                                          request.headers.get(protocol.HEADER_LENGTH))
-            rows = check_infer_inputs(model, parsed)
+            parsed = await server.sized(len(body), protocol.parse_infer_request, body,
+                                        request.headers.get(protocol.HEADER_LENGTH))
+            rows = protocol.check_infer_inputs(model, parsed)
             outputs, _ = await _unless_disconnected(request, server.batchers[model.name].submit(rows, deadline))
-            content, headers = await server.in_pool(protocol.encode_infer_response, model.name, parsed, outputs)
+            content, headers = await server.sized(len(body), protocol.encode_infer_response, model.name, parsed,
+                                                  outputs)
         return Response(content, headers=headers)
+
+    app.add_route("/v2/models/{m}/infer", infer, methods=["POST"])
+    app.add_route("/v2/models/{m}/versions/{v}/infer", infer, methods=["POST"])
 
     @app.get("/v1/models")
     async def list_models() -> dict:
@@ -312,8 +277,9 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
             deadline = started + settings.timeout_s
             options, view = task_endpoint.parse_query(request.query_params, model)
             blobs = await _images(request)
+            size = sum(map(len, blobs))
             begun = time.perf_counter()
-            images, chunks = await server.in_pool(task_endpoint.decode, blobs, model)
+            images, chunks = await server.sized(size, task_endpoint.decode, blobs, model)
             prepared = time.perf_counter()
             batcher = server.batchers[model.name]
             answers = await _unless_disconnected(request, _all_or_none([batcher.submit(rows, deadline)
@@ -322,8 +288,9 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
             timing_ms = {"preprocess": (prepared - begun) * 1e3, "queue": max(t.queue for t in timings) * 1e3,
                          "compute": max(t.compute for t in timings) * 1e3,
                          "batch_sizes": [t.batch_size for (_, t), rows in zip(answers, chunks) for _ in rows]}
-            body, media_type = await server.in_pool(task_endpoint.answer, model, [outputs for outputs, _ in answers],
-                                                    images, options, view, timing_ms, started)
+            body, media_type = await server.sized(size if not (view.draw or view.output) else INLINE_BYTES + 1,
+                                                  task_endpoint.answer, model, [outputs for outputs, _ in answers],
+                                                  images, options, view, timing_ms, started)
         return Response(body, media_type=media_type)
 
     app.add_route("/v1/models/{m}/predict", predict, methods=["POST"])

@@ -111,7 +111,7 @@ def serve(args: argparse.Namespace) -> None:
     if args.workers > 1:
         from .workers import serve_workers
 
-        serve_workers(args)
+        serve_workers(args, run_server)
     else:
         run_server(args)
 

@@ -8,6 +8,8 @@ RPCs: ``ServerLive``, ``ServerReady``, ``ModelReady``, ``ServerMetadata``, ``Mod
 the typed ``contents`` fields. Errors carry the HTTP answer's one-line message with the matching
 status: 400 ``INVALID_ARGUMENT``, 404 ``NOT_FOUND``, 503 ``UNAVAILABLE``, 504 ``DEADLINE_EXCEEDED``,
 500 ``INTERNAL``; a message over ``--max-body-mb`` is refused by gRPC (``RESOURCE_EXHAUSTED``).
+The API keys and TLS certificate of HTTP apply here too (:mod:`.auth`: metadata ``authorization:
+Bearer <key>``, else ``UNAUTHENTICATED``).
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from ..errors import InputError, VisionRTError
 from . import auth, protocol
+from .failures import error_message, failure
 
 if TYPE_CHECKING:
     from .app import Server
 
-#: HTTP status of :func:`.app._failure` -> gRPC status.
+#: HTTP status of :func:`.failures.failure` -> gRPC status.
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
           499: grpc.StatusCode.CANCELLED, 503: grpc.StatusCode.UNAVAILABLE, 504: grpc.StatusCode.DEADLINE_EXCEEDED,
           500: grpc.StatusCode.INTERNAL}
@@ -77,12 +80,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _answer(self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[Any]]) -> Any:
         """``await work()``; a failure aborts the call with its status and one-line message."""
-        from .app import _failure, error_message
-
         try:
             return await work()
         except VisionRTError as err:
-            await context.abort(_CODES[_failure(err)[0]], error_message(err))
+            await context.abort(_CODES[failure(err)[0]], error_message(err))
         except Exception as err:  # noqa: BLE001 - answered INTERNAL, logged like HTTP's 500
             await context.abort(grpc.StatusCode.INTERNAL, error_message(err))
 
@@ -99,9 +100,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer(context, work)
 
     async def ServerMetadata(self, request, context):
-        from .app import VERSION
-
-        return service_pb2.ServerMetadataResponse(name="visionrt", version=VERSION, extensions=protocol.EXTENSIONS)
+        return service_pb2.ServerMetadataResponse(name="visionrt", version=protocol.VERSION, extensions=protocol.EXTENSIONS)
 
     async def ModelMetadata(self, request, context):
         async def work():
@@ -118,8 +117,6 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer(context, work)
 
     async def ModelInfer(self, request, context):
-        from .app import check_infer_inputs
-
         async def work():
             model = self.server.model(request.model_name, request.model_version)
             async with self.server.accounting(model):
@@ -127,7 +124,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 if context.time_remaining() is not None:
                     deadline = min(deadline, time.perf_counter() + context.time_remaining())
                 parsed = parse_infer_request(request)
-                rows = check_infer_inputs(model, parsed)
+                rows = protocol.check_infer_inputs(model, parsed)
                 outputs, _ = await self.server.batchers[model.name].submit(rows, deadline)
                 return infer_response(model.name, parsed, outputs)
         return await self._answer(context, work)

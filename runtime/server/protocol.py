@@ -10,6 +10,7 @@ elements are each a 4-byte little-endian length and the bytes.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import struct
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,11 @@ def tensor_metadata(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": datatype(spec.dtype), "shape": shape_with_batch(spec)}
 
 
+try:
+    #: The server's version (``GET /v2``, gRPC ``ServerMetadata``).
+    VERSION = importlib.metadata.version("visionrt")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    VERSION = "unknown"
 #: The protocol extensions this server speaks (``GET /v2``, gRPC ``ServerMetadata``).
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
 
@@ -232,3 +238,19 @@ def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, 
     if not chunks:
         return body, {"content-type": "application/json"}
     return body + b"".join(chunks), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(body))}
+
+
+def check_infer_inputs(model: "ServedModel", request: InferRequest) -> np.ndarray:
+    """The model input rows from a v2 request (:class:`InputError` naming any mismatch)."""
+    spec = model.input
+    if set(request.inputs) != {spec.name}:
+        raise InputError(f"model '{model.name}' takes one input '{spec.name}', got {sorted(request.inputs)}")
+    array, kind, want_kind = request.inputs[spec.name], request.datatypes[spec.name], datatype(spec.dtype)
+    if kind != want_kind:
+        raise InputError(f"input '{spec.name}' must be {want_kind}, got {kind}")
+    want = shape_with_batch(spec)
+    if array.ndim != len(want) or any(w >= 0 and g != w for g, w in zip(array.shape[1:], want[1:])):
+        raise InputError(f"input '{spec.name}' has shape {list(array.shape)}, expected {want} (-1: any)")
+    if not 1 <= array.shape[0] <= model.max_batch_size:
+        raise InputError(f"a batch of {array.shape[0]} is outside [1, {model.max_batch_size}], this model's batch sizes")
+    return np.ascontiguousarray(array)

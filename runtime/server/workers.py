@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from typing import Callable
 
 from ..errors import VisionRTError
 
@@ -47,11 +48,10 @@ def shared_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(args: argparse.Namespace) -> None:
-    """A worker process's body (spawned: ``PROMETHEUS_MULTIPROC_DIR`` is set before it imports anything)."""
+def _worker(run_server: Callable[..., None], args: argparse.Namespace) -> None:
+    """A worker process's body, ``run_server(args, worker=True)`` (spawned: ``PROMETHEUS_MULTIPROC_DIR``
+    is set before it imports anything)."""
     from prometheus_client import multiprocess
-
-    from .cli import run_server
 
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [worker {os.getpid()}] %(name)s: %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the parent, which passes SIGTERM on
@@ -61,8 +61,9 @@ def _worker(args: argparse.Namespace) -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
-def serve_workers(args: argparse.Namespace) -> None:
-    """Run ``args.workers`` workers until SIGTERM/SIGINT (see the module docstring)."""
+def serve_workers(args: argparse.Namespace, run_server: Callable[..., None]) -> None:
+    """Run ``args.workers`` workers of ``run_server`` (:func:`.cli.run_server`) until SIGTERM/SIGINT
+    (see the module docstring)."""
     from .repository import ModelRepository
 
     if args.threads == 0:
@@ -76,7 +77,8 @@ def serve_workers(args: argparse.Namespace) -> None:
     previous = {sig: signal.signal(sig, lambda signum, frame: stopping.append(signum))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(args,), name=f"visionrt-worker-{i}") for i in range(args.workers)]
+    workers = [context.Process(target=_worker, args=(run_server, args), name=f"visionrt-worker-{i}")
+               for i in range(args.workers)]
     try:
         for worker in workers:
             worker.start()

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from .. import folders
 from ..errors import InputError
-from ..manifest import Manifest
 from ..render import side_by_side
+
+if TYPE_CHECKING:  # the manifest's schema reads the specs (prediction options, task names)
+    from ..manifest import Manifest
 
 #: Parity tolerance of the task metrics: one absolute tolerance for every metric, or per metric
 #: ``{name: (atol, rtol)}`` (metrics not named: exactly equal).

@@ -43,18 +43,32 @@ from ..render import PALETTE, caption, draw_boxes, overlay
 from .base import Architecture, Contract, Option, Options, RuntimeTask, Tensor, Variant
 from .scores import box_iou
 
-#: The outputs of a model with NMS in the graph (``masks`` only for instance segmentation).
-DETECTION_OUTPUTS = ("num_detections", "boxes", "scores", "classes")
-#: The outputs of a model whose NMS runs in the runtime.
-CANDIDATE_OUTPUTS = ("candidate_boxes", "candidate_scores")
+#: The fixed-size detections of a model with NMS in the graph (instance segmentation adds ``masks``).
+DETECTIONS = (
+    Tensor("num_detections", ("N", 1), "int", "detections per image; rows after it are padding"),
+    Tensor("boxes", ("N", "K", 4), "float", "x1, y1, x2, y2 in input pixels (edges), best first"),
+    Tensor("scores", ("N", "K"), "float", "detection scores, descending"),
+    Tensor("classes", ("N", "K"), "int", "class index into `classes`"),
+)
+#: Every candidate of a model whose NMS runs in the runtime.
+CANDIDATES = (
+    Tensor("candidate_boxes", ("N", "A", 4), "float", "every candidate box, x1, y1, x2, y2 in input pixels"),
+    Tensor("candidate_scores", ("N", "A", "C"), "float", "each candidate's score per class"),
+)
+#: Their names (the outputs a model with NMS in the graph returns; the runtime reads them by name).
+DETECTION_OUTPUTS = tuple(t.name for t in DETECTIONS)
+CANDIDATE_OUTPUTS = tuple(t.name for t in CANDIDATES)
+
+
+def _output_specs(tensors: tuple[Tensor, ...], **sizes: int) -> list[OutputSpec]:
+    """Manifest output specs of contract tensors, the symbols of ``sizes`` made numbers."""
+    return [OutputSpec(t.name, ["batch", *(sizes.get(d, d) for d in t.shape[1:])], t.meaning,
+                       "int32" if t.kind == "int" else "float32") for t in tensors]
 
 
 def detection_outputs(mask_size: int | None = None) -> list[OutputSpec]:
     """Output specs of the fixed-size detections (with ``masks`` when ``mask_size`` is given)."""
-    specs = [OutputSpec("num_detections", ["batch", 1], "detections per image; rows after it are padding", "int32"),
-             OutputSpec("boxes", ["batch", "K", 4], "x1, y1, x2, y2 in input pixels (edges), best first"),
-             OutputSpec("scores", ["batch", "K"], "detection scores, descending"),
-             OutputSpec("classes", ["batch", "K"], "class index into `classes`", "int32")]
+    specs = _output_specs(DETECTIONS)
     if mask_size:
         specs.append(OutputSpec("masks", ["batch", "K", mask_size, mask_size],
                                 "per detection, the probability of its class per cell of its box "
@@ -64,8 +78,7 @@ def detection_outputs(mask_size: int | None = None) -> list[OutputSpec]:
 
 def candidate_outputs(num_classes: int) -> list[OutputSpec]:
     """Output specs of a model whose NMS runs in the runtime."""
-    return [OutputSpec("candidate_boxes", ["batch", "A", 4], "every candidate box, x1, y1, x2, y2 in input pixels"),
-            OutputSpec("candidate_scores", ["batch", "A", num_classes], "each candidate's score per class")]
+    return _output_specs(CANDIDATES, C=num_classes)
 
 
 # options and thresholds -------------------------------------------------------------------
@@ -223,13 +236,13 @@ def postprocess(outputs: dict[str, np.ndarray], manifest: Manifest, image_sizes:
     count, boxes, scores, classes, masks = detections(outputs, manifest, t)
     results = []
     for i, (height, width) in enumerate(image_sizes):
-        geometry = fit(height, width, manifest.input)
+        n = int(count[i])  # every kept box mapped at once: [n, 4] original pixels
+        kept = np.clip(fit(height, width, manifest.input).to_original(boxes[i, :n]), 0, [width, height, width, height])
         found = []
-        for k in range(int(count[i])):
-            box = np.clip(geometry.to_original(boxes[i, k]), 0, [width, height, width, height])
-            mask = None if masks is None else paste_mask(masks[i, k], box, height, width, mask_threshold)
-            c = int(classes[i, k])
-            found.append(Detection(manifest.classes[c], c, float(scores[i, k]), tuple(map(float, box)), mask))
+        for k, (c, score, box) in enumerate(zip(classes[i, :n].astype(int).tolist(), scores[i, :n].tolist(),
+                                                 kept.tolist())):
+            mask = None if masks is None else paste_mask(masks[i, k], kept[k], height, width, mask_threshold)
+            found.append(Detection(manifest.classes[c], c, score, tuple(box), mask))
         results.append(Detections(found))
     return results
 
@@ -369,13 +382,6 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
 
 
 # the spec ---------------------------------------------------------------------------------------
-#: The fixed-size detections of a model with NMS in the graph.
-DETECTIONS = (
-    Tensor("num_detections", ("N", 1), "int", "detections per image; rows after it are padding"),
-    Tensor("boxes", ("N", "K", 4), "float", "x1, y1, x2, y2 in input pixels (edges), best first"),
-    Tensor("scores", ("N", "K"), "float", "detection scores, descending"),
-    Tensor("classes", ("N", "K"), "int", "class index into `classes`"),
-)
 #: Manifest parameters of NMS.
 NMS_PARAMETERS = {"nms_score_threshold": "the floor of the scores the model returns (evaluation uses all above it)",
                   "iou_threshold": "the NMS IoU threshold", "max_detections": "detections kept per image",
@@ -395,13 +401,12 @@ def import_defaults(variant: Variant, classes: list[str], bound: dict[str, int])
 TASK = RuntimeTask(
     name="detect",
     architectures=(Architecture("yolo", ("EfficientNms",), default=True), Architecture("yolo_raw"),
-                   Architecture("fasterrcnn", ("EfficientNms", "RoiPool2d"))),
+                   Architecture("fasterrcnn", ("EfficientNms", "RoiPool2d")),
+                   Architecture("ssd", ("EfficientNms",)), Architecture("ssd_raw")),
     contract=Contract("fixed", "the class names, in class-index order", (
         GRAPH_NMS,
-        Variant("NMS in the runtime", (
-            Tensor("candidate_boxes", ("N", "A", 4), "float", "every candidate box, x1, y1, x2, y2 in input pixels"),
-            Tensor("candidate_scores", ("N", "A", "C"), "float", "each candidate's score per class")),
-            True, {"nms": "\"runtime\"", **NMS_PARAMETERS, "pre_nms_top_k": "candidates NMS considers"})),
+        Variant("NMS in the runtime", CANDIDATES, True,
+                {"nms": "\"runtime\"", **NMS_PARAMETERS, "pre_nms_top_k": "candidates NMS considers"})),
         import_defaults),
     options=OPTIONS, postprocess=postprocess, heldout=heldout, evaluate=evaluate, compare=compare,
     parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"map50": (0.02, 0.0)},

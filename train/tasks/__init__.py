@@ -1,6 +1,7 @@
 """Training-side task definitions: one module per task (the names the runtime's
 :data:`~visionrt.runtime.tasks.TASKS` registers), each a :class:`~.base.TrainTask` subclass
-``Task`` beside the module functions :mod:`.base` documents.
+``Task`` beside the module functions :mod:`.base` documents, and builders of its architectures
+registered in :mod:`.architectures`.
 """
 from __future__ import annotations
 

@@ -4,9 +4,11 @@ In the manner of torchvision's ``register_model``: a task's training module
 (``train/tasks/<task>.py``) decorates one builder per architecture of the runtime catalogue
 (:func:`visionrt.runtime.tasks.architectures`)::
 
-    @register_model("classify", "resnet")
-    def resnet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-        return ResNet(len(classes), **kwargs)
+    @register_model("detect", "fasterrcnn")
+    def fasterrcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+        return FasterRCNN(len(classes), FasterRCNNConfig(**kwargs), nms_settings(postprocess))
+
+    register_model("classify", "resnet")(per_class(ResNet))     # ResNet(num_classes, **kwargs)
 
 ``kwargs`` are the manifest's ``model.kwargs`` (a copy: the builder may pop from it), ``classes``
 its class (or joint) names, ``postprocess`` its post-processing parameters, which models holding
@@ -28,7 +30,8 @@ _BUILDERS: dict[str, dict[str, Builder]] = {}
 
 def register_model(task: str, name: str) -> Callable[[Builder], Builder]:
     """Decorator: ``builder`` builds ``task``'s architecture ``name``, which the runtime catalogue
-    must list (``ValueError`` otherwise, or when ``name`` is registered twice)."""
+    must list (``ValueError`` otherwise, or when ``name`` is registered twice). Without a function
+    of its own: ``register_model(task, name)(per_class(Network))``."""
     def register(builder: Builder) -> Builder:
         if name not in architectures(task):
             raise ValueError(f"{task} model '{name}' is not in the runtime catalogue "
@@ -38,6 +41,11 @@ def register_model(task: str, name: str) -> Callable[[Builder], Builder]:
         _BUILDERS[task][name] = builder
         return builder
     return register
+
+
+def per_class(network: Callable[..., nn.Module]) -> Builder:
+    """The builder of a network made as ``network(number of classes, **kwargs)`` (classifiers, segmenters)."""
+    return lambda kwargs, classes, postprocess: network(len(classes), **kwargs)
 
 
 def model_builders(task: str) -> dict[str, Builder]:

@@ -14,7 +14,7 @@ from ..data import build_dataset
 from ..data.check import Report, check_image_folder
 from ..data.imagefolder import classification_split
 from ..models.classify import DenseNet, InceptionNet, ResNet
-from .architectures import register_model
+from .architectures import per_class, register_model
 from .base import Baseline, TrainTask
 from .inputs import channel_stats, flip_choice, mirror, random_shift, to_input
 
@@ -32,19 +32,9 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="classify", model="resnet", epochs=12 if quick else 30)
 
 
-@register_model("classify", "resnet")
-def resnet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return ResNet(len(classes), **kwargs)
-
-
-@register_model("classify", "inception")
-def inception(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return InceptionNet(len(classes), **kwargs)
-
-
-@register_model("classify", "densenet")
-def densenet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return DenseNet(len(classes), **kwargs)
+register_model("classify", "resnet")(per_class(ResNet))
+register_model("classify", "inception")(per_class(InceptionNet))
+register_model("classify", "densenet")(per_class(DenseNet))
 
 
 class Task(TrainTask):

@@ -15,6 +15,8 @@ Architectures (``--model``):
   its class scores and the runtime runs NMS (the NumPy reference of the same op), so its
   engine builds on TensorRT-RTX (no plugins there).
 * ``fasterrcnn``: Faster R-CNN with RoI max pooling.
+* ``ssd``: SSD-style single shot (default boxes on three feature maps) with NMS in the graph;
+  ``ssd_raw``: the same without, NMS in the runtime (an engine for TensorRT-RTX), as ``yolo_raw``.
 
 The NMS parameters live in the manifest's ``postprocess`` (:func:`default_postprocess`):
 the export builds them into the graph, the runtime reads them, predict can tighten them.
@@ -38,8 +40,9 @@ from ..data.build import is_builtin_digits
 from ..data.coco import training_annotations
 from ..data.lazy import LazyImages
 from ..models.detection import FasterRCNN, FasterRCNNConfig, NmsSettings
+from ..models.detection.ssd import SSD, SSDConfig
 from ..models.yolo import YOLO, YOLOConfig
-from .architectures import register_model
+from .architectures import Builder, register_model
 from .base import Baseline, TrainTask
 from .inputs import channel_stats, flip_choice, mirror, mirror_boxes, to_input
 
@@ -66,7 +69,9 @@ def default_config(quick: bool = True) -> TrainConfig:
 #: Default ``score_threshold`` of predictions per architecture: about the best F1 on held-out
 #: scenes. YOLO's scores are confidence (trained towards the box's IoU) × class probability, so
 #: they run lower than the two-stage detectors' softmax scores.
-SCORE_THRESHOLDS = {"yolo": 0.25, "yolo_raw": 0.25, "fasterrcnn": 0.5, "maskrcnn": 0.5}
+SCORE_THRESHOLDS = {"yolo": 0.25, "yolo_raw": 0.25, "fasterrcnn": 0.5, "maskrcnn": 0.5, "ssd": 0.5, "ssd_raw": 0.5}
+#: The architectures whose NMS runs in the runtime (their outputs are the candidates).
+RUNTIME_NMS = ("yolo_raw", "ssd_raw")
 
 
 def default_postprocess(arch: str, settings: NmsSettings = NmsSettings()) -> dict:
@@ -74,7 +79,7 @@ def default_postprocess(arch: str, settings: NmsSettings = NmsSettings()) -> dic
     parameters (``nms_score_threshold`` is the floor of what the model returns: evaluation uses
     every detection above it), the default ``score_threshold`` of predictions (the resize policy
     is the manifest input's ``resize``)."""
-    return {"nms": "runtime" if arch == "yolo_raw" else "graph", "nms_score_threshold": settings.score_threshold,
+    return {"nms": "runtime" if arch in RUNTIME_NMS else "graph", "nms_score_threshold": settings.score_threshold,
             "iou_threshold": settings.iou_threshold, "max_detections": settings.max_detections,
             "pre_nms_top_k": settings.pre_nms_top_k, "score_threshold": SCORE_THRESHOLDS[arch]}
 
@@ -87,21 +92,31 @@ def nms_settings(postprocess: dict | None) -> NmsSettings:
                        postprocess["max_detections"], postprocess["pre_nms_top_k"])
 
 
-@register_model("detect", "yolo")
-def yolo(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    """YOLO with NMS in the graph."""
-    return YOLO(len(classes), YOLOConfig(**kwargs, nms_in_graph=True), nms_settings(postprocess))
+def yolo(nms_in_graph: bool) -> Builder:
+    """The builder of YOLO with NMS in the graph, or returning its candidates (NMS in the runtime)."""
+    return lambda kwargs, classes, postprocess: YOLO(len(classes), YOLOConfig(**kwargs, nms_in_graph=nms_in_graph),
+                                                     nms_settings(postprocess))
 
 
-@register_model("detect", "yolo_raw")
-def yolo_raw(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    """YOLO returning its candidates: NMS in the runtime."""
-    return YOLO(len(classes), YOLOConfig(**kwargs, nms_in_graph=False), nms_settings(postprocess))
+register_model("detect", "yolo")(yolo(nms_in_graph=True))
+register_model("detect", "yolo_raw")(yolo(nms_in_graph=False))
 
 
 @register_model("detect", "fasterrcnn")
 def fasterrcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
     return FasterRCNN(len(classes), FasterRCNNConfig(**kwargs), nms_settings(postprocess))
+
+
+@register_model("detect", "ssd")
+def ssd(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    """SSD with NMS in the graph."""
+    return SSD(len(classes), SSDConfig(**kwargs, nms_in_graph=True), nms_settings(postprocess))
+
+
+@register_model("detect", "ssd_raw")
+def ssd_raw(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
+    """SSD returning its candidates: NMS in the runtime."""
+    return SSD(len(classes), SSDConfig(**kwargs, nms_in_graph=False), nms_settings(postprocess))
 
 
 @dataclasses.dataclass
@@ -265,10 +280,10 @@ class Task(TrainTask):
         return {**metrics, "images": len(self.splits[split].images)}
 
     def baseline(self, split: str) -> Baseline:
-        return Baseline("map50", 0.0, "no objects")
+        return Baseline(f"{self.metric}50", 0.0, "no objects")  # detect: map50; instance: mask_map50
 
     def outputs(self) -> list[OutputSpec]:
-        if self.arch == "yolo_raw":
+        if self.arch in RUNTIME_NMS:
             return runtime_detect.candidate_outputs(len(self.classes))
         return runtime_detect.detection_outputs()
 

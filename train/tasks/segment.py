@@ -25,7 +25,7 @@ from ..data.build import SEMANTIC_PALETTE
 from ..data.check import Report, check_mask_folder
 from ..data.masks import IGNORE, segmentation_classes, segmentation_split
 from ..models.segment import FCN, DeconvNet, DeepLab, UNet
-from .architectures import register_model
+from .architectures import per_class, register_model
 from .base import Baseline, TrainTask
 from .inputs import channel_stats, flip_choice, mirror, to_input
 
@@ -49,24 +49,10 @@ def default_config(quick: bool = True) -> TrainConfig:
     return TrainConfig(task="segment", model="fcn", epochs=4 if quick else 20, batch_size=32, lr=0.1)
 
 
-@register_model("segment", "fcn")
-def fcn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return FCN(len(classes), **kwargs)
-
-
-@register_model("segment", "unet")
-def unet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return UNet(len(classes), **kwargs)
-
-
-@register_model("segment", "deeplab")
-def deeplab(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return DeepLab(len(classes), **kwargs)
-
-
-@register_model("segment", "deconvnet")
-def deconvnet(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return DeconvNet(len(classes), **kwargs)
+register_model("segment", "fcn")(per_class(FCN))
+register_model("segment", "unet")(per_class(UNet))
+register_model("segment", "deeplab")(per_class(DeepLab))
+register_model("segment", "deconvnet")(per_class(DeconvNet))
 
 
 class Task(TrainTask):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from ..data.errors import DatasetError
 from ..data.photos import (dataset_info, load_photo, photo_splits, read_split, save_png, write_bench_inputs,
                            write_photo_dataset)
 from ..models.superres import FSRCNN, SRCNN, SUPPORTED_SCALES, VDSR, supported_scale
-from .architectures import register_model
+from .architectures import Builder, register_model
 from .base import TrainTask
 
 #: Datasets written by :func:`build_data`, one per scale.
@@ -112,19 +113,14 @@ def default_config(quick: bool = True) -> TrainConfig:
                        patience=3 if quick else 8)
 
 
-@register_model("superres", "srcnn")
-def srcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return SRCNN(supported_scale(kwargs.pop("scale")), **kwargs)
+def at_scale(network: Callable[..., nn.Module]) -> Builder:
+    """The builder of ``network(scale, **kwargs)``: the upscaling factor is ``model.kwargs["scale"]``."""
+    return lambda kwargs, classes, postprocess: network(supported_scale(kwargs.pop("scale")), **kwargs)
 
 
-@register_model("superres", "fsrcnn")
-def fsrcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return FSRCNN(supported_scale(kwargs.pop("scale")), **kwargs)
-
-
-@register_model("superres", "vdsr")
-def vdsr(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    return VDSR(supported_scale(kwargs.pop("scale")), **kwargs)
+register_model("superres", "srcnn")(at_scale(SRCNN))
+register_model("superres", "fsrcnn")(at_scale(FSRCNN))
+register_model("superres", "vdsr")(at_scale(VDSR))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
