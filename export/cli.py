@@ -15,6 +15,7 @@ from ..runtime import atomic
 from ..runtime.argtypes import existing_dir, existing_file, int_list, name_list, output_dir, positive_int
 from ..runtime.cli import Command, emit
 from ..runtime.errors import InputError
+from ..runtime.manifest import DTYPES, INPUT_LAYOUTS
 from ..runtime.precision import PRECISIONS
 from ..runtime.tasks import TASKS
 from ..runtime.tensorrt_env import FLAVOURS
@@ -104,10 +105,10 @@ def register(command: Command) -> None:
     p.add_argument("--precision", default=["fp32"], type=name_list(*PRECISIONS),
                    help="comma-separated: fp32, fp16, int8 (int8 calibrates on the training images); "
                         "each file's accuracy vs PyTorch fp32 is checked against its tolerance")
-    p.add_argument("--input-dtype", choices=("float32", "uint8"),
+    p.add_argument("--input-dtype", choices=DTYPES,
                    help="the ONNX input: uint8 takes decoded pixels and does cast, /255 and mean/std inside "
                         "the graph (recorded in the manifest's input spec); default: as the manifest says")
-    p.add_argument("--input-layout", choices=("NCHW", "NHWC"), help="the ONNX input's layout (default: as the manifest says)")
+    p.add_argument("--input-layout", choices=INPUT_LAYOUTS, help="the ONNX input's layout (default: as the manifest says)")
 
     p.add_argument("--module", metavar="PKG.MOD:FACTORY", help="your nn.Module: a function or class that builds it")
     p.add_argument("--module-kwargs", type=json.loads, default={}, metavar="JSON", help="keyword arguments of it")

@@ -16,6 +16,7 @@ import onnx
 
 from ..runtime.backends.base import TensorSpec
 from ..runtime.contracts import ContractError
+from ..runtime.manifest import DTYPES
 from ..runtime.output_adapters import DETECT_LAYOUTS, LAYOUTS
 
 #: Ops that pass values through unchanged in meaning: the path to an output is followed past them.
@@ -24,7 +25,6 @@ PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"
 NORMALISING = ("Softmax", "Sigmoid")
 #: Roles of the single output a task without an output layout reads.
 SINGLE_ROLES = ("logits", "probabilities", "class_map")
-INPUT_LAYOUTS = ("NCHW", "NHWC")
 OUTPUT_KINDS = ("logits", "probabilities")
 
 
@@ -46,7 +46,7 @@ def read_input(tensor: TensorSpec, layout: str | None, source: str) -> tuple[Ten
     naming the input where it is no 4-D float32/uint8 tensor with 3 channels on axis 1 or 3."""
     shape = tuple(tensor.shape)
     what = f"{source} input '{tensor.name}' is [{', '.join(str(d) for d in shape)}] {tensor.dtype}"
-    if tensor.dtype not in ("float32", "uint8"):
+    if tensor.dtype not in DTYPES:
         raise ContractError(f"{what}; visionrt feeds images as float32 or uint8 tensors",
                             fix="export the model with a float32 (or uint8) image input")
     if len(shape) != 4:

@@ -36,7 +36,7 @@ from ..runtime.contracts import (CONTRACTS, ContractError, check_input, check_ou
 from ..runtime.argtypes import existing_file, output_dir
 from ..runtime.errors import ArtifactError, InputError
 from ..runtime.file_kind import require_file
-from ..runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
+from ..runtime.manifest import COLORS, INPUT_LAYOUTS, SCALES, InputSpec, Manifest, ModelDir, OutputSpec
 from ..runtime.output_adapters import BOX_FORMATS, BOX_UNITS, LAYOUTS, adapt, raw_names
 from ..runtime.preprocess import RESIZE_POLICIES, normalise
 from . import conventions
@@ -292,10 +292,10 @@ def register(command) -> None:
     p.add_argument("--out", required=True, type=output_dir, help="the model directory to write")
     add_description_arguments(p)
     g = p.add_argument_group("conventions of other exporters")
-    g.add_argument("--layout", choices=conventions.INPUT_LAYOUTS, help="the input's layout (default: from its shape)")
-    g.add_argument("--channels", choices=("RGB", "BGR"), default="RGB", help="channel order the model takes "
+    g.add_argument("--layout", choices=INPUT_LAYOUTS, help="the input's layout (default: from its shape)")
+    g.add_argument("--channels", choices=COLORS, default="RGB", help="channel order the model takes "
                    "(default RGB; mean/std are in this order)")
-    g.add_argument("--scale", choices=("0-1", "0-255"), default="0-1", help="pixel values before mean/std: "
+    g.add_argument("--scale", choices=SCALES, default="0-1", help="pixel values before mean/std: "
                    "value/255 (0-1, default) or value (0-255)")
     g.add_argument("--outputs", choices=conventions.OUTPUT_KINDS, help="the scores the model returns (default: "
                    "probabilities where the graph ends in Softmax/Sigmoid, and for detectors; else logits)")

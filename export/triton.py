@@ -109,7 +109,7 @@ def triton_models(name: str, model_dir: ModelDir, options: TritonOptions) -> lis
     build = manifest.build_profile
     max_batch = options.max_batch_size or build.get("max_batch", DEFAULT_BATCH[2])
     spec = manifest.input
-    model_input = _tensor(spec.name, spec.dtype, [spec.channels, spec.height or -1, spec.width or -1])
+    model_input = _tensor(spec.name, spec.dtype, [d if isinstance(d, int) else -1 for d in spec.shape[1:]])
     model_outputs = [_tensor(o.name, o.dtype, _dims(o.shape, o.name)) for o in manifest.outputs]
     image, result = _tensor(IMAGE, "TYPE_STRING", [1]), _tensor(RESULT, "TYPE_STRING", [1])
     original_size = _tensor(ORIGINAL_SIZE, "int32", [2])

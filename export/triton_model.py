@@ -80,11 +80,9 @@ class TritonPythonModel:
         return {"RESULT": _json_rows(self.predictor.predict(self._images(request)))}
 
     def _preprocess(self, request) -> dict[str, np.ndarray]:
-        from visionrt.runtime.images import load_image
-
-        decoded = [load_image(image) for image in self._images(request)]
-        return {self.manifest.input.name: self.pipeline.preprocess(decoded),
-                "ORIGINAL_SIZE": np.array([image.shape[:2] for image in decoded], dtype=np.int32)}
+        decoded, sizes = zip(*(self.pipeline.decode(image) for image in self._images(request)))
+        return {self.manifest.input.name: self.pipeline.preprocess(list(decoded)),
+                "ORIGINAL_SIZE": np.array(sizes, dtype=np.int32)}
 
     def _postprocess(self, request) -> dict[str, np.ndarray]:
         outputs = {spec.name: self._input(request, spec.name) for spec in self.manifest.outputs}

@@ -32,6 +32,18 @@ FORMAT_VERSION = 2
 MAX_MANIFEST_BYTES = 64 * 1024 ** 2
 
 
+#: The values an input convention may take (:class:`InputSpec`), the default first.
+COLORS = ("RGB", "BGR")
+DTYPES = ("float32", "uint8")
+INPUT_LAYOUTS = ("NCHW", "NHWC")
+SCALES = ("0-1", "0-255")
+
+
+def _one_of(values: tuple[str, ...]) -> tuple[Any, str]:
+    """A schema check that a value is one of ``values``, and its wording."""
+    return (lambda v: v in values), " or ".join(f'"{v}"' for v in values)
+
+
 @dataclasses.dataclass
 class InputSpec:
     """One image input, ``[N, C, H, W]`` float32 after preprocessing.
@@ -183,16 +195,16 @@ _INPUT: dict[str, tuple[Any, str]] = {
     "channels": (lambda v: _is_int(v) and v in (1, 3), "1 or 3"),
     "height": (lambda v: v is None or _positive_int(v), "a positive integer or null"),
     "width": (lambda v: v is None or _positive_int(v), "a positive integer or null"),
-    "color": (lambda v: v in ("RGB", "BGR"), '"RGB" or "BGR"'),
+    "color": _one_of(COLORS),
     "mean": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) for x in v),
              "a non-empty list of finite numbers"),
     "std": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
             "a non-empty list of finite numbers > 0"),
     "resize": (lambda v: isinstance(v, str), "a string"),
     "pad_value": (lambda v: _is_int(v) and 0 <= v <= 255, "an integer 0..255"),
-    "dtype": (lambda v: v in ("float32", "uint8"), '"float32" or "uint8"'),
-    "layout": (lambda v: v in ("NCHW", "NHWC"), '"NCHW" or "NHWC"'),
-    "scale": (lambda v: v in ("0-1", "0-255"), '"0-1" or "0-255"'),
+    "dtype": _one_of(DTYPES),
+    "layout": _one_of(INPUT_LAYOUTS),
+    "scale": _one_of(SCALES),
 }
 _OUTPUT: dict[str, tuple[Any, str]] = {
     "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),

@@ -64,6 +64,8 @@ def check_runner(manifest: Manifest, runner: Runner, source: str) -> None:
         "batch", "input.channels", "input.height", "input.width"]
     if len(found) == len(spec.shape):
         for field, declared, dim in zip(fields, spec.shape, found):
+            if field == "batch":  # a runner takes any batch, also of a file that fixes it (in chunks)
+                continue
             if _dim(dim) is not None and _dim(declared) != _dim(dim):
                 raise ArtifactError(f"{source}: '{field}' is {declared if _dim(declared) else 'any size'}, and the "
                                     f"model file's input '{spec.name}' is {list(found)}", fix=_FIX)

@@ -14,6 +14,7 @@ from visionrt.benchmarks.harness import (BenchSettings, Result, Timing, bench_en
                                          measure, run_timed)
 from visionrt.benchmarks.report import markdown, write_report
 from visionrt.runtime.backends.onnxruntime import OnnxRuntimeRunner
+from visionrt.runtime.errors import InputError
 
 FAST = BenchSettings(warmup=1, warmup_s=0.0, iterations=3, min_seconds=0.0, max_seconds=5.0)
 
@@ -114,6 +115,19 @@ def test_bench_model_skips_batch_sizes_a_fixed_batch_runner_cannot_take(tmp_path
     assert eight.timing is None and eight.images_per_s is None
     assert "fixed batch size of 1" in eight.notes
     assert eight.to_dict()["median_ms"] is None
+
+
+def test_a_fixed_batch_runner_takes_any_batch_in_padded_chunks(tmp_path):
+    runner = OnnxRuntimeRunner(tiny_classifier(tmp_path / "tiny.onnx", batch=2), threads=1)
+    rows = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    with runner:
+        whole = runner.infer({"images": rows})["logits"]  # chunks of 2, 2 and 1 (padded to 2)
+        pairs = [runner.infer({"images": rows[i:i + 2]})["logits"] for i in (0, 2)]
+        last = runner.infer({"images": np.concatenate([rows[4:], rows[4:]])})["logits"][:1]
+        with pytest.raises(InputError, match="batch sizes"):
+            runner.infer({"images": rows[:0]})
+    assert whole.shape == (5, 4)
+    np.testing.assert_array_equal(whole, np.concatenate([*pairs, last]))
 
 
 def test_bench_model_notes_a_point_stopped_by_max_seconds(tmp_path):

@@ -62,6 +62,23 @@ def raw(model_dir: ModelDir, batch: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch})))
 
 
+# a batch fixed in the file (exporters often write 1) ---------------------------------------------
+def test_a_model_whose_file_fixes_batch_1_predicts_any_batch_in_chunks(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Classifier("softmax").eval(), (torch.zeros(1, 3, 32, 32),), str(tmp_path / "c.onnx"),
+                          input_names=["images"], output_names=["out"], dynamo=False, opset_version=17)
+    model_dir = import_onnx(tmp_path / "c.onnx", "classify", tmp_path / "m", classes=CLASSES)
+    pictures = images(5)
+    own = np.concatenate([raw(model_dir, normalise(picture[None], model_dir.manifest.input))["out"]
+                          for picture in pictures])
+    with Predictor(model_dir) as predictor:
+        assert predictor.runner.inputs[0].shape[0] == 1
+        results = predictor.predict(pictures)  # one batch of 5 through a file that takes 1
+    assert [r.index for r in results] == own.argmax(1).tolist()
+    assert [r.score for r in results] == pytest.approx(own.max(1).tolist(), abs=1e-6)
+
+
 # classification: probabilities are shown as the model gives them --------------------------------
 @pytest.mark.parametrize("head, found", [("softmax", "Softmax"), ("sigmoid", "Sigmoid")])
 def test_classifier_ending_in_softmax_or_sigmoid_shows_its_own_probabilities(tmp_path, head, found):

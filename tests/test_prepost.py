@@ -188,3 +188,13 @@ def test_bench_prepost_writes_stage_times_and_ratios(tiny_model_dir, tmp_path):
 def test_bench_prepost_bad_sizes_is_a_one_line_error(tiny_model_dir):
     result = run_cli("bench-prepost", str(tiny_model_dir), "--sizes", "640by480", check=False)
     assert result.returncode == 2 and "WIDTHxHEIGHT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_triton_takes_the_uint8_nhwc_input(uint8_export):
+    from visionrt.export.triton import TritonOptions, triton_models
+
+    model_dir = ModelDir.open(uint8_export[0])
+    spec = model_dir.manifest.input
+    onnx_model = next(m for m in triton_models("m", model_dir, TritonOptions()) if m.name == "m_onnx")
+    (tensor,) = onnx_model.config["input"]
+    assert str(tensor["data_type"]) == "TYPE_UINT8" and tensor["dims"] == [spec.height, spec.width, 3]

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -53,6 +54,17 @@ def running(repository: ModelRepository, **settings):
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+def wait_for_pending(url: str, count: int, timeout_s: float = 20.0) -> None:
+    """Block until the server's metrics show ``count`` requests queued (not yet executing)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        metrics = httpx.get(f"{url}/metrics").text
+        if re.search(rf'^visionrt_pending_requests{{model="tiny"}} {count}(\.0)?$', metrics, re.M):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{count} requests never queued within {timeout_s} s")
 
 
 def slowed(repository: ModelRepository, seconds: float) -> ModelRepository:
@@ -249,7 +261,7 @@ def test_queued_work_finishes_on_shutdown(tiny_model_dir, images, predictor):
         with running(repository) as url:
             futures = [pool.submit(httpx.post, f"{url}/v1/models/tiny/predict", content=im, timeout=30)
                        for im in images[:3]]
-            time.sleep(0.1)  # all three arrived: one runs, two queue; then the server is told to stop
+            wait_for_pending(url, 2)  # all three arrived: one runs, two queue; then the server is told to stop
         assert [f.result().status_code for f in futures] == [200, 200, 200]
 
 

@@ -66,17 +66,37 @@ class Runner(abc.ABC):
 
     # inference -------------------------------------------------------------------------
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once: ``feed`` maps every input name to an array; returns every output by name."""
+        """Run once: ``feed`` maps every input name to an array; returns every output by name.
+
+        A model file whose inputs fix the batch (exporters often write 1) takes a batch of any
+        size: it runs in chunks of its batch, the last one padded, and the outputs are joined
+        along axis 0."""
         if not self.is_active:
             self.activate()
-        self.check_feed(feed)
+        fixed = fixed_batch(self.inputs)
+        self.check_feed(feed, any_batch=fixed is not None)
         start = time.perf_counter()
-        result = self._infer(feed)
+        result = self._infer(feed) if fixed is None else self._infer_in_chunks(feed, fixed)
         self.last_infer_ms = (time.perf_counter() - start) * 1e3
         return result
 
-    def check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
-        """Raise :class:`InputError` unless ``feed`` has exactly the inputs, dtypes and ranks expected."""
+    def _infer_in_chunks(self, feed: Mapping[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+        """:meth:`_infer` over chunks of ``size`` rows of a feed of any batch."""
+        rows = {len(array) for array in feed.values()}
+        if len(rows) != 1 or 0 in rows:
+            raise InputError(f"{self.name}: inputs with batch sizes {sorted(rows)}; they need one, of at least 1")
+        (count,) = rows
+        if count == size:
+            return self._infer(feed)
+        parts = []
+        for first in range(0, count, size):
+            chunk = {name: _padded(array[first:first + size], size) for name, array in feed.items()}
+            parts.append({name: out[:min(size, count - first)] for name, out in self._infer(chunk).items()})
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def check_feed(self, feed: Mapping[str, np.ndarray], any_batch: bool = False) -> None:
+        """Raise :class:`InputError` unless ``feed`` has exactly the inputs, dtypes and ranks expected
+        (and the fixed sizes, axis 0 aside where ``any_batch``)."""
         expected = {spec.name: spec for spec in self.inputs}
         missing = sorted(set(expected) - set(feed))
         extra = sorted(set(feed) - set(expected))
@@ -92,7 +112,7 @@ class Runner(abc.ABC):
                 raise InputError(f"{self.name}: input '{name}' has shape {array.shape}, "
                                  f"expected rank {len(spec.shape)} {_shape_text(spec.shape)}")
             for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
-                if isinstance(want, int) and want >= 0 and got != want:
+                if isinstance(want, int) and want >= 0 and got != want and not (axis == 0 and any_batch):
                     raise InputError(f"{self.name}: input '{name}' has shape {array.shape}, "
                                      f"expected {_shape_text(spec.shape)} (axis {axis} must be {want})")
 
@@ -104,6 +124,18 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def fixed_batch(inputs: list[TensorSpec]) -> int | None:
+    """The batch size that every input fixes on axis 0 of the model file, else ``None`` (any batch)."""
+    sizes = {spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0 else None
+             for spec in inputs}
+    return sizes.pop() if len(sizes) == 1 and None not in sizes else None
+
+
+def _padded(rows: np.ndarray, size: int) -> np.ndarray:
+    """``rows`` with its last row repeated up to ``size`` rows."""
+    return rows if len(rows) == size else np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
 
 
 def _shape_text(shape: tuple[Any, ...]) -> str:

@@ -288,9 +288,10 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
             timing_ms = {"preprocess": (prepared - begun) * 1e3, "queue": max(t.queue for t in timings) * 1e3,
                          "compute": max(t.compute for t in timings) * 1e3,
                          "batch_sizes": [t.batch_size for (_, t), rows in zip(answers, chunks) for _ in rows]}
-            body, media_type = await server.sized(size if not (view.draw or view.output) else INLINE_BYTES + 1,
-                                                  task_endpoint.answer, model, [outputs for outputs, _ in answers],
-                                                  images, options, view, timing_ms, started)
+            work = (task_endpoint.answer, model, [outputs for outputs, _ in answers], images, options, view,
+                    timing_ms, started)
+            # a picture to draw and encode is work for the pool whatever the body's size
+            body, media_type = await (server.in_pool(*work) if view.draw or view.output else server.sized(size, *work))
         return Response(body, media_type=media_type)
 
     app.add_route("/v1/models/{m}/predict", predict, methods=["POST"])
