@@ -10,7 +10,8 @@ table is :func:`markdown_table` of it.
 Shape symbols: ``N`` batch; ``C`` the number of ``classes``; ``J`` the number of joints (the
 ``classes`` of a pose model); ``H``, ``W`` the model input's height and width; ``K`` detections
 per image (fixed: padding rows after ``num_detections``); ``A`` candidate boxes; ``M`` the mask
-side; ``h``, ``w`` any size (scaled back to the image); ``sH``, ``sW`` the input's height and
+(or heatmap) side; ``P`` the joints of a keypoint model (its ``postprocess["joints"]``); ``h``,
+``w`` any size (scaled back to the image); ``sH``, ``sW`` the input's height and
 width times the model's ``scale``. Integers are exact.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ from ..errors import ArtifactError, InputError
 from .base import Architecture, Option, RuntimeTask
 
 #: Tasks this visionrt can carry through every stage.
-TASKS = ("classify", "localize", "segment", "detect", "instance", "superres", "pose", "style")
+TASKS = ("classify", "localize", "segment", "detect", "instance", "keypoints", "superres", "pose", "style")
 
 
 def runtime_task(task: str) -> RuntimeTask:

@@ -22,6 +22,7 @@ from PIL import Image
 from .coco import CATEGORIES, annotation_record, file_name, image_record
 from .errors import DatasetError
 from .figures import FIGURE_CATEGORIES, FigureConfig, make_figure
+from .people import PeopleConfig, make_people
 from .scenes import Scene, SceneConfig, make_scene
 from .sources import backgrounds, check_split
 
@@ -50,7 +51,8 @@ class SceneKind:
 
 #: The scene kinds, by their configuration class.
 SCENE_KINDS = {SceneConfig: SceneKind("digits", make_scene, CATEGORIES),
-               FigureConfig: SceneKind("figures", make_figure, FIGURE_CATEGORIES)}
+               FigureConfig: SceneKind("figures", make_figure, FIGURE_CATEGORIES),
+               PeopleConfig: SceneKind("people", make_people, FIGURE_CATEGORIES)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +62,7 @@ class DatasetConfig:
 
     name: str = "classify"
     splits: Mapping[str, int] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SPLITS))
-    scene: SceneConfig | FigureConfig = SceneConfig()
+    scene: SceneConfig | FigureConfig | PeopleConfig = SceneConfig()
     seed: int = 0
 
     def __post_init__(self):
@@ -93,7 +95,7 @@ def build_dataset(
     digit_scale: tuple[float, float] = (0.45, 0.8),
     seed: int = 0,
     *,
-    scene: FigureConfig | None = None,
+    scene: FigureConfig | PeopleConfig | None = None,
     progress: Progress | None = None,
     workers: int | None = None,
 ) -> Path:

@@ -69,7 +69,7 @@ def default_config(quick: bool = True) -> TrainConfig:
 #: Default ``score_threshold`` of predictions per architecture: about the best F1 on held-out
 #: scenes. YOLO's scores are confidence (trained towards the box's IoU) × class probability, so
 #: they run lower than the two-stage detectors' softmax scores.
-SCORE_THRESHOLDS = {"yolo": 0.25, "yolo_raw": 0.25, "fasterrcnn": 0.5, "maskrcnn": 0.5, "ssd": 0.5, "ssd_raw": 0.5}
+SCORE_THRESHOLDS = {"yolo": 0.25, "yolo_raw": 0.25, "fasterrcnn": 0.5, "maskrcnn": 0.5, "keypoint_rcnn": 0.5, "ssd": 0.5, "ssd_raw": 0.5}
 #: The architectures whose NMS runs in the runtime (their outputs are the candidates).
 RUNTIME_NMS = ("yolo_raw", "ssd_raw")
 
