@@ -17,7 +17,8 @@ import onnx
 from ..runtime.backends.base import TensorSpec
 from ..runtime.contracts import ContractError
 from ..runtime.manifest import DTYPES
-from ..runtime.output_adapters import DETECT_LAYOUTS, LAYOUTS
+from ..runtime.output_adapters import LAYOUTS
+from ..runtime.tasks import TASKS, runtime_task
 
 #: Ops that pass values through unchanged in meaning: the path to an output is followed past them.
 PASS_THROUGH = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose", "Slice", "Gather")
@@ -108,14 +109,15 @@ def read_outputs(task: str, model: onnx.ModelProto, outputs: Sequence[TensorSpec
     """``(outputs in the order the contract reads them, postprocess entries, the last op found)``.
 
     The postprocess entries: ``outputs`` (``logits``/``probabilities``), and where needed
-    ``output_layout`` and ``output_roles``. A segmenter with one output channel and two classes
-    gets the ``binary`` layout; a detector's scores count as probabilities unless said otherwise."""
-    if output_layout in DETECT_LAYOUTS and task != "detect":
-        raise ContractError(f"--output-layout {output_layout} is a detection layout; this is a {task} model",
-                            fix="drop --output-layout, or import with --task detect")
-    if output_layout == "binary" and task != "segment":
-        raise ContractError(f"--output-layout binary is a segmentation layout; this is a {task} model",
-                            fix="drop --output-layout, or import with --task segment")
+    ``output_layout`` and ``output_roles``. What the task's spec says of imports
+    (:class:`~visionrt.runtime.tasks.base.Imported`) decides the layouts accepted, the layout of a
+    two-class model's single-channel output (a segmenter's: ``binary``) and what scores are
+    where the last op does not say (a detector's: probabilities)."""
+    imported = runtime_task(task).imported
+    if output_layout and output_layout not in imported.output_layouts:
+        takers = [t for t in TASKS if output_layout in runtime_task(t).imported.output_layouts]
+        raise ContractError(f"--output-layout {output_layout} is a {' or '.join(takers)} layout; this is a {task} model",
+                            fix=f"drop --output-layout, or import with --task {takers[0]}")
     chosen = parse_roles(roles, output_layout, outputs, source)
     ordered = list(outputs)
     if not output_layout and chosen:
@@ -127,12 +129,12 @@ def read_outputs(task: str, model: onnx.ModelProto, outputs: Sequence[TensorSpec
         if role in OUTPUT_KINDS:
             kind = kind or role
     main = ordered[0]
-    if (task == "segment" and not output_layout and len(main.shape) == 4 and main.shape[1] == 1
+    if (imported.one_channel_layout and not output_layout and len(main.shape) == 4 and main.shape[1] == 1
             and len(classes) == 2):
-        output_layout = "binary"
+        output_layout = imported.one_channel_layout
     found = final_op(model, chosen.get(LAYOUTS[output_layout][-1], main.name) if output_layout else main.name)
     if kind is None:
-        kind = "probabilities" if found in NORMALISING or task == "detect" else "logits"
+        kind = "probabilities" if found in NORMALISING else imported.scores
     if output_layout == "binary" and kind != "probabilities":
         raise ContractError(f"{source} output '{main.name}' has one channel and its last op is {found}: "
                             "a binary segmenter's output must be a probability (Sigmoid)",

@@ -28,7 +28,7 @@ from ..runtime.images import load_image
 from ..runtime.manifest import ModelDir
 from ..runtime.output_adapters import adapted
 from ..runtime.preprocess import generated_images, model_input
-from ..runtime.tasks import runtime_task
+from ..runtime.tasks import TASKS, runtime_task
 from .parity import ParityReport, check_parity
 from .stage import _Replayed
 
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Name of the reference run in reports and metrics.
 REFERENCE = "onnxruntime-cpu-fp32"
-#: The tasks whose agreement with fp32 is measured (others: the raw output difference only).
-TASKS_JUDGED = ("classify", "segment")
 PARITY_FILE = "parity.json"
 #: Generated images used where the user gives none (parity only).
 GENERATED = 8
@@ -61,22 +59,13 @@ def photos(data_dir: str | Path, minimum: int = 1) -> list[Path]:
 
 def check_judged(model_dir: ModelDir) -> None:
     """:class:`InputError` unless the reduced precisions of this imported model's task can be judged
-    against its fp32 here (:data:`TASKS_JUDGED`)."""
+    against its fp32 here (its spec's ``imported.own_targets``)."""
     task = model_dir.manifest.task
-    if task not in TASKS_JUDGED:
+    if runtime_task(task).imported.own_targets is None:
+        judged = [t for t in TASKS if runtime_task(t).imported.own_targets is not None]
         raise InputError(f"the fp16/int8 files of an imported {task} model cannot be judged here: agreement with "
-                         f"fp32 is measured for {' and '.join(TASKS_JUDGED)} imports",
+                         f"fp32 is measured for {' and '.join(judged)} imports",
                          fix="benchmark and build it in fp32, or export it from PyTorch with labelled data")
-
-
-def fp32_targets(task: str, outputs: dict[str, np.ndarray], model_dir: ModelDir) -> np.ndarray:
-    """fp32's own predictions as the task's targets: class indices ``[N]`` or class maps ``[N, H, W]``."""
-    name = model_dir.manifest.outputs[0].name
-    if task == "classify":
-        return outputs[name].argmax(axis=1)
-    from ..runtime.tasks.segment import class_maps
-
-    return class_maps(outputs[name])
 
 
 def _batches(model_dir: ModelDir, images: Sequence[Path | np.ndarray], batch: int = 32) -> list[dict[str, np.ndarray]]:
@@ -99,9 +88,9 @@ def judge(model_dir: ModelDir, candidates: Iterable[Runner], images: Sequence[Pa
     with runner:
         reference_outputs = [replay.infer(feed) for feed in feeds]
     metric = None
-    if manifest.task in TASKS_JUDGED:
+    if task.imported.own_targets is not None:
         merged = {k: np.concatenate([o[k] for o in reference_outputs]) for k in reference_outputs[0]}
-        targets = fp32_targets(manifest.task, merged, model_dir)
+        targets = task.imported.own_targets(merged, manifest)
         metric = lambda outputs: task.evaluate(outputs, targets, manifest)  # noqa: E731
     reports = []
     for candidate in candidates:

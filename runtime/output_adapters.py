@@ -42,7 +42,6 @@ LAYOUTS: dict[str, tuple[str, ...]] = {"yolov5": ("predictions",), "yolov8": ("p
 #: Box formats and units of the detection layouts.
 BOX_FORMATS = ("xyxy", "yxyx", "cxcywh")
 BOX_UNITS = ("pixels", "normalised")
-DETECT_LAYOUTS = ("yolov5", "yolov8", "ssd")
 
 
 def raw_names(postprocess: Mapping[str, Any], available: list[str]) -> dict[str, str]:

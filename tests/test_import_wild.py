@@ -278,7 +278,7 @@ def test_layout_errors_name_the_output(tmp_path):
     with pytest.raises(InputError, match="box_units='inches' is not one of pixels, normalised"):
         import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="yolov8",
                     postprocess={"box_units": "inches"})
-    with pytest.raises(ContractError, match="is a detection layout; this is a classify model"):
+    with pytest.raises(ContractError, match="is a detect layout; this is a classify model"):
         import_onnx(path, "classify", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="yolov8")
 
 

@@ -165,7 +165,7 @@ def test_pipeline_reaches_its_metrics_and_parity_in_onnxruntime(keypoints_pipeli
     assert m.task == "keypoints" and m.model["arch"] == "keypoint_rcnn"
     assert [o.name for o in m.outputs] == [*runtime_detect.DETECTION_OUTPUTS, "heatmaps"]
     reference = m.metrics["pytorch"]["test"]
-    assert reference["keypoint_ap50"] >= 0.5 and reference["box_map50"] >= 0.8, reference
+    assert reference["keypoint_ap50"] >= 0.7 and reference["box_map50"] >= 0.8, reference
     assert "onnxruntime-cpu" in m.metrics
     for key in ("keypoint_ap50", "keypoint_ap", "box_map50"):
         assert abs(m.metrics["onnxruntime-cpu"]["test"][key] - reference[key]) <= runtime_detect.PARITY_TOLERANCE

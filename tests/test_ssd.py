@@ -143,6 +143,15 @@ def tiny_ssd(tiny_detect_data, tmp_path_factory) -> ModelDir:  # noqa: F811
 def tiny_ssd_raw(tiny_detect_data, tmp_path_factory) -> ModelDir:  # noqa: F811
     return train_tiny("detect", "ssd_raw", tiny_detect_data, tmp_path_factory.mktemp("models") / "ssd_raw")
 
+def test_ssd_quick_run_has_its_own_settings_and_flags_still_win():
+    from visionrt.train.tasks import configure
+
+    yolo, ssd = configure("detect"), configure("detect", model="ssd")
+    assert (ssd.epochs, ssd.lr, ssd.batch_size) == (30, 0.003, 16) != (yolo.epochs, yolo.lr, yolo.batch_size)
+    assert configure("detect", model="ssd_raw").epochs == 30
+    assert configure("detect", model="ssd", epochs=3).epochs == 3
+    assert configure("detect", quick=False, model="ssd").epochs == configure("detect", quick=False).epochs
+
 
 @pytest.mark.slow
 def test_ssd_exports_nms_in_the_graph_with_parity_in_both_flavours(tiny_ssd):

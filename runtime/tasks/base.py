@@ -192,6 +192,22 @@ def _training_images(data_dir: str | Path, manifest: Manifest) -> list[Path]:
     return folders.training_images(data_dir)
 
 
+@dataclasses.dataclass(frozen=True)
+class Imported:
+    """How ``visionrt import`` reads a model of the task that another exporter wrote, beyond its
+    contract: ``output_layouts``, the raw layouts it maps onto the contract
+    (:data:`~visionrt.runtime.output_adapters.LAYOUTS`); ``one_channel_layout``, the layout of a
+    two-class model's single-channel output (a Sigmoid map), if any; ``scores``, what the outputs
+    are where the graph's last op does not say (``"logits"`` or ``"probabilities"``);
+    ``own_targets(outputs, manifest)``, targets made from a model's own outputs, against which its
+    fp16/int8 files are judged (no labels, no PyTorch: fp32's predictions); ``None``: not judged."""
+
+    output_layouts: tuple[str, ...] = ()
+    one_channel_layout: str | None = None
+    scores: str = "logits"
+    own_targets: Callable[[dict[str, np.ndarray], Manifest], np.ndarray] | None = None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RuntimeTask:
     """A task's runtime spec (numpy only). Results (what ``postprocess`` returns, one per image)
@@ -246,6 +262,8 @@ class RuntimeTask:
     bench_sides: tuple[int, ...] = ()
     #: The most input pixels per benchmarked batch (``None``: no cap).
     bench_pixels: int | None = None
+    #: How models of the task from other exporters are read (:class:`Imported`).
+    imported: Imported = Imported()
 
     @property
     def default_architecture(self) -> Architecture:

@@ -10,7 +10,7 @@ from ..datasets import read_coco_split
 from ..folders import is_image_folder, read_image_folder
 from ..manifest import Manifest
 from ..render import caption
-from .base import Architecture, Contract, Option, Options, RuntimeTask, Tensor, Variant
+from .base import Architecture, Contract, Imported, Option, Options, RuntimeTask, Tensor, Variant
 from .scores import softmax
 
 
@@ -67,6 +67,11 @@ def heldout(data_dir: str | Path, count: int | None = None,
     return split.image_paths, np.array([index_of[a["category_id"]] for a in split.single_annotations()])
 
 
+def own_classes(outputs: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
+    """The model's own top classes ``[N]`` (targets of an imported model's reduced precisions)."""
+    return outputs[manifest.outputs[0].name].argmax(axis=1)
+
+
 def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Manifest) -> dict[str, float]:
     """Top-1 accuracy of the logits against integer class ``targets``."""
     return {"top1": float(np.mean(outputs[manifest.outputs[0].name].argmax(axis=1) == targets))}
@@ -79,5 +84,5 @@ TASK = RuntimeTask(
                       (Variant("logits", (LOGITS,), False, {"top_k": "classes listed per image"}),),
                       lambda variant, classes, bound: {"top_k": min(5, len(classes))}),
     options=OPTIONS, postprocess=postprocess, heldout=heldout, evaluate=evaluate,
-    precision_tolerance={"top1": (0.005, 0.0)},
+    precision_tolerance={"top1": (0.005, 0.0)}, imported=Imported(own_targets=own_classes),
 )

@@ -40,7 +40,7 @@ from ..manifest import Manifest, OutputSpec
 from ..plugins.nms.reference import efficient_nms
 from ..preprocess import fit
 from ..render import PALETTE, caption, draw_boxes, overlay
-from .base import Architecture, Contract, Option, Options, RuntimeTask, Tensor, Variant
+from .base import Architecture, Contract, Imported, Option, Options, RuntimeTask, Tensor, Variant
 from .scores import box_iou
 
 #: The fixed-size detections of a model with NMS in the graph (instance segmentation adds ``masks``).
@@ -410,4 +410,6 @@ TASK = RuntimeTask(
         import_defaults),
     options=OPTIONS, postprocess=postprocess, heldout=heldout, evaluate=evaluate, compare=compare,
     parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"map50": (0.02, 0.0)},
+    # other exporters' detectors: raw candidates (NMS here), scores that are probabilities
+    imported=Imported(output_layouts=("yolov5", "yolov8", "ssd"), scores="probabilities"),
 )

@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from ..manifest import Manifest
-from .base import Architecture, Contract, Tensor, Variant
+from .base import Architecture, Contract, Imported, Tensor, Variant
 from .detect import GRAPH_NMS, TASK as DETECT, coco_metrics, evaluation_results, import_defaults as detect_defaults
 
 
@@ -36,4 +36,5 @@ TASK = dataclasses.replace(
             "masks", ("N", "K", "M", "M"), "float", "per detection, its class's probability per cell of its box")),
             True, {**GRAPH_NMS.postprocess, "mask_threshold": "mask probability threshold"}),), import_defaults),
     evaluate=evaluate, precision_tolerance={"box_map50": (0.02, 0.0), "mask_map50": (0.02, 0.0)},
+    imported=Imported(),
 )

@@ -21,7 +21,7 @@ from ..errors import BackendUnavailable
 from ..manifest import Manifest
 from ..preprocess import fit
 from ..render import PALETTE, caption, draw_boxes, draw_skeleton
-from .base import Architecture, Contract, Options, Tensor, Variant
+from .base import Architecture, Contract, Imported, Options, Tensor, Variant
 from .detect import GRAPH_NMS, OPTIONS as DETECT_OPTIONS, TASK as DETECT, Detection, Detections, coco_metrics, \
     detections, import_defaults as detect_defaults, thresholds
 
@@ -37,10 +37,10 @@ SIGMAS = {"nose": 0.026, "left_eye": 0.025, "right_eye": 0.025, "left_ear": 0.03
           "left_wrist": 0.062, "right_wrist": 0.062, "left_hip": 0.107, "right_hip": 0.107,
           "left_knee": 0.087, "right_knee": 0.087, "left_ankle": 0.089, "right_ankle": 0.089,
           "head": 0.079, "neck": 0.079}
+#: The sigma of a joint name neither list has: a shoulder's, as CrowdPose gives its extra joints.
+DEFAULT_SIGMA = 0.079
 #: Drawn joints scoring under this (their heatmap's peak probability) are drawn hollow.
 SHOWN_JOINT = 0.1
-#: The sigma of a joint name neither list has: the median of COCO's.
-DEFAULT_SIGMA = 0.079
 
 
 def oks_sigmas(joints: list[str]) -> list[float]:
@@ -172,7 +172,7 @@ def evaluate(outputs: dict[str, np.ndarray], targets: np.ndarray, manifest: Mani
 
 
 def import_defaults(variant: Variant, classes: list[str], bound: dict[str, int]) -> dict:
-    """Detection's, and joints named by number without a skeleton (COCO's sigma median for each)."""
+    """Detection's, and joints named by number without a skeleton (:data:`DEFAULT_SIGMA` each)."""
     joints = [f"joint_{j}" for j in range(bound.get("P", 0))]
     return {**detect_defaults(variant, classes, bound), "joints": joints, "skeleton": [],
             "oks_sigmas": oks_sigmas(joints)}
@@ -188,5 +188,5 @@ TASK = dataclasses.replace(
             {**GRAPH_NMS.postprocess, "joints": "the joint names, in heatmap order",
              "skeleton": "limbs as pairs of joint indices", "oks_sigmas": "OKS sigma per joint"}),), import_defaults),
     options=OPTIONS, postprocess=postprocess, evaluate=evaluate,
-    precision_tolerance={"keypoint_ap50": (0.02, 0.0), "box_map50": (0.02, 0.0)},
+    precision_tolerance={"keypoint_ap50": (0.02, 0.0), "box_map50": (0.02, 0.0)}, imported=Imported(),
 )

@@ -22,7 +22,7 @@ from ..folders import is_mask_folder, read_mask_folder
 from ..manifest import Manifest
 from ..preprocess import map_to_original, require_detail
 from ..render import PALETTE, legend, overlay, side_by_side
-from .base import Architecture, Contract, RuntimeTask, Tensor, Variant
+from .base import Architecture, Contract, Imported, RuntimeTask, Tensor, Variant
 
 #: Classes of the built-in dataset: background, then the digits (semantic value c + 1 = digit c).
 CLASSES = ("background", *(str(digit) for digit in range(10)))
@@ -74,6 +74,11 @@ def class_maps(logits: np.ndarray) -> np.ndarray:
     if logits.ndim == 3:
         return logits.astype(np.uint8)
     return logits.argmax(axis=1).astype(np.uint8)
+
+
+def own_class_maps(outputs: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
+    """The model's own class maps ``[N, H, W]`` (targets of an imported model's reduced precisions)."""
+    return class_maps(outputs[manifest.outputs[0].name])
 
 
 def resize_map(class_map: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -197,4 +202,5 @@ TASK = RuntimeTask(
                 False, {"palette": "an RGB colour per class"})), import_defaults),
     postprocess=postprocess, heldout=heldout, evaluate=evaluate, prepare=prepare, compare=compare,
     report_picture=report_picture, parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"miou": (0.005, 0.0)},
+    imported=Imported(output_layouts=("binary",), one_channel_layout="binary", own_targets=own_class_maps),
 )

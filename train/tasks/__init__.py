@@ -40,4 +40,8 @@ def configure(task: str, quick: bool = True, model: str | None = None, preset: s
         require_architecture(task, model)
     if model and model != config.model:
         config = dataclasses.replace(config, model=model, model_kwargs={})
+        if quick and preset is None:
+            from .architectures import quick_settings
+
+            config = dataclasses.replace(config, **quick_settings(task, model))
     return dataclasses.replace(config, **overrides)

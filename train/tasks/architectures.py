@@ -17,7 +17,8 @@ post-processing in the graph (NMS) are built from; None before training has writ
 """
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -26,12 +27,15 @@ from ...runtime.tasks import architectures
 Builder = Callable[[dict, list[str], "dict | None"], nn.Module]
 
 _BUILDERS: dict[str, dict[str, Builder]] = {}
+_QUICK: dict[tuple[str, str], dict[str, Any]] = {}
 
 
-def register_model(task: str, name: str) -> Callable[[Builder], Builder]:
+def register_model(task: str, name: str, quick: Mapping[str, Any] | None = None) -> Callable[[Builder], Builder]:
     """Decorator: ``builder`` builds ``task``'s architecture ``name``, which the runtime catalogue
     must list (``ValueError`` otherwise, or when ``name`` is registered twice). Without a function
-    of its own: ``register_model(task, name)(per_class(Network))``."""
+    of its own: ``register_model(task, name)(per_class(Network))``. ``quick``: the
+    :class:`~visionrt.train.config.TrainConfig` fields where this architecture's quick run differs
+    from the task's."""
     def register(builder: Builder) -> Builder:
         if name not in architectures(task):
             raise ValueError(f"{task} model '{name}' is not in the runtime catalogue "
@@ -39,6 +43,7 @@ def register_model(task: str, name: str) -> Callable[[Builder], Builder]:
         if name in _BUILDERS.setdefault(task, {}):
             raise ValueError(f"{task} model '{name}' is registered twice")
         _BUILDERS[task][name] = builder
+        _QUICK[task, name] = dict(quick or {})
         return builder
     return register
 
@@ -50,10 +55,15 @@ def per_class(network: Callable[..., nn.Module]) -> Builder:
 
 def model_builders(task: str) -> dict[str, Builder]:
     """``task``'s builders by architecture name (importing the task's training module registers them)."""
-    from . import get
-
-    get(task)
+    importlib.import_module(f"{__package__}.{task}")
     return dict(_BUILDERS.get(task, {}))
+
+
+def quick_settings(task: str, name: str) -> dict[str, Any]:
+    """The quick-run :class:`~visionrt.train.config.TrainConfig` fields of ``task``'s architecture
+    ``name`` that differ from the task's quick configuration."""
+    model_builders(task)
+    return dict(_QUICK.get((task, name), {}))
 
 
 def build_model(task: str, model_entry: dict, classes: list[str], postprocess: dict | None = None) -> nn.Module:

@@ -68,8 +68,9 @@ def default_config(quick: bool = True) -> TrainConfig:
 
 #: Default ``score_threshold`` of predictions per architecture: about the best F1 on held-out
 #: scenes. YOLO's scores are confidence (trained towards the box's IoU) × class probability, so
-#: they run lower than the two-stage detectors' softmax scores.
-SCORE_THRESHOLDS = {"yolo": 0.25, "yolo_raw": 0.25, "fasterrcnn": 0.5, "maskrcnn": 0.5, "keypoint_rcnn": 0.5, "ssd": 0.5, "ssd_raw": 0.5}
+#: they run lower than the two-stage detectors' softmax scores; SSD's too (one softmax per default
+#: box over the classes and the background; its F1 on the quick val split: 0.80 from 0.2 to 0.35).
+SCORE_THRESHOLDS = {"yolo": 0.25, "yolo_raw": 0.25, "fasterrcnn": 0.5, "maskrcnn": 0.5, "keypoint_rcnn": 0.5, "ssd": 0.3, "ssd_raw": 0.3}
 #: The architectures whose NMS runs in the runtime (their outputs are the candidates).
 RUNTIME_NMS = ("yolo_raw", "ssd_raw")
 
@@ -107,16 +108,16 @@ def fasterrcnn(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn
     return FasterRCNN(len(classes), FasterRCNNConfig(**kwargs), nms_settings(postprocess))
 
 
-@register_model("detect", "ssd")
-def ssd(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    """SSD with NMS in the graph."""
-    return SSD(len(classes), SSDConfig(**kwargs, nms_in_graph=True), nms_settings(postprocess))
+def ssd(nms_in_graph: bool) -> Builder:
+    """The builder of SSD with NMS in the graph, or returning its candidates (NMS in the runtime)."""
+    return lambda kwargs, classes, postprocess: SSD(len(classes), SSDConfig(**kwargs, nms_in_graph=nms_in_graph),
+                                                    nms_settings(postprocess))
 
 
-@register_model("detect", "ssd_raw")
-def ssd_raw(kwargs: dict, classes: list[str], postprocess: dict | None) -> nn.Module:
-    """SSD returning its candidates: NMS in the runtime."""
-    return SSD(len(classes), SSDConfig(**kwargs, nms_in_graph=False), nms_settings(postprocess))
+#: SSD's quick run: box mAP50 0.859 on the built-in test split (0.624 after 12 epochs).
+SSD_QUICK = {"epochs": 30, "lr": 0.003, "batch_size": 16}
+register_model("detect", "ssd", quick=SSD_QUICK)(ssd(nms_in_graph=True))
+register_model("detect", "ssd_raw", quick=SSD_QUICK)(ssd(nms_in_graph=False))
 
 
 @dataclasses.dataclass

@@ -93,9 +93,10 @@ class Task(detect.Task):
 
     def input_keypoints(self, image: dict, annotations: list[dict]) -> torch.Tensor:
         """``[G, P, 3]`` joints of an image's people: x, y in input pixels, COCO visibility."""
-        points = np.array([a["keypoints"] for a in annotations], np.float64).reshape(len(annotations), -1, 3)
+        points = np.array([a["keypoints"] for a in annotations], np.float64)
+        points = points.reshape(len(annotations), len(self.joints), 3)
         points[..., :2] = fit(image["height"], image["width"], self.spec).to_input(points[..., :2])
-        return torch.from_numpy(points.astype(np.float32)).reshape(len(annotations), len(self.joints), 3)
+        return torch.from_numpy(points.astype(np.float32))
 
     def build_model(self, config: TrainConfig) -> nn.Module:
         self.arch, self.kwargs = config.model, config.model_kwargs

@@ -40,8 +40,8 @@ class SSDConfig:
     """widths, blocks: the backbone (its map is the finest, stride ``2 ** len(widths)``).
     extras: the channels of each coarser map (one stride-2 3×3 conv each).
     head: the channels of the 3×3 conv-BN-ReLU on each map before its class and box convs (SSD's
-        deep VGG features need none; this small backbone's do: without it the quick run mixed the
-        digits up, val mAP50 0.25 after 4 of 12 epochs).
+        deep VGG features feed the heads directly; this small backbone gets one nonlinear layer
+        more, as YOLO's head has).
     scales: default-box scales as fractions of the input side, one per map plus one more (the
         last map's extra scale): the digits are 15-45 % of the image high.
     aspect_ratios: besides 1, each ``a`` and ``1 / a`` (width / height); the digits are 1.3-2.9
