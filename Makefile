@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 OUT   ?= runs
 TASK  ?= all
 
-.PHONY: setup browser demo test test-fast wrk serving-reference
+.PHONY: setup browser demo zoo test test-fast wrk serving-reference
 setup: $(VENV)/.installed
 
 # The page test drives a real headless Chromium (Debian's packages); under `make test` it fails
@@ -37,6 +37,11 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(VENV)/bin/visionrt pipeline $(TASK) --out $(OUT)
+
+# Every architecture of every task through every stage against its target: $(OUT)/zoo.md (hours on
+# 2 cores; not in CI). ONLY=detect/ssd,superres reruns those rows and keeps the others.
+zoo: setup
+	$(VENV)/bin/visionrt zoo --out $(OUT) $(if $(ONLY),--only $(ONLY))
 
 # The extras `setup` installs are required here: a test that would skip for want of one fails
 # (tests/conftest.py: require_or_skip). Only "no GPU" and "no full TensorRT" remain skips.

@@ -81,6 +81,19 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     emit(args, result, f"pipeline done: report at {result['report']}")
 
 
+def cmd_zoo(args: argparse.Namespace) -> None:
+    from .zoo import run_zoo
+
+    result = run_zoo(args.out, only=args.only, seed=args.seed, build=not args.no_build,
+                     bench_seconds=args.bench_seconds, bench_batch_sizes=args.bench_batch_sizes,
+                     precisions=["fp32", *(p for p in args.precision if p != "fp32")])
+    missed = result["missed"]
+    emit(args, result, f"zoo: {', '.join(missed)} failed or missed the target ({result['markdown']})" if missed
+         else f"zoo: every row at its target ({result['markdown']})")
+    if missed:
+        raise SystemExit(1)
+
+
 def register(command: Command) -> None:
     from . import onnx_file
 
@@ -115,5 +128,18 @@ def register(command: Command) -> None:
     p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine build")
     p.add_argument("--bench-seconds", type=positive_float, default=1.0, help="minimum measuring time per benchmark point")
     p.add_argument("--bench-batch-sizes", type=int_list, default=[1, 8, 32], help="batch sizes to benchmark (default 1,8,32)")
+    p.add_argument("--precision", default=list(PRECISIONS), type=name_list(*PRECISIONS),
+                   help="precisions to export, build and benchmark beside fp32 (default: fp32,fp16,int8)")
+
+    p = command("zoo", cmd_zoo, "every architecture of every task through every stage, against its target: "
+                                "<out>/zoo.md")
+    p.add_argument("--out", required=True, type=output_dir)
+    p.add_argument("--only", type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+                   help="comma-separated rows (task/architecture, e.g. detect/ssd,superres/vdsr-x3) or tasks; "
+                        "the other rows of an earlier zoo.json are kept")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--no-build", action="store_true", help="skip the TensorRT engine builds")
+    p.add_argument("--bench-seconds", type=positive_float, default=0.3, help="minimum measuring time per benchmark point")
+    p.add_argument("--bench-batch-sizes", type=int_list, default=[1], help="batch sizes to benchmark (default 1)")
     p.add_argument("--precision", default=list(PRECISIONS), type=name_list(*PRECISIONS),
                    help="precisions to export, build and benchmark beside fp32 (default: fp32,fp16,int8)")

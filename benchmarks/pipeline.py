@@ -10,12 +10,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from PIL import Image
 
 from ..runtime import atomic
-from ..runtime.errors import ArtifactError, BackendUnavailable, PluginError, VisionRTError
+from ..runtime.errors import ArtifactError, BackendUnavailable, InputError, PluginError, VisionRTError
 from ..runtime.manifest import ModelDir
 from ..runtime.precision import PRECISIONS
 from ..train.cli import build_data
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: str | None = None,
                  seed: int = 0, build: bool = True, bench_seconds: float = 1.0,
                  precisions: Sequence[str] = PRECISIONS,
-                 bench_batch_sizes: Sequence[int] = (1, 8, 32), epochs: int | None = None) -> dict[str, Any]:
+                 bench_batch_sizes: Sequence[int] = (1, 8, 32), epochs: int | None = None,
+                 overrides: Mapping[str, Any] | None = None, dataset: str | None = None,
+                 name: str | None = None) -> dict[str, Any]:
     """Run every stage; returns the paths written and the headline figures.
 
     ``precisions``: beside fp32, the reduced precisions exported (``export/precision.py``: files,
@@ -34,7 +36,10 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
 
     ``bench_seconds``: minimum measuring time per benchmark point; warm-up and measuring each
     stop after five times that (slow points, e.g. large images, get fewer runs);
-    ``bench_batch_sizes``: the batch sizes benchmarked; ``epochs``: instead of the configuration's."""
+    ``bench_batch_sizes``: the batch sizes benchmarked; ``epochs``: instead of the configuration's;
+    ``overrides``: other :class:`~visionrt.train.config.TrainConfig` fields (e.g. ``model_kwargs``);
+    ``dataset``: a sibling of the built-in dataset's folder to train on instead (superres's ``x3``);
+    ``name``: the model directory's name under ``out`` (default ``<task>-<model>``)."""
     from ..export.stage import export_and_verify
     from ..train import tasks
     from ..train.loop import fit
@@ -43,11 +48,16 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
     out = Path(out)
     mode = "quick" if quick else "full"
     data_dir = build_data(task, out / "data" / task, quick=quick, seed=seed)
+    if dataset:
+        data_dir = data_dir.parent / dataset
+        if not data_dir.is_dir():
+            raise InputError(f"{task}'s built-in data has no dataset '{dataset}' beside {data_dir.parent}",
+                             fix="name one of its folders")
 
     config = tasks.configure(task, quick, model, seed=seed, threads=os.cpu_count() or 1,
-                             **({"epochs": epochs} if epochs else {}))
+                             **{**(overrides or {}), **({"epochs": epochs} if epochs else {})})
     log.info("train: %s/%s (%s)", task, config.model, mode)
-    model_dir = fit(config, data_dir, out / f"{task}-{config.model}", overwrite=True)  # a re-run replaces it
+    model_dir = fit(config, data_dir, out / (name or f"{task}-{config.model}"), overwrite=True)  # a re-run replaces it
     log.info("train: wrote %s", model_dir.path("weights", verify=False))
 
     log.info("export: ONNX + parity with PyTorch on held-out images")

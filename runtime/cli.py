@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "bench": ("visionrt.benchmarks.cli", None),
     "bench-prepost": ("visionrt.benchmarks.prepost", "train"),
     "pipeline": ("visionrt.benchmarks.cli", "train"),
+    "zoo": ("visionrt.benchmarks.cli", "train"),
     "serve": ("visionrt.runtime.server.cli", "serve"),
     "import": ("visionrt.export.import_onnx", None),
     "export-triton": ("visionrt.export.triton", None),
