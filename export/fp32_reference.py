@@ -2,8 +2,9 @@
 
 The images are the user's (``--data``: a folder of photos, no labels needed) or, without them,
 generated ones of the input size. The task's *targets* are fp32's own predictions on them (the
-top-1 class, the class map), so a task metric measures agreement with fp32: top-1 agreement for a
-classifier, mIoU of the class maps for a segmenter. Used for
+top-1 class, the class map, the detections shown), so a task metric measures agreement with fp32:
+top-1 agreement for a classifier, mIoU of the class maps for a segmenter, mAP against fp32's
+detections for a detector. Used for
 
 * the precision files (``export DIR --precision fp16,int8 --data photos/``): each judged on
   that agreement with the tolerances of trained models, plus the raw output difference;
@@ -39,6 +40,9 @@ REFERENCE = "onnxruntime-cpu-fp32"
 PARITY_FILE = "parity.json"
 #: Generated images used where the user gives none (parity only).
 GENERATED = 8
+#: Tasks whose outputs have one size whatever the input's: fp32's own predictions of images fed at
+#: several sizes (an import with a range of sizes) can be put together as targets.
+SIZE_FREE_TASKS = ("classify",)
 
 
 def is_imported(model_dir: ModelDir) -> bool:
@@ -66,6 +70,17 @@ def check_judged(model_dir: ModelDir) -> None:
         raise InputError(f"the fp16/int8 files of an imported {task} model cannot be judged here: agreement with "
                          f"fp32 is measured for {' and '.join(judged)} imports",
                          fix="benchmark and build it in fp32, or export it from PyTorch with labelled data")
+    if not _judged_by_task(model_dir.manifest):
+        raise InputError(f"the fp16/int8 files of an imported {task} model of several input sizes cannot be judged "
+                         "here: fp32's own predictions differ in size from image to image",
+                         fix="import it with a fixed --image-size HxW to make and judge its fp16/int8 files")
+
+
+def _judged_by_task(manifest) -> bool:
+    """Whether fp32's own predictions can be the targets of a task metric for this model: its task
+    makes them (``imported.own_targets``), and from images of one input size or outputs of one size."""
+    return runtime_task(manifest.task).imported.own_targets is not None and (
+        manifest.input.height is not None or manifest.task in SIZE_FREE_TASKS)
 
 
 def _batches(model_dir: ModelDir, images: Sequence[Path | np.ndarray], batch: int = 32) -> list[dict[str, np.ndarray]]:
@@ -88,7 +103,7 @@ def judge(model_dir: ModelDir, candidates: Iterable[Runner], images: Sequence[Pa
     with runner:
         reference_outputs = [replay.infer(feed) for feed in feeds]
     metric = None
-    if task.imported.own_targets is not None:
+    if _judged_by_task(manifest):
         merged = {k: np.concatenate([o[k] for o in reference_outputs]) for k in reference_outputs[0]}
         targets = task.imported.own_targets(merged, manifest)
         metric = lambda outputs: task.evaluate(outputs, targets, manifest)  # noqa: E731
@@ -111,7 +126,7 @@ def precision_runner(model_dir: ModelDir, path: Path, name: str) -> Runner:
     from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 
     spec = model_dir.manifest.input
-    runner = adapted(OnnxRuntimeRunner(path), model_dir.manifest.postprocess, spec.height, spec.width)
+    runner = adapted(OnnxRuntimeRunner(path), model_dir.manifest.postprocess, spec.height, spec.width, spec.layout)
     runner.name = name
     return runner
 

@@ -33,7 +33,7 @@ from ..runtime.backends.onnxruntime import OnnxRuntimeRunner
 from ..runtime.backends.base import TensorSpec
 from ..runtime.contracts import (CONTRACTS, ContractError, check_input, check_outputs, check_postprocess,
                                  contract, default_postprocess)
-from ..runtime.argtypes import existing_file, output_dir
+from ..runtime.argtypes import existing_file, int_list, output_dir, positive_int
 from ..runtime.errors import ArtifactError, InputError
 from ..runtime.file_kind import require_file
 from ..runtime.manifest import COLORS, INPUT_LAYOUTS, SCALES, InputSpec, Manifest, ModelDir, OutputSpec
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 #: What the model is called in reports when ``name`` is not given: the file's stem.
 IMPORTED = "imported ONNX"
+#: Strides tried, smallest first, where a range of input sizes is given without one.
+STRIDES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def onnx_io(path: str | os.PathLike) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -94,14 +96,22 @@ def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathL
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, resize: str = "bilinear",
                 postprocess: dict[str, Any] | None = None, name: str | None = None,
                 layout: str | None = None, channels: str = "RGB", scale: str = "0-1", outputs: str | None = None,
-                output_layout: str | None = None, output_roles: Sequence[tuple[str, str]] = ()) -> ModelDir:
+                output_layout: str | None = None, output_roles: Sequence[tuple[str, str]] = (),
+                image_size_range: Sequence[int] | None = None, stride: int | None = None) -> ModelDir:
     """Make ``out_dir`` a model directory for ``onnx_path`` (see the module doc); returns it.
 
     The conventions of models other exporters write (:mod:`.conventions`): ``layout`` NCHW/NHWC
     (default: from the input's shape), ``channels`` RGB/BGR, ``scale`` of the values before
     mean/std (``"0-1"`` or ``"0-255"``), ``outputs`` logits/probabilities (default: from the
     graph's last op), ``output_layout`` (:data:`~visionrt.runtime.output_adapters.LAYOUTS`) and
-    ``output_roles`` ``[(output name, role)]``. Refuses an ``out_dir`` that already holds a manifest."""
+    ``output_roles`` ``[(output name, role)]``. Refuses an ``out_dir`` that already holds a manifest.
+
+    ``image_size_range`` ``(min, max)`` or ``(min, opt, max)`` px per side, for an input of dynamic
+    height and width (instead of ``image_size``): each image is fed at its own size, fitted into
+    the range (:func:`~visionrt.runtime.preprocess.range_size`), and the engine's optimisation
+    profile (``build_profile``) spans it, tuned for ``opt`` (default: max); ``stride``: fed sides
+    are multiples of it (default: the smallest of :data:`STRIDES` the model runs at in onnxruntime);
+    min and max move inward to multiples of it."""
     source = Path(onnx_path)
     inputs, found = onnx_io(source)
     if len(inputs) != 1:
@@ -114,6 +124,13 @@ def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathL
                          "--mean, --std and --scale do not apply", fix="drop them")
     if convention["dtype"] == "uint8":
         convention["scale"] = "0-255"
+    sides = None
+    if image_size_range is not None:
+        if image_size:
+            raise InputError("--image-size fixes the input size and --image-size-range spans it; give one",
+                             fix="drop --image-size (give the size to tune for as --image-size-range MIN,OPT,MAX)")
+        sides = _side_range(source, view, convention, image_size_range, stride)
+        image_size = (sides[0], sides[0])
     graph = onnx.load(str(source), load_external_data=False)
     ordered, recorded, last_op = conventions.read_outputs(task, graph, found, classes, source.name, kind=outputs,
                                                          output_layout=output_layout, roles=output_roles)
@@ -128,6 +145,8 @@ def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathL
     spec, output_specs, post = describe(task, [view], ordered, source.name, classes=classes, image_size=image_size,
                                         mean=mean, std=std, resize=resize, postprocess=post_in, batch=batch,
                                         conventions=convention)
+    if sides:
+        spec = dataclasses.replace(spec, height=None, width=None, size_range=(sides[0], sides[2]), stride=sides[3])
     out = Path(out_dir)
     if (out / "manifest.json").exists():
         raise ArtifactError(f"{out} already holds a model directory", fix="choose another --out, or delete it")
@@ -142,7 +161,8 @@ def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathL
     manifest = Manifest(task=task, model={"arch": name or source.stem, "imported_from": str(source.resolve()),
                                           "source_sha256": digest, "producer": graph.producer_name,
                                           "last_op": last_op, **({"input_axes_named": renamed} if renamed else {})},
-                        classes=list(classes), input=spec, outputs=output_specs, postprocess=post)
+                        classes=list(classes), input=spec, outputs=output_specs, postprocess=post,
+                        build_profile={"height": list(sides[:3]), "width": list(sides[:3])} if sides else {})
     model_dir = ModelDir(out, manifest)
     model_dir.add_file("onnx", out / ONNX_FILE, role=f"{IMPORTED} (copied from {source.name})")
     _check_run(model_dir, source.name)
@@ -155,6 +175,73 @@ def import_onnx(onnx_path: str | os.PathLike, task: str, out_dir: str | os.PathL
 def _zero_batch(spec: InputSpec, batch: int) -> np.ndarray:
     """A black image batch as the model takes it (its layout, dtype, normalisation)."""
     return normalise(np.zeros((batch, spec.height, spec.width, 3), np.uint8), spec)
+
+
+def _side_range(source: Path, view: TensorSpec, convention: dict[str, str], given: Sequence[int],
+                stride: int | None) -> tuple[int, int, int, int]:
+    """``(min, opt, max, stride)`` px per side of ``image_size_range`` (see :func:`import_onnx`), checked
+    against the input ``view`` (NCHW): one-line errors for a range out of order, an input whose
+    height or width the graph fixes, and a range holding no multiple of the stride."""
+    text = ",".join(str(v) for v in given)
+    values = [given[0], given[1], given[1]] if len(given) == 2 else list(given)  # MIN,MAX: opt is max
+    if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
+        raise InputError(f"--image-size-range {text} is not MIN,MAX or MIN,OPT,MAX with 1 <= min <= opt <= max",
+                         fix="e.g. --image-size-range 320,1024 or 320,640,1024 (px per side)")
+    if stride is not None and stride < 1:
+        raise InputError(f"--stride {stride} is not a positive integer", fix="e.g. --stride 32")
+    low, opt, high = values
+    fixed = [f"{what} ({side})" for what, side in (("height", view.shape[2]), ("width", view.shape[3]))
+             if isinstance(side, int) and side > 0]
+    if fixed:
+        raise ContractError(f"{source.name} input '{view.name}' is [{', '.join(str(d) for d in view.shape)}]: its "
+                            f"{' and '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} fixed in the graph, so "
+                            f"--image-size-range {text} cannot apply",
+                            fix="drop --image-size-range (or --image-size HxW for the sides the graph leaves open)")
+    stride = stride or _probe_stride(source, view, convention, low, high)
+    first, last = -(-low // stride) * stride, high // stride * stride
+    if first > last:
+        raise InputError(f"--image-size-range {text} holds no multiple of the model's stride {stride}",
+                         fix=f"widen the range to include a multiple of {stride}")
+    if (first, last) != (low, high):
+        log.info("image size range %d-%d px moved to %d-%d: multiples of the stride %d", low, high, first, last, stride)
+    return first, min(max(round(opt / stride) * stride, first), last), last, stride
+
+
+def _probe_stride(source: Path, view: TensorSpec, convention: dict[str, str], low: int, high: int) -> int:
+    """The smallest of :data:`STRIDES` at which the model runs in onnxruntime on the sides of
+    :func:`_probe_sides`: a network that halves its input n times and joins the halves again needs
+    sides divisible by 2**n. :class:`ContractError` where it runs at none."""
+    batch = view.shape[0] if isinstance(view.shape[0], int) and view.shape[0] > 0 else 1
+    tried: list[tuple[tuple[int, int], str]] = []
+    quiet = lambda options: setattr(options, "log_severity_level", 4)  # noqa: E731 - refusals are expected here
+    with OnnxRuntimeRunner(source, session_setup=quiet) as runner:
+        for stride in STRIDES:
+            sides = _probe_sides(low, high, stride)
+            if sides is None:
+                break
+            try:
+                runner.infer({view.name: _zero_batch(InputSpec(name=view.name, height=sides[0], width=sides[1],
+                                                               **convention), batch)})
+                return stride
+            except Exception as err:  # noqa: BLE001 - onnxruntime's refusal of a size the graph cannot take
+                tried.append((sides, (str(err).strip().splitlines() or [type(err).__name__])[-1][:200]))
+    sizes = ", ".join(f"{h}x{w}" for (h, w), _ in tried)
+    raise ContractError(f"{source.name} input '{view.name}' runs in onnxruntime at no size tried within "
+                        f"--image-size-range {low},{high} ({sizes}){': ' + tried[0][1] if tried else ''}",
+                        fix="give the range of sizes the model was made for, or its stride (--stride N)")
+
+
+def _probe_sides(low: int, high: int, stride: int) -> tuple[int, int] | None:
+    """``(height, width)``, multiples ``k × stride`` within ``[low, high]`` that fail in a net needing a
+    larger stride, whether its halvings round down or up: height's ``k`` ends in as many 1 bits as
+    the range allows (it stays odd halved down), width's ``k - 1`` in as many 0 bits (``k`` stays odd
+    halved up); ``None`` where the range holds no multiple."""
+    counts = range(-(-low // stride), high // stride + 1)
+    if not counts:
+        return None
+    down = max(counts, key=lambda k: ((k ^ (k + 1)).bit_length(), -k))
+    up = max(counts, key=lambda k: (((k - 1) & (1 - k)).bit_length() if k > 1 else STRIDES[-1], -k))
+    return down * stride, up * stride
 
 
 def _adapted_outputs(source: Path, view: TensorSpec, convention: dict[str, str], image_size, post: dict[str, Any],
@@ -182,7 +269,8 @@ def _check_run(model_dir: ModelDir, source: str) -> None:
     records an output layout) against the contract."""
     spec = model_dir.manifest.input
     post = model_dir.manifest.postprocess
-    side = post.get("min_side", 64) * (post.get("scale", 1) if post.get("model_input") == "bicubic" else 1)
+    side = spec.size_range[0] if spec.size_range else (
+        post.get("min_side", 64) * (post.get("scale", 1) if post.get("model_input") == "bicubic" else 1))
     run_spec = dataclasses.replace(spec, height=spec.height or side, width=spec.width or side)
     with open_runner(model_dir, "onnxruntime") as runner:
         batch = runner.inputs[0].shape[0] if isinstance(runner.inputs[0].shape[0], int) else 1
@@ -272,7 +360,8 @@ def cmd_import(args: argparse.Namespace) -> None:
     with atomic.transaction(args.out):  # a failed import leaves --out as it was (or absent)
         model_dir = import_onnx(args.onnx, args.task, args.out, **description(args), layout=args.layout,
                                 channels=args.channels, scale=args.scale, outputs=args.outputs,
-                                output_layout=args.output_layout, output_roles=args.output)
+                                output_layout=args.output_layout, output_roles=args.output,
+                                image_size_range=args.image_size_range, stride=args.stride)
     m = model_dir.manifest
     outputs = ", ".join(f"{o.name} {o.shape}" for o in m.outputs)
     payload = {"model_dir": str(model_dir.root), "task": m.task, "outputs": [o.name for o in m.outputs],
@@ -291,6 +380,11 @@ def register(command) -> None:
     p.add_argument("--task", required=True, choices=tuple(CONTRACTS))
     p.add_argument("--out", required=True, type=output_dir, help="the model directory to write")
     add_description_arguments(p)
+    p.add_argument("--image-size-range", type=int_list, metavar="MIN,MAX", help="for an input of dynamic height and "
+                   "width, instead of --image-size: px per side (MIN,MAX, or MIN,OPT,MAX with the size the engine "
+                   "is tuned for; default opt: max); images are fed at their own size, fitted into the range")
+    p.add_argument("--stride", type=positive_int, help="with --image-size-range: fed sides are multiples of it "
+                   "(default: the smallest power of two up to 64 the model runs at)")
     g = p.add_argument_group("conventions of other exporters")
     g.add_argument("--layout", choices=INPUT_LAYOUTS, help="the input's layout (default: from its shape)")
     g.add_argument("--channels", choices=COLORS, default="RGB", help="channel order the model takes "

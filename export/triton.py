@@ -12,6 +12,11 @@ For a model directory named ``NAME`` (or given as ``NAME=DIR``) the repository g
 - ``NAME_preprocess`` -> ``NAME_onnx`` -> ``NAME_postprocess``, tied by the ensemble
   ``NAME_ensemble``: the same bytes-in, JSON-out contract with inference on the onnxruntime backend.
 
+``NAME_onnx`` serves the ONNX file's own outputs. Those of an imported model whose manifest
+records an output layout (a YOLOv5/YOLOv8/SSD detector, a one-channel segmenter:
+:mod:`visionrt.runtime.output_adapters`) are not the manifest's: ``NAME_postprocess`` maps them
+onto the task's contract as every visionrt runner does, so the results still equal ``predict``.
+
 Every model has ``max_batch_size`` (``dims`` omit the batch axis), ``dynamic_batching`` (except
 the ensemble, which its steps batch) and an ``instance_group``. Python models carry
 ``export/triton_model.py`` as ``model.py`` and a copy of the model directory's manifest (and
@@ -34,7 +39,7 @@ from typing import Any, Iterable, Mapping
 
 from ..runtime.argtypes import non_negative_int, output_dir, positive_int
 from ..runtime.errors import ArtifactError, InputError
-from ..runtime.manifest import MANIFEST_NAME, ModelDir
+from ..runtime.manifest import MANIFEST_NAME, ModelDir, OutputSpec
 from .build import DEFAULT_BATCH, scan_onnx
 from . import triton_model
 
@@ -110,7 +115,7 @@ def triton_models(name: str, model_dir: ModelDir, options: TritonOptions) -> lis
     max_batch = options.max_batch_size or build.get("max_batch", DEFAULT_BATCH[2])
     spec = manifest.input
     model_input = _tensor(spec.name, spec.dtype, [d if isinstance(d, int) else -1 for d in spec.shape[1:]])
-    model_outputs = [_tensor(o.name, o.dtype, _dims(o.shape, o.name)) for o in manifest.outputs]
+    model_outputs = [_tensor(o.name, o.dtype, _dims(o.shape, o.name)) for o in _served_outputs(model_dir)]
     image, result = _tensor(IMAGE, "TYPE_STRING", [1]), _tensor(RESULT, "TYPE_STRING", [1])
     original_size = _tensor(ORIGINAL_SIZE, "int32", [2])
     onnx_path, weights = model_dir.path("onnx"), _external_data(model_dir)
@@ -143,8 +148,21 @@ def triton_models(name: str, model_dir: ModelDir, options: TritonOptions) -> lis
         python(f"{name}_preprocess", "preprocess", [image], [model_input, original_size], {}),
         python(f"{name}_postprocess", "postprocess", [*model_outputs, original_size], [result], {}),
     ]
-    models.append(_ensemble(name, max_batch, spec.name, [o.name for o in manifest.outputs]))
+    models.append(_ensemble(name, max_batch, spec.name, [o["name"] for o in model_outputs]))
     return models
+
+
+def _served_outputs(model_dir: ModelDir) -> list[OutputSpec]:
+    """The outputs of the portable ONNX as an onnxruntime backend serves them: the manifest's, or
+    where the manifest records an output layout, the file's own (dynamic axes ``"batch"`` first,
+    then by name or ``"?"``)."""
+    if not model_dir.manifest.postprocess.get("output_layout"):
+        return model_dir.manifest.outputs
+    from .import_onnx import onnx_io
+
+    _, outputs = onnx_io(model_dir.path("onnx"))
+    return [OutputSpec(o.name, ["batch", *(d if isinstance(d, int) and d > 0 else d or "?" for d in o.shape[1:])],
+                       "the model's own output (the postprocess model adapts it)", o.dtype) for o in outputs]
 
 
 def _engine_models(name: str, model_dir: ModelDir, options: TritonOptions, max_batch: int) -> Iterable[TritonModel]:

@@ -9,9 +9,11 @@ visionrt itself. Its ``mode`` (a ``parameters`` entry of ``config.pbtxt``) picks
   the other modes are its steps (``Pipeline.preprocess``, ``Predictor.infer``, ``Pipeline.postprocess``):
 - ``preprocess``: ``IMAGE`` in; the model input (float32 ``[N, C, H, W]``, named as in the
   manifest) and ``ORIGINAL_SIZE`` (int32 ``[N, 2]``, height and width) out;
-- ``postprocess``: the model's outputs and ``ORIGINAL_SIZE`` in, ``RESULT`` out;
-- ``infer``: the model input in, its outputs out, through onnxruntime (a stand-in for
-  Triton's onnxruntime backend where a Triton lacks it).
+- ``postprocess``: the model's outputs and ``ORIGINAL_SIZE`` in, ``RESULT`` out; an imported
+  model's own outputs are first mapped onto its task's contract as the manifest's output layout
+  says (:func:`visionrt.runtime.output_adapters.adapt`, as every visionrt runner does);
+- ``infer``: the model input in, the ONNX file's own outputs out, through onnxruntime (a
+  stand-in for Triton's onnxruntime backend where a Triton lacks it).
 
 The visionrt runtime (``pip install visionrt``: numpy, onnxruntime, pillow) must be importable
 in the Python environment Triton's python backend runs.
@@ -38,13 +40,20 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.mode = config["parameters"]["mode"]["string_value"]
         self.output_names = [o["name"] for o in config["output"]]
+        self.input_names = [i["name"] for i in config["input"]]
         model_dir = ModelDir.open(Path(__file__).resolve().parent / MODEL_DIR)
         self.manifest = model_dir.manifest
-        if self.mode in ("predict", "infer"):
+        threads = int(config["parameters"].get("threads", {}).get("string_value", "0"))
+        if self.mode == "predict":
             from visionrt.runtime.predictor import Predictor
 
-            threads = int(config["parameters"].get("threads", {}).get("string_value", "0"))
             self.pipeline = self.predictor = Predictor(model_dir, threads=threads)
+        elif self.mode == "infer":  # what Triton's onnxruntime backend serves: the file's own outputs
+            from visionrt.runtime.backends import open_runner
+            from visionrt.runtime.output_adapters import AdaptedRunner
+
+            runner = open_runner(model_dir, "onnxruntime", threads=threads)
+            self.runner = (runner.runner if isinstance(runner, AdaptedRunner) else runner).activate()
         else:
             from visionrt.runtime.predictor import Pipeline
 
@@ -68,6 +77,8 @@ class TritonPythonModel:
     def finalize(self) -> None:
         if hasattr(self, "predictor"):
             self.predictor.close()
+        if hasattr(self, "runner"):
+            self.runner.deactivate()
 
     # modes ---------------------------------------------------------------------------------
     def _images(self, request) -> list[bytes]:
@@ -85,12 +96,18 @@ class TritonPythonModel:
                 "ORIGINAL_SIZE": np.array(sizes, dtype=np.int32)}
 
     def _postprocess(self, request) -> dict[str, np.ndarray]:
-        outputs = {spec.name: self._input(request, spec.name) for spec in self.manifest.outputs}
+        from visionrt.runtime.output_adapters import adapt
+        from visionrt.runtime.preprocess import fit
+
+        outputs = {name: self._input(request, name) for name in self.input_names if name != "ORIGINAL_SIZE"}
         sizes = [tuple(int(v) for v in row) for row in self._input(request, "ORIGINAL_SIZE")]
+        spec = self.manifest.input  # the input size the batch was fed at (normalised boxes are scaled by it)
+        height, width = (spec.height, spec.width) if spec.height else fit(*sizes[0], spec).size
+        outputs = adapt(outputs, self.manifest.postprocess, height, width)
         return {"RESULT": _json_rows(self.pipeline.postprocess(outputs, sizes))}
 
     def _infer(self, request) -> dict[str, np.ndarray]:
-        return self.predictor.infer(self._input(request, self.manifest.input.name))
+        return self.runner.infer({self.manifest.input.name: self._input(request, self.manifest.input.name)})
 
 
 def _json_rows(results: list) -> np.ndarray:

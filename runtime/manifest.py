@@ -52,7 +52,9 @@ class InputSpec:
     ``(x - mean) / std``. ``height``/``width`` of ``None`` mean any size (fully convolutional).
     Models imported from other exporters may differ (``visionrt.runtime.preprocess.normalise``):
     ``color`` ``BGR`` (channels reversed; mean/std in the model's channel order), ``scale``
-    ``"0-255"`` (pixels not divided by 255), ``layout`` ``NHWC``, ``dtype`` ``uint8`` (pixels as they are).
+    ``"0-255"`` (pixels not divided by 255), ``layout`` ``NHWC``, ``dtype`` ``uint8`` (pixels as they are),
+    ``size_range`` ``(min, max)`` px per side with ``height``/``width`` ``None`` (each image fed at its
+    own size, fitted into the range and rounded to a multiple of ``stride``: ``preprocess.fit``).
     """
 
     name: str = "images"
@@ -67,6 +69,8 @@ class InputSpec:
     dtype: str = "float32"
     layout: str = "NCHW"          # or "NHWC"
     scale: str = "0-1"            # pixel values before mean/std: "0-1" (value / 255) or "0-255" (value)
+    size_range: tuple[int, int] | None = None  # height/width None: sides fed within [min, max] px
+    stride: int = 1               # with size_range: fed sides are multiples of it
 
     @property
     def shape(self) -> list[Any]:
@@ -148,7 +152,9 @@ class Manifest:
         fields = {f.name for f in dataclasses.fields(cls)}
         body = {k: v for k, v in data.items() if k in fields}
         body["input"] = InputSpec(**{**body["input"], "mean": tuple(body["input"]["mean"]),
-                                     "std": tuple(body["input"]["std"])})
+                                     "std": tuple(body["input"]["std"]),
+                                     "size_range": tuple(body["input"]["size_range"])
+                                     if body["input"].get("size_range") else None})
         body["outputs"] = [OutputSpec(**o) for o in body["outputs"]]
         body["files"] = {k: FileEntry(**{**v, "path": normal_relative_path(v["path"])})
                          for k, v in body.get("files", {}).items()}
@@ -205,6 +211,9 @@ _INPUT: dict[str, tuple[Any, str]] = {
     "dtype": _one_of(DTYPES),
     "layout": _one_of(INPUT_LAYOUTS),
     "scale": _one_of(SCALES),
+    "size_range": (lambda v: v is None or (isinstance(v, list) and len(v) == 2 and all(_positive_int(x) for x in v)
+                                           and v[0] <= v[1]), "null or [min, max] positive integers, min <= max"),
+    "stride": (_positive_int, "a positive integer"),
 }
 _OUTPUT: dict[str, tuple[Any, str]] = {
     "name": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),

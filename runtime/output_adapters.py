@@ -129,11 +129,15 @@ def to_xyxy(boxes: np.ndarray, box_format: str, units: str, height: int | None, 
 
 
 class AdaptedRunner(Runner):
-    """A runner whose outputs are :func:`adapt`-ed (same name, inputs and timing as the one it wraps)."""
+    """A runner whose outputs are :func:`adapt`-ed (same name, inputs and timing as the one it wraps);
+    ``height``/``width`` ``None`` (a model of several input sizes): each batch's, read from its feed
+    in ``layout`` (NCHW or NHWC)."""
 
-    def __init__(self, runner: Runner, postprocess: Mapping[str, Any], height: int | None, width: int | None):
+    def __init__(self, runner: Runner, postprocess: Mapping[str, Any], height: int | None, width: int | None,
+                 layout: str = "NCHW"):
         super().__init__()
         self.runner, self.post, self.height, self.width = runner, dict(postprocess), height, width
+        self.layout = layout
         self.name = runner.name
 
     def _activate(self) -> None:
@@ -148,14 +152,26 @@ class AdaptedRunner(Runner):
 
     @property
     def outputs(self) -> list[TensorSpec]:
-        """The adapted outputs (their shapes as far as the raw ones say)."""
-        raw = {o.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in o.shape], np.float32)
-               for o in self.runner.outputs}
-        return [TensorSpec(name, value.shape, value.dtype.name)
-                for name, value in adapt(raw, self.post, self.height or 1, self.width or 1).items()]
+        """The adapted outputs (their shapes as far as the raw ones say: where a raw axis the layout
+        reads is dynamic, every axis of the adapted outputs is ``None``)."""
+        found = self.runner.outputs
+        raw = {o.name: np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in o.shape], np.float32) for o in found}
+        try:
+            values = adapt(raw, self.post, self.height or 1, self.width or 1)
+        except ArtifactError:  # e.g. [N, A, ?]: its sizes are known after a run only
+            read = raw_names(self.post, list(raw)).values()
+            binary = self.post["output_layout"] == "binary"
+            made = list(read) if binary else ["candidate_boxes", "candidate_scores"]
+            return [*(o for o in found if o.name not in read),
+                    *(TensorSpec(name, (None,) * (4 if binary else 3), "float32") for name in made)]
+        return [TensorSpec(name, value.shape, value.dtype.name) for name, value in values.items()]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return adapt(self.runner.infer(feed), self.post, self.height, self.width)
+        height, width = self.height, self.width
+        if height is None:
+            shape = next(iter(feed.values())).shape
+            height, width = shape[1:3] if self.layout == "NHWC" else shape[2:4]
+        return adapt(self.runner.infer(feed), self.post, height, width)
 
     def __getattr__(self, name: str) -> Any:  # backend facts (providers, engine, chosen_because, ...)
         if name == "runner":
@@ -163,6 +179,7 @@ class AdaptedRunner(Runner):
         return getattr(self.runner, name)
 
 
-def adapted(runner: Runner, postprocess: Mapping[str, Any], height: int | None, width: int | None) -> Runner:
+def adapted(runner: Runner, postprocess: Mapping[str, Any], height: int | None, width: int | None,
+            layout: str = "NCHW") -> Runner:
     """``runner`` itself, or wrapped in :class:`AdaptedRunner` where ``postprocess`` records a layout."""
-    return AdaptedRunner(runner, postprocess, height, width) if postprocess.get("output_layout") else runner
+    return AdaptedRunner(runner, postprocess, height, width, layout) if postprocess.get("output_layout") else runner

@@ -65,10 +65,30 @@ class Fit:
         return (xy - np.tile(self.pad, reps)) / np.tile(self.scale, reps)
 
 
+def range_size(height: int, width: int, spec: InputSpec) -> tuple[int, int]:
+    """The ``(height, width)`` an image of ``height × width`` px is fed at to a model whose sides span
+    ``spec.size_range``: its own size where both sides are inside the range, else scaled (keeping
+    its aspect where the range allows) into it; each side then the nearest multiple of ``spec.stride``
+    inside the range."""
+    low, high = spec.size_range
+    stride = spec.stride
+    scale = min(1.0, high / max(height, width))
+    scale = max(scale, low / min(height, width))
+    first, last = -(-low // stride) * stride, high // stride * stride
+
+    def side(value: int) -> int:
+        fed = min(max(round(value * scale), low), high)
+        return min(max(round(fed / stride) * stride, first), last)
+
+    return side(height), side(width)
+
+
 def fit(height: int, width: int, spec: InputSpec) -> Fit:
-    """How an image of ``height × width`` px fits ``spec``'s fixed input (see :data:`RESIZE_POLICIES`)."""
-    if spec.height is None:  # a model for any size: the image as it is
-        return Fit((1.0, 1.0), (0, 0), (height, width))
+    """How an image of ``height × width`` px fits ``spec``'s input (see :data:`RESIZE_POLICIES`; a model
+    taking a range of sizes: :func:`range_size`, stretched)."""
+    if spec.height is None:  # a model for any size: the image as it is, or fitted into its range
+        size = (height, width) if spec.size_range is None else range_size(height, width, spec)
+        return Fit((size[1] / width, size[0] / height), (0, 0), size)
     if spec.resize not in RESIZE_POLICIES:
         raise InputError(f"unknown resize policy {spec.resize!r} in the manifest",
                          fix=f"use one of {', '.join(RESIZE_POLICIES)}")
@@ -102,7 +122,7 @@ def fit_image(image: np.ndarray, spec: InputSpec, pad_value: int | None = None, 
     geometry = fit(*image.shape[:2], spec)
     method = method or ("bilinear" if spec.resize in ASPECT_POLICIES else spec.resize)
     resized = resize(image, *geometry.size, method)
-    if geometry.size == (spec.height, spec.width):
+    if spec.height is None or geometry.size == (spec.height, spec.width):
         return resized
     (x, y), (h, w) = geometry.pad, geometry.size
     if spec.resize == "center-crop":
@@ -119,8 +139,9 @@ def to_original_normalised(xy: np.ndarray, spec: InputSpec, height: int, width: 
     stretch, the same numbers)."""
     xy = np.asarray(xy, np.float64)
     reps = xy.shape[-1] // 2
-    size_in = np.tile((spec.width or width, spec.height or height), reps)
-    return fit(height, width, spec).to_original(xy * size_in) / np.tile((width, height), reps)
+    geometry = fit(height, width, spec)
+    size_in = np.tile((spec.width, spec.height) if spec.height else geometry.size[::-1], reps)
+    return geometry.to_original(xy * size_in) / np.tile((width, height), reps)
 
 
 def map_to_original(class_map: np.ndarray, spec: InputSpec, height: int, width: int) -> np.ndarray:
@@ -156,12 +177,10 @@ def normalise(images: np.ndarray, spec: InputSpec) -> np.ndarray:
 def preprocess(images: list[np.ndarray], spec: InputSpec) -> np.ndarray:
     """Decoded RGB images (any sizes) -> the model's input batch (``[N, 3, H, W]`` float32 unless
     the spec says otherwise: :func:`normalise`)."""
-    if spec.height is None:
-        sizes = {im.shape[:2] for im in images}
-        if len(sizes) > 1:
-            raise ValueError("images of different sizes cannot share a batch for a model without a fixed size")
-        return normalise(np.stack(images), spec)
-    return normalise(np.stack([fit_image(im, spec) for im in images]), spec)
+    fitted = [fit_image(im, spec) for im in images]
+    if spec.height is None and len({im.shape[:2] for im in fitted}) > 1:
+        raise ValueError("images of different sizes cannot share a batch for a model without a fixed size")
+    return normalise(np.stack(fitted), spec)
 
 
 def model_input(images: list[np.ndarray], manifest: Manifest) -> np.ndarray:
@@ -175,12 +194,19 @@ def model_input(images: list[np.ndarray], manifest: Manifest) -> np.ndarray:
 
 def require_detail(image: np.ndarray, spec: InputSpec, fraction: float = 0.5) -> np.ndarray:
     """``image`` unchanged if its shorter side is at least ``fraction`` of the model's fixed input
-    side, else an :class:`InputError`: enlarged more than that, the image is a blur."""
-    need = int(np.ceil(fraction * min(spec.height, spec.width)))
+    side (of a range of sizes: its smallest), else an :class:`InputError`: enlarged more than that,
+    the image is a blur."""
+    if spec.height:
+        side, size = min(spec.height, spec.width), f"{spec.width}×{spec.height}"
+    elif spec.size_range:
+        side, size = spec.size_range[0], "{}-{} px per side".format(*spec.size_range)
+    else:
+        return image
+    need = int(np.ceil(fraction * side))
     h, w = image.shape[:2]
     if min(h, w) < need:
         raise InputError(f"image is {w}×{h} px; this model needs at least {need} px on the shorter side "
-                         f"(its input is {spec.width}×{spec.height})", fix="pass a larger image")
+                         f"(its input is {size})", fix="pass a larger image")
     return image
 
 

@@ -8,13 +8,13 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import require_or_skip
+from conftest import needs_extra, require_or_skip
 
 torch = require_or_skip("torch")
 onnx = require_or_skip("onnx")
 
 from visionrt.export.import_onnx import import_onnx  # noqa: E402
-from visionrt.runtime import cli  # noqa: E402
+from visionrt.runtime import cli, tensorrt_env  # noqa: E402
 from visionrt.runtime.contracts import ContractError  # noqa: E402
 from visionrt.runtime.errors import ArtifactError, InputError  # noqa: E402
 from visionrt.runtime.manifest import InputSpec, ModelDir  # noqa: E402
@@ -24,10 +24,11 @@ from visionrt.runtime.preprocess import normalise  # noqa: E402
 CLASSES = ["cat", "coffee", "person"]
 
 
-def export(module: torch.nn.Module, path, example: torch.Tensor, outputs=("out",)):
+def export(module: torch.nn.Module, path, example: torch.Tensor, outputs=("out",), sides=False):
     """``module`` as ONNX at ``path`` (TorchScript exporter: quick on two cores), input ``images``
-    with a dynamic batch axis."""
-    axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}
+    with a dynamic batch axis (``sides``: and dynamic height and width, outputs' axis 1 dynamic too)."""
+    axes = {"images": {0: "batch", **({2: "height", 3: "width"} if sides else {})},
+            **{name: {0: "batch", **({1: "anchors"} if sides else {})} for name in outputs}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (example,), str(path), input_names=["images"], output_names=list(outputs),
@@ -247,6 +248,110 @@ def test_detection_layouts_map_onto_the_detect_contract(tmp_path, layout):
         np.testing.assert_allclose(detection.box, np.array(box) * [96 / 64, 2, 96 / 64, 2], atol=1e-3)
 
 
+# dynamic height and width: a range of sizes ----------------------------------------------------------
+class GridDetector(torch.nn.Module):
+    """A fully convolutional YOLOv5-layout detector for sides divisible by 4 (it pools twice and adds the
+    upsampled coarse map back): one candidate per 2×2 cell, a 2×2 px box on the cell, scored by the
+    cell's brightness (class 1: 1x1 convolutions passing the channels on, which int8 quantises, and
+    averaging them, which it keeps float as a head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix, self.brightness = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.mix.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.brightness.weight.fill_(1 / 3)
+            for conv in (self.mix, self.brightness):
+                conv.bias.zero_()
+
+    def forward(self, x):
+        half = torch.nn.functional.avg_pool2d(self.brightness(torch.relu(self.mix(x))), 2)
+        coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(half, 2), scale_factor=2.0)
+        score = half + 0 * coarse  # the two maps agree in size only where the sides are multiples of 4
+        n, _, h, w = score.shape
+        ys = (torch.arange(h, dtype=x.dtype) * 2 + 1).view(1, 1, h, 1).expand(n, 1, h, w)
+        xs = (torch.arange(w, dtype=x.dtype) * 2 + 1).view(1, 1, 1, w).expand(n, 1, h, w)
+        two, zero = torch.full_like(score, 2.0), torch.zeros_like(score)
+        return torch.cat([xs, ys, two, two, score, zero, torch.ones_like(score), zero], 1).flatten(2).transpose(1, 2)
+
+
+def block_picture(height, width, box):
+    """A black ``height × width`` picture with a white block at ``box`` (x1, y1, x2, y2)."""
+    picture = np.zeros((height, width, 3), np.uint8)
+    x1, y1, x2, y2 = box
+    picture[y1:y2, x1:x2] = 255
+    return picture
+
+
+def test_a_range_of_sizes_feeds_each_image_at_its_own_size_within_it(tmp_path):
+    path = export(GridDetector(), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64), outputs=("predictions",), sides=True)
+    model_dir = import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, output_layout="yolov5",
+                            image_size_range=(30, 96, 130))
+    m = ModelDir.open(tmp_path / "m").manifest
+    assert (m.input.height, m.input.size_range, m.input.stride) == (None, (32, 128), 4)  # stride found, range inward
+    assert m.build_profile == {"height": [32, 96, 128], "width": [32, 96, 128]}
+    assert m.input.shape == ["batch", 3, "height", "width"]
+    other = import_onnx(path, "detect", tmp_path / "m2", classes=CLASSES, output_layout="yolov5",
+                        image_size_range=(32, 128))
+    assert other.manifest.input.stride == 4  # it runs at 32 and at 33 (pooling drops a row), not at 127
+    from visionrt.runtime.preprocess import fit, model_input
+
+    assert fit(60, 80, m.input).size == (60, 80)      # inside: its own size
+    assert fit(62, 81, m.input).size == (64, 80)      # rounded to the stride
+    assert fit(192, 256, m.input).size == (96, 128)   # larger: scaled into the range, aspect kept
+    assert fit(10, 20, m.input).size == (32, 64)      # smaller: scaled up to the minimum
+    assert fit(20, 400, m.input).size == (32, 128)    # too long for both ends: each side clamped
+    inside, outside = (60, 80, (20, 12, 28, 20)), (192, 256, (64, 32, 96, 64))
+    with Predictor(model_dir) as predictor:
+        for height, width, box in (inside, outside):
+            picture = block_picture(height, width, box)
+            assert model_input([picture], m).shape == (1, 3, *fit(height, width, m.input).size)
+            found = [d for d in predictor.predict(picture)[0].detections if d.score > 0.5]
+            assert found and {d.index for d in found} == {1} and max(d.score for d in found) > 0.99
+            extent = np.array([d.box for d in found])  # the cells on the block, in the picture's pixels
+            exact = (height, width) == inside[:2]  # fed as it is; else halved (a resize blurs the edges)
+            np.testing.assert_allclose([*extent[:, :2].min(0), *extent[:, 2:].max(0)], box, atol=1e-3 if exact else 4)
+
+
+def test_a_range_of_sizes_is_checked_in_one_line(tmp_path, capsys):
+    path = export(GridDetector(), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64), outputs=("predictions",), sides=True)
+    common = {"classes": CLASSES, "output_layout": "yolov5"}
+    with pytest.raises(InputError, match=r"--image-size-range 128,64 is not MIN,MAX or MIN,OPT,MAX"):
+        import_onnx(path, "detect", tmp_path / "m", image_size_range=(128, 64), **common)
+    with pytest.raises(InputError, match="--image-size fixes the input size and --image-size-range spans it"):
+        import_onnx(path, "detect", tmp_path / "m", image_size=(64, 64), image_size_range=(32, 64), **common)
+    with pytest.raises(InputError, match=r"--image-size-range 33,35 holds no multiple of the model's stride 4"):
+        import_onnx(path, "detect", tmp_path / "m", image_size_range=(33, 35), stride=4, **common)
+    with pytest.raises(ContractError, match=r"runs in onnxruntime at no size tried within --image-size-range 33,35"):
+        import_onnx(path, "detect", tmp_path / "m", image_size_range=(33, 35), **common)
+    fixed = export(Classifier("softmax"), tmp_path / "c.onnx", torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ContractError, match=r"input 'images' is \[batch, 3, 32, 32\]: its height \(32\) and width "
+                                            r"\(32\) are fixed in the graph"):
+        import_onnx(fixed, "classify", tmp_path / "m", classes=CLASSES, image_size_range=(16, 64))
+    assert not (tmp_path / "m" / "manifest.json").exists()
+    names = tmp_path / "classes.txt"
+    names.write_text("\n".join(CLASSES))
+    code = cli.main(["import", str(path), "--task", "detect", "--classes", str(names), "--output-layout", "yolov5",
+                     "--image-size-range", "64,32", "--out", str(tmp_path / "n")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) <= 2 and "--image-size-range 64,32 is not" in err
+    assert cli.main(["import", str(path), "--task", "detect", "--classes", str(names), "--output-layout", "yolov5",
+                     "--image-size-range", "32,64", "--stride", "8", "--out", str(tmp_path / "n")]) == 0
+    spec = ModelDir.open(tmp_path / "n").manifest.input
+    assert (spec.size_range, spec.stride) == ((32, 64), 8)
+
+
+@pytest.mark.slow  # builds an engine
+@needs_extra(tensorrt_env.installed("tensorrt_rtx") is not None, "TensorRT-RTX is not installed (pip install 'visionrt[rtx]')")
+def test_a_range_of_sizes_is_the_engines_optimisation_profile(tmp_path):
+    from visionrt.export.build import build
+
+    path = export(GridDetector(), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64), outputs=("predictions",), sides=True)
+    import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, output_layout="yolov5", image_size_range=(30, 96, 130))
+    facts = build(tmp_path / "m", flavour="tensorrt_rtx", max_batch=2).facts
+    assert facts["profile"]["images"] == {"min": [1, 3, 32, 32], "opt": [2, 3, 96, 96], "max": [2, 3, 128, 128]}
+
+
 def test_several_outputs_choose_by_role_and_ignore_the_rest(tmp_path):
     class TwoHeads(torch.nn.Module):
         def __init__(self):
@@ -336,17 +441,77 @@ def test_export_of_an_import_checks_other_backends_against_onnxruntime(tmp_path,
     assert parity["passed"] and parity["reference"] == "onnxruntime-cpu-fp32" and parity["task"]["miou"]["candidate"] == 1.0
 
 
+class Joints(torch.nn.Module):
+    """A one-joint pose model: the joint at the (sigmoid of the) mean of the first two channels."""
+
+    def forward(self, x):
+        return torch.sigmoid(x.mean((2, 3))[:, :2]).view(-1, 1, 2)
+
+
 def test_precisions_of_an_import_need_photos_and_a_judged_task(tmp_path, capsys):
-    path = export(FixedDetector(candidates("yolov8")), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64),
-                  outputs=("predictions",))
-    import_onnx(path, "detect", tmp_path / "d", classes=CLASSES, image_size=(64, 64), output_layout="yolov8")
+    path = export(Joints(), tmp_path / "p.onnx", torch.zeros(1, 3, 32, 32))
+    import_onnx(path, "pose", tmp_path / "p", classes=["nose"], image_size=(32, 32))
+    assert cli.main(["export", str(tmp_path / "p"), "--precision", "int8"]) == 2
+    assert "imported pose model cannot be judged here" in capsys.readouterr().err
+    path = export(GridDetector(), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64), outputs=("predictions",), sides=True)
+    import_onnx(path, "detect", tmp_path / "d", classes=CLASSES, output_layout="yolov5", image_size_range=(32, 64))
     assert cli.main(["export", str(tmp_path / "d"), "--precision", "int8"]) == 2
-    assert "cannot be judged here" in capsys.readouterr().err
+    assert "of several input sizes cannot be judged here" in capsys.readouterr().err
     classifier = export(Classifier("softmax"), tmp_path / "c.onnx", torch.zeros(1, 3, 32, 32))
     import_onnx(classifier, "classify", tmp_path / "c", classes=CLASSES, image_size=(32, 32))
     assert cli.main(["export", str(tmp_path / "c"), "--precision", "int8"]) == 2
     assert "pass --data DIR, a folder of your photos" in capsys.readouterr().err
     assert not (tmp_path / "c" / "model.int8.onnx").exists()
+
+
+def test_a_detectors_reduced_precisions_are_judged_by_map_against_fp32s_own_detections(tmp_path):
+    from visionrt.runtime.tasks import runtime_task
+
+    path = export(FixedDetector(candidates("yolov5")), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64),
+                  outputs=("predictions",))
+    model_dir = import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="yolov5")
+    m, task = model_dir.manifest, runtime_task("detect")
+    with Predictor(model_dir) as predictor:
+        fp32 = predictor.infer(predictor.preprocess(images(2, side=48)))
+    targets = task.imported.own_targets(fp32, m)
+    assert [(t["image"]["height"], t["image"]["width"]) for t in targets] == [(64, 64)] * 2
+    shown = [(a["category_id"] - 1, [round(v, 3) for v in a["bbox"]]) for a in targets[0]["annotations"]]
+    assert shown == [(c, [x1, y1, x2 - x1, y2 - y1]) for (x1, y1, x2, y2), c, _ in OBJECTS]  # above 0.25 only
+    assert task.evaluate(fp32, targets, m)["map50"] == 1.0
+    moved = {**fp32, "candidate_boxes": fp32["candidate_boxes"] + np.array([20, 0, 20, 0], np.float32)}
+    assert task.evaluate(moved, targets, m)["map50"] < 1.0 - task.precision_tolerance["map50"][0]
+
+
+def block_photos(folder, count, side=64, seed=0):
+    """``count`` PNG photos of a light block on dark noise at random places (what GridDetector finds)."""
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        x, y = rng.integers(0, side - 16, 2)
+        block = block_picture(side, side, (x, y, x + rng.integers(4, 16), y + rng.integers(4, 16)))
+        noise = rng.integers(0, 60, block.shape)
+        Image.fromarray(np.where(block > 0, 255 - noise, noise).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_fp16_and_int8_of_an_imported_detector_are_judged_on_photos(tmp_path):
+    path = export(GridDetector(), tmp_path / "d.onnx", torch.zeros(1, 3, 64, 64), outputs=("predictions",))
+    import_onnx(path, "detect", tmp_path / "m", classes=CLASSES, image_size=(64, 64), output_layout="yolov5")
+    photos = block_photos(tmp_path / "photos", 8)
+    assert cli.main(["export", str(tmp_path / "m"), "--precision", "fp16,int8", "--data", str(photos)]) in (0, 1)
+    m = ModelDir.open(tmp_path / "m").manifest
+    assert m.precisions["calibration"]["count"] == 8
+    for precision, key in (("fp16", "onnx_fp16"), ("int8", "onnx_int8")):
+        accuracy = m.precisions[precision]["files"][key]["accuracy"]
+        map50 = accuracy["metrics"]["map50"]
+        assert map50["fp32_onnx"] == 1.0 and map50["tolerance"] == 0.02 and 0 <= map50["value"] <= 1
+        assert accuracy["passed"] == (map50["change"] >= -0.02) and accuracy["samples"] == 8
+    assert m.precisions["fp16"]["passed"]  # fp16 keeps a brightness score's detections
+    with Predictor(tmp_path / "m", precision="int8") as predictor:
+        assert len(predictor.predict(sorted(photos.iterdir()))) == 8
 
 
 @pytest.mark.slow

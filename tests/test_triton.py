@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -199,6 +200,71 @@ def test_python_models_equal_predict_in_process(repo, tiny_model_dir, images, mo
 
 
 # a real tritonserver -----------------------------------------------------------------------------
+def _imported(kind: str, root: Path) -> Path:
+    """A model directory imported from an ONNX another exporter might write (the models of
+    ``tests/test_import_wild.py``): a classifier ending in Softmax, or a YOLOv5 / SSD layout detector."""
+    require_or_skip("torch")
+    require_or_skip("onnx")
+    import torch
+    import test_import_wild as wild
+
+    from visionrt.export.import_onnx import import_onnx
+
+    if kind == "softmax":
+        path = wild.export(wild.Classifier("softmax"), root / "c.onnx", torch.zeros(1, 3, 32, 32))
+        return import_onnx(path, "classify", root / kind, classes=wild.CLASSES, image_size=(32, 32)).root
+    names = ("boxes", "scores") if kind == "ssd" else ("predictions",)
+    path = wild.export(wild.FixedDetector(wild.candidates(kind)), root / "d.onnx", torch.zeros(1, 3, 64, 64),
+                       outputs=names)
+    extra = {"postprocess": {"box_format": "yxyx", "box_units": "normalised"}} if kind == "ssd" else {}
+    return import_onnx(path, "detect", root / kind, classes=wild.CLASSES, image_size=(64, 64), output_layout=kind,
+                       **extra).root
+
+
+@pytest.mark.parametrize("kind", ["softmax", "yolov5", "ssd"])
+def test_python_models_of_an_import_adapt_its_own_outputs_as_predict_does(tmp_path, monkeypatch, kind):
+    """NAME_onnx serves the file's own outputs (what Triton's onnxruntime backend can load);
+    NAME_postprocess maps them as every runner does: probabilities are not normalised again, a
+    foreign detection layout becomes detections; the results equal ``predict``."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    model_dir = _imported(kind, tmp_path)
+    repo = tmp_path / "repo"
+    export_repository({"m": model_dir}, repo, TritonOptions(max_batch_size=4, onnx_backend="python"))
+    export_repository({"m": model_dir}, tmp_path / "ort", TritonOptions(max_batch_size=4))
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    own = [o.name for o in session.get_outputs()]
+    for where in (repo, tmp_path / "ort"):
+        served = config_dict(where / "m_onnx" / "config.pbtxt")
+        assert [o["name"] for o in served["output"]] == own
+        post_inputs = [i["name"] for i in config_dict(where / "m_postprocess" / "config.pbtxt")["input"]]
+        assert post_inputs == [*own, "ORIGINAL_SIZE"]
+    rng = np.random.default_rng(3)
+    encoded = []
+    for size in ((40, 50), (72, 48), (64, 64)):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (*size, 3), np.uint8)).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    batch = np.array([[im] for im in encoded], dtype=np.object_)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
+    with Predictor(model_dir) as predictor:
+        results = predictor.predict(encoded)
+        expected = [json.loads(json.dumps(r.to_dict())) for r in results]
+        name = predictor.manifest.input.name
+        pre = _run(_load(repo, "m_preprocess"), IMAGE=batch)
+        raw = _run(_load(repo, "m_onnx"), **{name: pre[name]})
+        for key, value in zip(own, session.run(None, {name: pre[name]})):
+            np.testing.assert_array_equal(raw[key], value)
+        post = _run(_load(repo, "m_postprocess"), ORIGINAL_SIZE=pre["ORIGINAL_SIZE"], **raw)["RESULT"]
+        assert [json.loads(row[0]) for row in post] == expected
+        assert [json.loads(row[0]) for row in _run(_load(repo, "m"), IMAGE=batch)["RESULT"]] == expected
+    if kind == "softmax":  # the model's own probabilities, once
+        assert [r.score for r in results] == pytest.approx(raw["out"].max(1).tolist(), abs=1e-6)
+    else:
+        assert [len(r.detections) for r in results] == [2, 2, 2]
+
+
 @pytest.fixture(scope="session")
 def triton_venv() -> Path:
     """``.venv-triton`` with nvidia-pytriton and the visionrt runtime, created on first use (needs PyPI)."""

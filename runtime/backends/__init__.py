@@ -69,7 +69,7 @@ def _adapted(model_dir: ModelDir, runner: Runner) -> Runner:
     from ..output_adapters import adapted
 
     spec = model_dir.manifest.input
-    return adapted(runner, model_dir.manifest.postprocess, spec.height, spec.width)
+    return adapted(runner, model_dir.manifest.postprocess, spec.height, spec.width, spec.layout)
 
 
 def _engine_for(model_dir: ModelDir, precision: str) -> str:
