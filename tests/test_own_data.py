@@ -158,9 +158,9 @@ def mask_folder(tmp_path_factory, coco_photos) -> Path:
     return root
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "visionrt.runtime.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=timeout)
 
 
 # the resize policy -----------------------------------------------------------------------------

@@ -105,7 +105,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     options.pop("task", None), options.pop("model", None), options.pop("preset", None)
     options.update({k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None})
     options.update(resume=args.resume or options.get("resume", False))
-    options.setdefault("auto", [name for name in AUTO_FIELDS if name not in options])  # sized to the data
+    named = set(options) | ({"model"} if model or preset or "model_kwargs" in options else set())
+    options.setdefault("auto", [name for name in AUTO_FIELDS if name not in named])  # sized to the data
     for name in ("seed", "threads"):
         if getattr(args, name) is not None or name not in options:
             options[name] = getattr(args, name) or 0

@@ -41,7 +41,7 @@ class TrainConfig:
     flip: bool | None = None       # mirror training images left-right at random (None: unless the data is the built-in digits)
     scale_jitter: float | None = None  # detect/instance: zoom each image by 1 ± this (None: 0.25, 0 on the built-in digits)
     # fields sized to the training set when training starts (visionrt.train.schedule.AUTO_FIELDS: batch_size,
-    # epochs, patience); `visionrt train` lists those the user did not set; empty: every field used as given
+    # epochs, patience, model); `visionrt train` lists those the user did not set; empty: every field as given
     auto: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod

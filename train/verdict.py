@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from .config import TrainConfig
-from .schedule import AUTO_FIELDS, MIN_STEPS, size_to_data
+from .schedule import AUTO_FIELDS, min_steps, size_to_data, small_set_model
 
 #: The model must close at least this share of the gap between the baseline and a perfect score.
 MIN_SKILL = 0.1
@@ -26,12 +26,15 @@ def judge(task, test_metrics: dict, config: TrainConfig, steps: int, n_train: in
     value = float(test_metrics[baseline.metric])
     if value - baseline.value >= MIN_SKILL * (1 - baseline.value):
         return None
-    if steps < MIN_STEPS:
+    if steps < min_steps(config.task):
         sized = size_to_data(dataclasses.replace(config, auto=list(AUTO_FIELDS)), n_train)
         flags = " ".join(f"--{name.replace('_', '-')} {getattr(sized, name)}" for name in ("batch_size", "epochs")
                          if getattr(sized, name) != getattr(config, name)) or "more --epochs"
         cause = (f"only {steps} optimizer steps (batch {config.batch_size} over {n_train} training samples): "
                  f"pass {flags}")
+    elif small_set_model(config.task, n_train) not in (None, config.model):
+        cause = (f"the {config.model} architecture on {n_train} training samples: pass --model "
+                 f"{small_set_model(config.task, n_train)} (or leave --model out to have it chosen)")
     else:
         cause = (f"the learning rate {config.lr:g} (pass --lr {config.lr / 10:g}), too few images per class "
                  f"or an input too small to tell them apart (--image-size)")
