@@ -14,6 +14,7 @@ v2 infer, gRPC infer, 2 workers): images/s, latency, the mean batch, the client'
 gRPC is driven by :mod:`.grpc_load` (Python: no C gRPC load tool installs here) on the client core;
 2 workers run on both cores, sharing the client's (compare their CPU efficiency, not throughput).
 Each setup runs ``repeat`` times; the report gives the median and the spread, and the load average.
+``--setups KEY,...`` runs a subset (keys: :data:`SETUPS`).
 
 **Quick figures** (without ``--wrk``, :func:`serving_figures`): client (:mod:`.loadtest`, Python)
 and server share this machine's cores, unpinned, so the client takes CPU from the server and
@@ -223,9 +224,11 @@ def serving_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLike,
 # reference figures (--wrk) -------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """One reference figure: what is sent (``predict``, ``infer``: HTTP v2, ``grpc``), how many images a
-    request, extra server options, and whether the server may use the client's core too."""
+    """One reference figure (``key``: its short name for ``--setups``): what is sent (``predict``,
+    ``infer``: HTTP v2, ``grpc``), how many images a request, extra server options, and whether the
+    server may use the client's core too."""
 
+    key: str
     name: str
     endpoint: str
     images_per_request: int = 1
@@ -234,12 +237,12 @@ class Setup:
 
 
 SETUPS = (
-    Setup("HTTP predict, dynamic batching", "predict"),
-    Setup("HTTP predict, --max-batch-size 1", "predict", server_options=("--max-batch-size", "1")),
-    Setup("HTTP predict, 8 images a request", "predict", 8),
-    Setup("HTTP v2 infer (binary tensor), dynamic batching", "infer"),
-    Setup("gRPC v2 infer, dynamic batching", "grpc"),
-    Setup("HTTP predict, --workers 2 (both cores, sharing the client's)", "predict",
+    Setup("batched", "HTTP predict, dynamic batching", "predict"),
+    Setup("unbatched", "HTTP predict, --max-batch-size 1", "predict", server_options=("--max-batch-size", "1")),
+    Setup("eight", "HTTP predict, 8 images a request", "predict", 8),
+    Setup("infer", "HTTP v2 infer (binary tensor), dynamic batching", "infer"),
+    Setup("grpc", "gRPC v2 infer, dynamic batching", "grpc"),
+    Setup("workers", "HTTP predict, --workers 2 (both cores, sharing the client's)", "predict",
           server_options=("--workers", "2"), both_cores=True),
 )
 
@@ -379,6 +382,15 @@ def reference_markdown(figures: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _setups(text: str) -> tuple[Setup, ...]:
+    """``--setups``: comma-separated keys of :data:`SETUPS`, in that order."""
+    keys = text.split(",")
+    unknown = sorted(set(keys) - {s.key for s in SETUPS})
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no setup {', '.join(unknown)} (choose from {', '.join(s.key for s in SETUPS)})")
+    return tuple(s for s in SETUPS if s.key in keys)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m visionrt.benchmarks.serving", description=__doc__.splitlines()[0],
                                      epilog="options after -- go to every `visionrt serve`, e.g. -- --threads 1")
@@ -394,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=positive_int, default=3, help="--wrk: runs of each setup (default 3)")
     parser.add_argument("--server-core", type=int, default=0, help="--wrk: the server's core (default 0)")
     parser.add_argument("--client-core", type=int, default=1, help="--wrk: the client's core (default 1)")
+    parser.add_argument("--setups", type=_setups, metavar="KEY,...",
+                        help=f"--wrk: which setups (default all: {','.join(s.key for s in SETUPS)})")
     argv = sys.argv[1:] if argv is None else argv
     server_options = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -401,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request costs the load client CPU
     if args.wrk:
         figures = reference_figures(args.model_dir, args.images, seconds=args.seconds, connections=args.clients,
-                                    repeat=args.repeat, server_core=args.server_core, client_core=args.client_core)
+                                    repeat=args.repeat, server_core=args.server_core, client_core=args.client_core,
+                                    **({"setups": args.setups} if args.setups else {}))
         text = reference_markdown(figures)
         if args.out:
             atomic.write_text(args.out / "serving-reference.json", json.dumps(figures, indent=2) + "\n")

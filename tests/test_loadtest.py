@@ -317,6 +317,20 @@ def test_wrk_flag_runs_the_reference_figures(monkeypatch, tmp_path, capsys):
     assert json.loads((tmp_path / "serving-reference.json").read_text()) == {}
 
 
+
+def test_wrk_setups_are_chosen_by_key(monkeypatch, tmp_path, capsys):
+    from visionrt.benchmarks import serving
+
+    seen = {}
+    monkeypatch.setattr(serving, "reference_figures", lambda model_dir, images, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(serving, "reference_markdown", lambda figures: "# table\n")
+    serving.main([str(tmp_path), "--images", str(tmp_path), "--wrk", "--setups", "infer,batched"])
+    assert [s.key for s in seen["setups"]] == ["batched", "infer"]
+    with pytest.raises(SystemExit) as exit_info:
+        serving.main([str(tmp_path), "--images", str(tmp_path), "--wrk", "--setups", "batched,fast"])
+    assert exit_info.value.code == 2 and "no setup fast" in capsys.readouterr().err
+
+
 @needs_wrk
 @pytest.mark.slow
 def test_reference_figures_on_tiny_settings(tiny_model_dir, tiny_data):

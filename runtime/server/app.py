@@ -4,6 +4,8 @@ Routes: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2``, ``/v2/models/{m}
 ``/v2/models/{m}/ready``, ``/v2/models/{m}/config``, ``/v2/models/{m}/stats``, ``POST
 /v2/models/{m}/infer`` (each also under ``/v2/models/{m}/versions/1/...``); ``GET /v1/models``,
 ``POST /v1/models/{m}/predict`` (see :mod:`.task_endpoint`); ``GET /metrics``; ``GET /`` (the page).
+The two ``POST`` routes are raw ASGI endpoints that :class:`App` answers ahead of the framework's
+middleware (:mod:`.hot_routes`).
 
 Errors answer ``{"error": "<cause> (<fix>)"}``: 400 bad input, 401 no valid API key (:mod:`.auth`),
 404 unknown model, 413 body too large, 503 queue full or shutting down (with ``Retry-After``), 504
@@ -25,22 +27,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 
-from ..errors import InputError
-from . import auth, multipart, protocol, task_endpoint
-from .failures import FAILURES, error_message, failure
+from . import auth, protocol
+from .failures import FAILURES, error_response, failure
 from .batcher import Batcher
+from .hot_routes import FastPath, hot_routes
 from .limits import BodyLimit
 from .metrics import ModelMetrics, ServerMetrics
 from .repository import ModelRepository, ServedModel, UnknownModel
 
 log = logging.getLogger(__name__)
 
-#: Seconds a client is told to wait before retrying after a 503.
-RETRY_AFTER_S = 1
-#: How often a waiting request checks whether its client has gone, in seconds.
-DISCONNECT_POLL_S = 0.2
 #: Request bodies up to this many bytes are parsed/decoded (and answered) on the event loop: for
 #: them the hop to the thread pool and back costs more CPU than the work (benchmarks/README.md,
 #: "Where a request's CPU goes"); larger ones go to the pool, where decoding runs beside the loop.
@@ -66,13 +63,6 @@ class ServerSettings:
     grpc_address: str | None = None
 
 
-def error_response(err: BaseException) -> JSONResponse:
-    status, _ = failure(err)
-    message = error_message(err)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 class Server:
     """The state behind the routes: models, their batchers and metrics, the pre/post-processing pool."""
 
@@ -88,6 +78,10 @@ class Server:
                      if settings.api_key_file else None)  # who may use the server (HTTP and gRPC)
         self.ready = False
 
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.settings.max_body_mb * 2**20)
+
     async def start(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="visionrt-prepost")
         for model in self.repository:
@@ -97,8 +91,7 @@ class Server:
         if self.settings.grpc_address:
             from . import grpc_service
 
-            self.grpc = await grpc_service.start(self, self.settings.grpc_address,
-                                                 int(self.settings.max_body_mb * 2**20))
+            self.grpc = await grpc_service.start(self, self.settings.grpc_address, self.max_body_bytes)
         self.ready = True
 
     async def stop(self) -> None:
@@ -141,47 +134,20 @@ class Server:
         metrics.succeeded(time.perf_counter() - started)
 
 
-async def _unless_disconnected(request: Request, work: Awaitable) -> Any:
-    """``await work``, cancelled (freeing its queue slots) when the client goes away first."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                raise ClientDisconnect()
-    finally:
-        task.cancel()
+class App(FastAPI):
+    """FastAPI, with the hot routes answered ahead of its middleware when :attr:`fast_path` matches."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        endpoint = self.fast_path.match(scope) if self.fast_path is not None else None
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast_path.answer(endpoint, scope, receive, send)
 
 
-async def _all_or_none(works: list[Awaitable]) -> list[Any]:
-    """``gather`` that cancels the others as soon as one fails."""
-    if len(works) == 1:
-        return [await works[0]]
-    tasks = [asyncio.ensure_future(w) for w in works]
-    try:
-        return await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def _images(request: Request) -> list[bytes]:
-    """The encoded images of a predict request: the raw body, or every file of a multipart form."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        images = multipart.form_files(await request.body(), content_type)
-        if not images:
-            raise InputError("the multipart form holds no file", fix="send images as file fields")
-        return images
-    body = await request.body()
-    if not body:
-        raise InputError("the request body is empty", fix="send an encoded image (PNG, JPEG, ...) as the body")
-    return [body]
-
-
-def create_app(repository: ModelRepository, settings: ServerSettings = ServerSettings()) -> FastAPI:
+def create_app(repository: ModelRepository, settings: ServerSettings = ServerSettings()) -> App:
     server = Server(repository, settings)
 
     @contextlib.asynccontextmanager
@@ -190,7 +156,7 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
         yield
         await server.stop()
 
-    app = FastAPI(title="visionrt", version=protocol.VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = App(title="visionrt", version=protocol.VERSION, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
 
     @app.exception_handler(Exception)
@@ -245,56 +211,17 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
     async def model_stats(m: str, v: str | None = None) -> dict:
         return server.metrics.stats(get_model(m, v).name)
 
-    # inference --------------------------------------------------------------------------
-    async def infer(request: Request) -> Response:
-        """A plain Starlette route, like ``predict``: the v2 hot path."""
-        model = get_model(request.path_params["m"], request.path_params.get("v"))
-        async with server.accounting(model):
-            deadline = server.deadline()
-            body = await request.body()
-            parsed = await server.sized(len(body), protocol.parse_infer_request, body,
-                                        request.headers.get(protocol.HEADER_LENGTH))
-            rows = protocol.check_infer_inputs(model, parsed)
-            outputs, _ = await _unless_disconnected(request, server.batchers[model.name].submit(rows, deadline))
-            content, headers = await server.sized(len(body), protocol.encode_infer_response, model.name, parsed,
-                                                  outputs)
-        return Response(content, headers=headers)
-
-    app.add_route("/v2/models/{m}/infer", infer, methods=["POST"])
-    app.add_route("/v2/models/{m}/versions/{v}/infer", infer, methods=["POST"])
+    # inference (the hot routes) ----------------------------------------------------------
+    routes = hot_routes(server)
+    for path, endpoint in routes:
+        app.add_route(path, endpoint, methods=["POST"])
+    app.fast_path = FastPath(routes, server.gate, server.max_body_bytes, cors=bool(settings.cors_origins))
 
     @app.get("/v1/models")
     async def list_models() -> dict:
         return {"models": [{"name": model.name, "task": model.manifest.task, "backend": model.backend,
                             "options": model.options, "classes": len(model.manifest.classes),
                             "output_image": model.predictors[0].task.image_result} for model in repository]}
-
-    async def predict(request: Request) -> Response:
-        """A plain Starlette route (no FastAPI dependency solving): this is the hot path."""
-        model = get_model(request.path_params["m"])
-        async with server.accounting(model):
-            started = time.perf_counter()
-            deadline = started + settings.timeout_s
-            options, view = task_endpoint.parse_query(request.query_params, model)
-            blobs = await _images(request)
-            size = sum(map(len, blobs))
-            begun = time.perf_counter()
-            images, chunks = await server.sized(size, task_endpoint.decode, blobs, model)
-            prepared = time.perf_counter()
-            batcher = server.batchers[model.name]
-            answers = await _unless_disconnected(request, _all_or_none([batcher.submit(rows, deadline)
-                                                                         for rows in chunks]))
-            timings = [timing for _, timing in answers]
-            timing_ms = {"preprocess": (prepared - begun) * 1e3, "queue": max(t.queue for t in timings) * 1e3,
-                         "compute": max(t.compute for t in timings) * 1e3,
-                         "batch_sizes": [t.batch_size for (_, t), rows in zip(answers, chunks) for _ in rows]}
-            work = (task_endpoint.answer, model, [outputs for outputs, _ in answers], images, options, view,
-                    timing_ms, started)
-            # a picture to draw and encode is work for the pool whatever the body's size
-            body, media_type = await (server.in_pool(*work) if view.draw or view.output else server.sized(size, *work))
-        return Response(body, media_type=media_type)
-
-    app.add_route("/v1/models/{m}/predict", predict, methods=["POST"])
 
     # metrics and the page -----------------------------------------------------------------
     @app.get("/metrics")
@@ -305,6 +232,6 @@ def create_app(repository: ModelRepository, settings: ServerSettings = ServerSet
     async def page() -> HTMLResponse:
         return HTMLResponse(resources.files(__package__).joinpath("static/index.html").read_text(encoding="utf-8"))
 
-    app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 2**20))
+    app.add_middleware(BodyLimit, max_bytes=server.max_body_bytes)
     auth.protect(app, server.gate, settings.cors_origins)
     return app

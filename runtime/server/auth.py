@@ -9,7 +9,8 @@
   by :func:`hmac.compare_digest` (fixed length, no early exit), and never logged. Each refusal is
   counted in ``visionrt_auth_failure_total{reason}`` (``missing``, ``malformed``, ``wrong``).
 * :class:`ApiKeyAuth` (ASGI middleware) answers a refused HTTP request 401 ``{"error": ...}`` with
-  ``WWW-Authenticate: Bearer``, on every path but :data:`OPEN_PATHS` (health and the page; with
+  ``WWW-Authenticate: Bearer`` (:meth:`Gate.refuse`, which the hot routes' fast path in
+  :mod:`.hot_routes` calls itself), on every path but :data:`OPEN_PATHS` (health and the page; with
   ``--public-metrics`` also ``/metrics`` and ``/v2/models/{m}/stats``); :func:`grpc_interceptors`
   applies the same keys to the gRPC service (metadata ``authorization``; ``UNAUTHENTICATED``).
 * :func:`check_access` validates the command line's key file, TLS files and origins before the
@@ -177,6 +178,15 @@ class Gate:
             return "malformed"
         return None if self.keys.matches(token) else "wrong"
 
+    def refuse(self, headers: list[tuple[bytes, bytes]]) -> JSONResponse | None:
+        """The 401 answer to an HTTP request with these ASGI ``headers`` (the refusal counted), or
+        ``None`` when its ``Authorization`` names a current key."""
+        reason = self.refusal([value for name, value in headers if name == b"authorization"])
+        if reason is None:
+            return None
+        return JSONResponse({"error": message(reason)}, status_code=401,
+                            headers={"WWW-Authenticate": _REFUSALS[reason][1]})
+
     def open_path(self, path: str) -> bool:
         return path in OPEN_PATHS or (self.public_metrics and METRICS_PATHS.fullmatch(path) is not None)
 
@@ -201,13 +211,12 @@ class ApiKeyAuth:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket") or self.gate.open_path(scope["path"]):
             return await self.app(scope, receive, send)
-        reason = self.gate.refusal([value for name, value in scope["headers"] if name == b"authorization"])
-        if reason is None:
+        refusal = self.gate.refuse(scope["headers"])
+        if refusal is None:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
-        await JSONResponse({"error": message(reason)}, status_code=401,
-                           headers={"WWW-Authenticate": _REFUSALS[reason][1]})(scope, receive, send)
+        await refusal(scope, receive, send)
 
 
 def grpc_interceptors(gate: Gate | None) -> list:
