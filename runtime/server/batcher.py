@@ -11,14 +11,20 @@ The queue is bounded (:class:`QueueFull`, HTTP 503); an item past its deadline l
 queue (:class:`DeadlineExceeded`, HTTP 504); :meth:`Batcher.close` finishes what is queued.
 Rows of a merged batch are computed exactly as alone where the backend's kernels do not
 depend on the batch size (checked for onnxruntime CPU in the tests).
+
+A request costs the loop little: its future is its own (no task, no shield), its deadline one timer
+handle (``call_later``), a cancelled request withdraws its item; each instance's thread takes a
+batch from a queue and hands the outputs back with one ``call_soon_threadsafe`` (no executor
+futures to chain), and the queue wait of a batch's items is reported once per batch.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import dataclasses
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -41,15 +47,16 @@ class ShuttingDown(VisionRTError):
     """The server is stopping and takes no new work (HTTP 503)."""
 
 
-@dataclasses.dataclass(eq=False)
 class _Item:
-    rows: np.ndarray
-    future: asyncio.Future
-    arrived: float  # time.perf_counter() seconds
+    """One submitted batch of rows, its future (the submitter's own) and its arrival time."""
 
-    @property
-    def key(self) -> tuple:
-        return self.rows.shape[1:], self.rows.dtype
+    __slots__ = ("rows", "key", "future", "arrived")
+
+    def __init__(self, rows: np.ndarray, future: asyncio.Future, arrived: float):
+        self.rows = rows
+        self.key = (rows.shape[1:], rows.dtype)  # items of one key merge into one batch
+        self.future = future
+        self.arrived = arrived  # time.perf_counter() seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +66,46 @@ class Timing:
     queue: float
     compute: float
     batch_size: int
+
+
+def _settle(future: asyncio.Future, outputs: Outputs | None, error: BaseException | None) -> None:
+    if future.done():  # the waiting worker was cancelled
+        return
+    if error is None:
+        future.set_result(outputs)
+    else:
+        future.set_exception(error)
+
+
+class _Instance:
+    """One runner on its own thread: ``await instance(rows)`` is one queue put there and one loop
+    wake-up back."""
+
+    def __init__(self, run: Callable[[np.ndarray], Outputs], loop: asyncio.AbstractEventLoop, name: str):
+        self._run = run
+        self._loop = loop
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, rows: np.ndarray) -> asyncio.Future:
+        future = self._loop.create_future()
+        self._jobs.put((rows, future))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once its current job is done."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            rows, future = job
+            try:
+                outputs, error = self._run(rows), None
+            except Exception as err:  # noqa: BLE001 - handed to every waiting request
+                outputs, error = None, err
+            self._loop.call_soon_threadsafe(_settle, future, outputs, error)
 
 
 class Batcher:
@@ -74,8 +121,9 @@ class Batcher:
         self._queue: collections.deque[_Item] = collections.deque()
         self._arrived = asyncio.Event()
         self._closing = False
-        self._pool = ThreadPoolExecutor(max_workers=len(runners), thread_name_prefix="visionrt-infer")
-        self._workers = [asyncio.get_running_loop().create_task(self._work(run)) for run in runners]
+        self._loop = asyncio.get_running_loop()
+        self._instances = [_Instance(run, self._loop, f"visionrt-infer-{i}") for i, run in enumerate(runners)]
+        self._workers = [self._loop.create_task(self._work(instance)) for instance in self._instances]
 
     async def submit(self, rows: np.ndarray, deadline: float) -> tuple[Outputs, Timing]:
         """The outputs for ``rows`` (each output's first axis has ``len(rows)`` entries) and the timing;
@@ -87,28 +135,38 @@ class Batcher:
                              fix="split the batch")
         if len(self._queue) >= self.max_queue:
             raise QueueFull(f"the queue holds {len(self._queue)} requests, its limit", fix="retry later")
-        item = _Item(rows, asyncio.get_running_loop().create_future(), time.perf_counter())
+        item = _Item(rows, self._loop.create_future(), time.perf_counter())
         self._queue.append(item)
         self._queue_changed()
         self._arrived.set()
+        timer = self._loop.call_later(max(deadline - item.arrived, 0.0), self._expire, item)
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), max(deadline - time.perf_counter(), 0.0))
-        except asyncio.TimeoutError:
-            self._withdraw(item)
-            raise DeadlineExceeded(f"no result within the deadline ({len(rows)} image(s))",
-                                   fix="retry later, or raise --timeout-s") from None
+            return await item.future
         except asyncio.CancelledError:
             self._withdraw(item)
+            if item.future.done() and not item.future.cancelled():
+                item.future.exception()  # answered just before the cancellation: nobody reads it now
             raise
+        finally:
+            timer.cancel()
 
     async def close(self) -> None:
         """Stop taking work, finish every queued item, stop the workers."""
         self._closing = True
         self._arrived.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        self._pool.shutdown(wait=True)
+        for instance in self._instances:
+            instance.stop()
 
     # internals ---------------------------------------------------------------------------
+    def _expire(self, item: _Item) -> None:
+        """``item``'s deadline passed: it leaves the queue (if still there) and its request gets a 504."""
+        if item.future.done():
+            return
+        self._withdraw(item)
+        item.future.set_exception(DeadlineExceeded(f"no result within the deadline ({len(item.rows)} image(s))",
+                                                   fix="retry later, or raise --timeout-s"))
+
     def _withdraw(self, item: _Item) -> None:
         """Free ``item``'s slot if it is still queued (a batch already running finishes anyway)."""
         try:
@@ -121,8 +179,7 @@ class Batcher:
         if self.metrics:
             self.metrics.queue_length(len(self._queue))
 
-    async def _work(self, run: Callable[[np.ndarray], Outputs]) -> None:
-        loop = asyncio.get_running_loop()
+    async def _work(self, run: _Instance) -> None:
         while True:
             was_idle = not self._queue
             while not self._queue:
@@ -138,7 +195,7 @@ class Batcher:
             started = time.perf_counter()
             rows = batch[0].rows if len(batch) == 1 else np.concatenate([item.rows for item in batch])
             try:
-                outputs = await loop.run_in_executor(self._pool, run, rows)
+                outputs = await run(rows)
             except Exception as err:  # noqa: BLE001 - handed to every waiting request
                 for item in batch:
                     if not item.future.done():
@@ -147,6 +204,10 @@ class Batcher:
             compute = time.perf_counter() - started
             if self.metrics:
                 self.metrics.executed(len(rows), compute)
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_result((outputs, Timing(started - batch[0].arrived, compute, len(rows))))
+                continue
             start = 0
             for item in batch:
                 n = len(item.rows)
@@ -174,16 +235,18 @@ class Batcher:
         """Remove and return the oldest item and the next ones of its shape, up to ``max_batch_size`` rows."""
         if not self._queue:
             return []
-        first = self._queue[0]
-        batch, rows = [], 0
-        for item in list(self._queue):
-            if item.key == first.key and rows + len(item.rows) <= self.max_batch_size:
+        key = self._queue[0].key
+        batch, rest, rows = [], [], 0
+        for item in self._queue:
+            if item.key == key and rows + len(item.rows) <= self.max_batch_size:
                 batch.append(item)
                 rows += len(item.rows)
-                self._queue.remove(item)
+            else:
+                rest.append(item)
+        self._queue.clear()
+        self._queue.extend(rest)
         self._queue_changed()
-        now = time.perf_counter()
         if self.metrics:
-            for item in batch:
-                self.metrics.dequeued(now - item.arrived)
+            now = time.perf_counter()
+            self.metrics.dequeued([now - item.arrived for item in batch])
         return batch

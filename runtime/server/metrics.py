@@ -131,8 +131,11 @@ class ModelMetrics:
         self._batch_size.observe(images)
         self._compute.observe(seconds)
 
-    def dequeued(self, waited_seconds: float) -> None:
-        self._queue.observe(waited_seconds)
+    def dequeued(self, waited_seconds: list[float]) -> None:
+        """The items of one execution left the queue, each after ``waited_seconds[i]``."""
+        observe = self._queue.observe
+        for seconds in waited_seconds:
+            observe(seconds)
 
     def queue_length(self, items: int) -> None:
         self._pending.set(items)

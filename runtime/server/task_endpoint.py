@@ -69,8 +69,8 @@ def _flag(query: Mapping[str, str], name: str) -> bool:
 
 def decode(blobs: list[bytes], model: ServedModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Encoded images -> (RGB uint8 ``[H, W, 3]`` each, model input rows ``[n, C, H', W']`` in chunks:
-    consecutive images of one input shape together, at most ``max_batch_size`` rows a chunk); off the
-    event loop, one hop for the request."""
+    consecutive images of one input shape together, at most ``max_batch_size`` rows a chunk); run
+    inline for small bodies, in the thread pool for larger ones (``Server.sized``)."""
     images = [load_image(blob) for blob in blobs]
     chunks: list[list[np.ndarray]] = []
     for rows in (model.predictors[0].preprocess([image]) for image in images):

@@ -1,0 +1,192 @@
+"""The batcher on its own (no HTTP): deadlines (504 with its message, counted out of the queue),
+cancellation freeing the queue slot, merged batches split back per request, a runner's error handed
+to every request of its batch, and close() finishing what is queued and ending the threads."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import require_or_skip
+
+require_or_skip("prometheus_client")
+
+from visionrt.runtime.server.batcher import Batcher, DeadlineExceeded, QueueFull  # noqa: E402
+from visionrt.runtime.server.metrics import ServerMetrics  # noqa: E402
+
+
+class Runner:
+    """``infer(rows) -> {"y": rows * 2}`` that records each batch's size and blocks while ``gate`` is clear."""
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.gate.set()
+        self.batches: list[int] = []
+
+    def __call__(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        self.gate.wait(10)
+        self.batches.append(len(rows))
+        return {"y": rows * 2}
+
+
+def rows(value: float, n: int = 1) -> np.ndarray:
+    return np.full((n, 3, 2, 2), value, np.float32)
+
+
+def sample(metrics: ServerMetrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name, {"model": "m"}) or 0.0
+
+
+async def started(runner: Runner, max_batch_size: int = 8, max_queue: int = 16):
+    metrics = ServerMetrics()
+    return Batcher([runner], max_batch_size, 0.05, max_queue, metrics.model("m")), metrics
+
+
+async def busy(batcher: Batcher, runner: Runner) -> asyncio.Task:
+    """Block the single instance on a first item; returns its task."""
+    runner.gate.clear()
+    first = asyncio.ensure_future(batcher.submit(rows(0), time.perf_counter() + 10))
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if not batcher._queue:  # taken by the worker: the instance is busy
+            return first
+    raise AssertionError("the first item was never taken")
+
+
+def test_deadline_answers_504_and_leaves_the_queue():
+    async def scenario():
+        runner = Runner()
+        batcher, metrics = await started(runner)
+        first = await busy(batcher, runner)
+        with pytest.raises(DeadlineExceeded, match=r"no result within the deadline \(2 image\(s\)\)") as caught:
+            await batcher.submit(rows(1, 2), time.perf_counter() + 0.05)
+        assert "--timeout-s" in caught.value.fix
+        assert not batcher._queue and sample(metrics, "visionrt_pending_requests") == 0
+        runner.gate.set()
+        (outputs, timing), = [await first]
+        assert timing.batch_size == 1 and runner.batches == [1]  # the expired item never ran
+        await batcher.close()
+    asyncio.run(scenario())
+
+
+def test_deadline_while_its_batch_runs_still_answers_504_and_the_batcher_goes_on():
+    async def scenario():
+        runner = Runner()
+        batcher, _ = await started(runner)
+        runner.gate.clear()
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit(rows(1), time.perf_counter() + 0.05)
+        runner.gate.set()
+        outputs, _ = await batcher.submit(rows(3), time.perf_counter() + 10)
+        np.testing.assert_array_equal(outputs["y"], rows(6))
+        await batcher.close()
+    asyncio.run(scenario())
+
+
+def test_a_past_deadline_expires_at_once():
+    async def scenario():
+        runner = Runner()
+        batcher, _ = await started(runner)
+        first = await busy(batcher, runner)
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(batcher.submit(rows(1), time.perf_counter() - 1), 1.0)
+        runner.gate.set()
+        await first
+        await batcher.close()
+    asyncio.run(scenario())
+
+
+def test_cancelling_a_queued_request_frees_its_slot():
+    async def scenario():
+        runner = Runner()
+        batcher, metrics = await started(runner, max_queue=1)
+        first = await busy(batcher, runner)
+        queued = asyncio.ensure_future(batcher.submit(rows(1), time.perf_counter() + 10))
+        await asyncio.sleep(0.01)
+        assert len(batcher._queue) == 1 and sample(metrics, "visionrt_pending_requests") == 1
+        with pytest.raises(QueueFull):
+            await batcher.submit(rows(2), time.perf_counter() + 10)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        assert not batcher._queue and sample(metrics, "visionrt_pending_requests") == 0
+        again = asyncio.ensure_future(batcher.submit(rows(2), time.perf_counter() + 10))  # the slot is free
+        runner.gate.set()
+        await first
+        outputs, _ = await again
+        np.testing.assert_array_equal(outputs["y"], rows(4))
+        assert runner.batches == [1, 1]  # the cancelled item never ran
+        await batcher.close()
+    asyncio.run(scenario())
+
+
+def test_cancelling_a_running_request_lets_its_batch_finish_for_the_others():
+    async def scenario():
+        runner = Runner()
+        batcher, _ = await started(runner)
+        first = await busy(batcher, runner)
+        a = asyncio.ensure_future(batcher.submit(rows(1), time.perf_counter() + 10))
+        b = asyncio.ensure_future(batcher.submit(rows(2), time.perf_counter() + 10))
+        await asyncio.sleep(0.01)
+        runner.gate.set()
+        await first
+        await asyncio.sleep(0)  # a and b are taken together now
+        a.cancel()
+        outputs, timing = await b
+        np.testing.assert_array_equal(outputs["y"], rows(4))
+        assert a.cancelled()
+        await batcher.close()
+    asyncio.run(scenario())
+
+
+def test_items_queued_while_busy_merge_and_split_back():
+    async def scenario():
+        runner = Runner()
+        batcher, metrics = await started(runner, max_batch_size=4)
+        first = await busy(batcher, runner)
+        deadline = time.perf_counter() + 10
+        waiting = [asyncio.ensure_future(batcher.submit(rows(i, n), deadline))
+                   for i, n in [(1, 1), (2, 2), (3, 1), (4, 2)]]
+        await asyncio.sleep(0.01)
+        runner.gate.set()
+        await first
+        answers = await asyncio.gather(*waiting)
+        for (i, n), (outputs, timing) in zip([(1, 1), (2, 2), (3, 1), (4, 2)], answers):
+            np.testing.assert_array_equal(outputs["y"], rows(2 * i, n))
+        assert runner.batches == [1, 4, 2]
+        assert [timing.batch_size for _, timing in answers] == [4, 4, 4, 2]
+        assert sample(metrics, "visionrt_queue_seconds_count") == 5  # one observation per item
+        assert sample(metrics, "visionrt_batch_size_sum") == 7 and sample(metrics, "visionrt_execution_count_total") == 3
+        await batcher.close()
+    asyncio.run(scenario())
+
+
+def test_a_runner_error_reaches_every_request_of_its_batch():
+    async def scenario():
+        def fail(batch: np.ndarray):
+            raise RuntimeError(f"broken on {len(batch)} rows")
+        batcher = Batcher([fail], 8, 0.05, 16)
+        answers = await asyncio.gather(*[batcher.submit(rows(i), time.perf_counter() + 10) for i in range(3)],
+                                       return_exceptions=True)
+        assert all(isinstance(a, RuntimeError) and "broken on" in str(a) for a in answers)
+        await batcher.close()
+    asyncio.run(scenario())
+
+
+def test_close_finishes_queued_work_and_ends_the_threads():
+    async def scenario():
+        runner = Runner()
+        batcher, _ = await started(runner, max_batch_size=1)
+        first = await busy(batcher, runner)
+        queued = [asyncio.ensure_future(batcher.submit(rows(i), time.perf_counter() + 10)) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0.01)
+        runner.gate.set()
+        await closing
+        assert [a[0]["y"][0, 0, 0, 0] for a in await asyncio.gather(first, *queued)] == [0, 2, 4]
+        assert not any(t.name.startswith("visionrt-infer") for t in threading.enumerate())
+    asyncio.run(scenario())
