@@ -13,6 +13,12 @@ Where outputs may legitimately differ element by element (detections after NMS: 
 difference of 1e-7 can reorder two detections), a task compares them after post-processing
 (``postprocessed``, e.g. detections matched by IoU); that verdict replaces the per-output one,
 whose figures are still reported.
+
+Reduced precisions (``judge_outputs=False``) are judged on the task metric alone, against the task
+spec's ``precision_tolerance``: int8 moves scores by more than fp32 parity allows (an SSD's matched
+detection scores by ~0.1 where parity allows 0.01) while its mAP stays within tolerance. Their
+per-output and post-processed figures are recorded as figures; the post-processed record then has
+no ``passed`` of its own, nor an unjudged metric a ``tolerance``, so the report holds one verdict.
 """
 from __future__ import annotations
 
@@ -105,7 +111,8 @@ def check_parity(reference: Runner, candidate: Runner, feeds: Iterable[Mapping[s
     """Run both runners on every feed and compare; outputs are matched by name. With
     ``postprocessed``, its ``passed`` stands for the outputs' (see the module doc). With
     ``judge_outputs=False`` (reduced precisions) the verdict is only the metrics that
-    ``metric_tolerance`` (a mapping) lists; per-output and post-processed figures are reported."""
+    ``metric_tolerance`` (a mapping) lists; per-output and post-processed figures are reported
+    (the latter without its ``passed``; metrics not judged without a ``tolerance``)."""
     ref_batches, cand_batches, samples = [], [], 0
     for feed in feeds:
         ref_batches.append(reference.infer(feed))
@@ -121,9 +128,14 @@ def check_parity(reference: Runner, candidate: Runner, feeds: Iterable[Mapping[s
                       "difference": abs(ref_metric[key] - cand_metric[key]),
                       "tolerance": _allowed(metric_tolerance, key, ref_metric[key])} for key in ref_metric}
     post = (postprocessed(ref, cand) if postprocessed is not None else None) or {}
-    outputs_agree = post["passed"] if post else all(o.passed for o in outputs)
+    if judge_outputs:
+        outputs_agree = post["passed"] if post else all(o.passed for o in outputs)
+    else:  # the figures stay; the fp32 criterion's verdict is not this report's (see the module doc)
+        outputs_agree, post = True, {k: v for k, v in post.items() if k != "passed"}
     judged = {k: t for k, t in task.items() if judge_outputs or k in metric_tolerance}
-    passed = (outputs_agree or not judge_outputs) and all(t["difference"] <= t["tolerance"] for t in judged.values())
+    for figures in (t for k, t in task.items() if k not in judged):  # reported, not judged: no tolerance
+        del figures["tolerance"]
+    passed = outputs_agree and all(t["difference"] <= t["tolerance"] for t in judged.values())
     return ParityReport(reference.name, candidate.name, atol, rtol, samples, outputs, task, passed, post)
 
 

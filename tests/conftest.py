@@ -13,11 +13,12 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pytest
 
@@ -193,6 +194,32 @@ def fp32_parity(parity: dict) -> dict:
     return {name: report for name, report in parity.items() if not name.endswith(("-fp16", "-int8"))}
 
 
+def detection_pipeline_manifest(run: dict, task: str, arch: str, extra_outputs: Sequence[str] = ()):
+    """The manifest of a detection-family quick pipeline (``quick_run`` of ``task``), checked to be
+    ``task``/``arch`` with the detection outputs followed by ``extra_outputs``."""
+    from visionrt.runtime.manifest import ModelDir
+    from visionrt.runtime.tasks.detect import DETECTION_OUTPUTS
+
+    m = ModelDir.open(run["model_dir"]).manifest
+    assert m.task == task and m.model["arch"] == arch, (m.task, m.model)
+    assert [o.name for o in m.outputs] == [*DETECTION_OUTPUTS, *extra_outputs]
+    return m
+
+
+def assert_backends_match_pytorch(manifest, keys: Sequence[str], backends: Sequence[str] | None = None) -> None:
+    """Each of ``backends`` (default: every backend measured on the test split, onnxruntime among
+    them) within the detection parity tolerance of PyTorch on each metric of ``keys``."""
+    from visionrt.runtime.tasks.detect import PARITY_TOLERANCE
+
+    reference = manifest.metrics["pytorch"]["test"]
+    measured = [backend for backend, values in manifest.metrics.items()
+                if isinstance(values, dict) and "test" in values and backend != "pytorch"]
+    assert "onnxruntime-cpu" in measured, f"no onnxruntime metrics to compare: {sorted(manifest.metrics)}"
+    for backend in measured if backends is None else backends:
+        for key in keys:
+            assert abs(manifest.metrics[backend]["test"][key] - reference[key]) <= PARITY_TOLERANCE, (backend, key)
+
+
 def run_cli(*args: str, check: bool = True, timeout: float = 3600) -> subprocess.CompletedProcess:
     """Run ``visionrt ARGS`` in a fresh interpreter, as a user would."""
     result = subprocess.run([sys.executable, "-m", "visionrt.runtime.cli", *args], capture_output=True,
@@ -221,6 +248,16 @@ def tiny_model_dir(tiny_data, tmp_path_factory) -> Path:
     model_dir = fit(TrainConfig(epochs=1, model_kwargs={"widths": [8, 16, 16], "blocks": 1}), tiny_data, out)
     export_and_verify(model_dir, tiny_data)
     return out
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir, tmp_path_factory) -> Path:
+    """A test module's own copy of the tiny model directory (the hostile sweeps: their cases must
+    leave it byte-identical, and copy it further to break it). Torch is loaded by then (the tiny
+    model's training), so no timed refusal pays for that import."""
+    target = tmp_path_factory.mktemp("model") / "model"
+    shutil.copytree(tiny_model_dir, target)
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 
 from visionrt.train.data import (
-    SPLITS, DatasetError, SceneConfig, SceneObject, build_dataset, digit_pool,
+    SPLITS, DatasetError, FigureConfig, SceneConfig, SceneObject, build_dataset, digit_pool,
     load_classification, load_coco, make_scene,
 )
+from visionrt.train.data.people import PeopleConfig
 from visionrt.train.data.coco import annotation_record
 
 SMALL = {"train": 12, "val": 4, "test": 4}
@@ -191,3 +192,21 @@ def test_invalid_configs_are_refused(tmp_path):
         build_dataset(tmp_path / "a", objects_per_image=(3, 2))
     with pytest.raises(DatasetError, match="unknown split"):
         build_dataset(tmp_path / "b", splits={"calib": 3})
+
+
+@pytest.mark.parametrize("config, words", [
+    (lambda: SceneConfig(image_size=(8, 64)), "image_size (8, 64) is too small"),
+    (lambda: SceneConfig(digit_scale=(0.0, 0.5)), "digit_scale (0.0, 0.5) is not a range 0 < lo <= hi <= 1"),
+    (lambda: PeopleConfig(image_size=(24, 96)), "image_size (24, 96) is too small for figures"),
+    (lambda: PeopleConfig(people=(0, 2)), "people (0, 2) is not a range 1 <= lo <= hi"),
+    (lambda: PeopleConfig(figure_scale=(0.8, 0.5)), "figure_scale (0.8, 0.5) is not a range"),
+    (lambda: PeopleConfig(max_overlap=1.5), "max_overlap 1.5 is not in [0, 1]"),
+    (lambda: FigureConfig(figure_scale=(0.5, 1.2)), "figure_scale (0.5, 1.2) is not a range"),
+])
+def test_scene_configs_refuse_bad_ranges_naming_the_field(config, words):
+    """The digit, people and figure scenes share their checks of sizes and ranges."""
+    with pytest.raises(DatasetError) as err:
+        config()
+    assert words in str(err.value)
+    if "too small" in words:
+        assert err.value.fix.startswith("use at least")

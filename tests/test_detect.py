@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fp32_parity, needs_extra, require_or_skip, run_cli
+from conftest import (assert_backends_match_pytorch, detection_pipeline_manifest, fp32_parity, needs_extra,
+                      require_or_skip, run_cli)
 from visionrt.runtime import tensorrt_env
 from visionrt.runtime.errors import InputError, PluginError
 from visionrt.runtime.manifest import ModelDir
@@ -74,16 +75,11 @@ def heldout_images(data: Path, count: int) -> tuple[list[Path], list[dict]]:
 # the quick pipeline (slow) -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_pipeline_reaches_the_target_map_in_every_backend(detect_pipeline):
-    m = ModelDir.open(detect_pipeline["model_dir"]).manifest
-    assert m.task == "detect" and m.model["arch"] == "yolo" and m.postprocess["nms"] == "graph"
+    m = detection_pipeline_manifest(detect_pipeline, "detect", "yolo")
+    assert m.postprocess["nms"] == "graph"
     reference = m.metrics["pytorch"]["test"]
     assert reference["map50"] >= 0.8, reference
-    compared = [backend for backend, values in m.metrics.items()
-                if isinstance(values, dict) and "test" in values and backend != "pytorch"]
-    assert "onnxruntime-cpu" in compared, f"no onnxruntime metrics to compare: {sorted(m.metrics)}"
-    for backend in compared:
-        for key in ("map", "map50"):
-            assert abs(m.metrics[backend]["test"][key] - reference[key]) <= runtime_detect.PARITY_TOLERANCE, backend
+    assert_backends_match_pytorch(m, ("map", "map50"))
 
 
 @pytest.mark.slow

@@ -63,14 +63,6 @@ def assert_refused(argv: list[str], capsys, code: int = 2) -> str:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_dir, tmp_path_factory) -> Path:
-    """A copy of the tiny model directory, shared by the module's cases (none may change it)."""
-    target = tmp_path_factory.mktemp("hostile") / "model"
-    shutil.copytree(tiny_model_dir, target)
-    return target
-
-
-@pytest.fixture(scope="module")
 def places(tmp_path_factory, tiny_data):
     """Named paths the cases point at: a plain file, a folder, a missing path, a text file named .png,
     an empty .png, an image, a too-long name; and a TCP port in use."""

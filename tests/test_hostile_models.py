@@ -32,15 +32,6 @@ from visionrt.runtime.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_dir, tmp_path_factory) -> Path:
-    import visionrt.train.loop  # noqa: F401 - torch loaded once here, not inside a timed refusal
-
-    target = tmp_path_factory.mktemp("hostile-models") / "model"
-    shutil.copytree(tiny_model_dir, target)
-    return target
-
-
-@pytest.fixture(scope="module")
 def image(tiny_data) -> Path:
     return tiny_data / "images" / "test" / "000001.png"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fp32_parity, run_cli
+from conftest import assert_backends_match_pytorch, detection_pipeline_manifest, fp32_parity, run_cli
 from visionrt.runtime import tensorrt_env
 from visionrt.runtime.manifest import InputSpec, Manifest, ModelDir
 from visionrt.runtime.predictor import Predictor
@@ -26,17 +26,10 @@ def instance_pipeline(quick_run) -> dict:
 # the quick pipeline (slow) -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_pipeline_reaches_the_target_mask_map_in_every_backend(instance_pipeline):
-    m = ModelDir.open(instance_pipeline["model_dir"]).manifest
-    assert m.task == "instance" and m.model["arch"] == "maskrcnn"
-    assert [o.name for o in m.outputs] == [*runtime_detect.DETECTION_OUTPUTS, "masks"]
+    m = detection_pipeline_manifest(instance_pipeline, "instance", "maskrcnn", ["masks"])
     reference = m.metrics["pytorch"]["test"]
     assert reference["mask_map50"] >= 0.7 and reference["box_map50"] >= 0.8, reference
-    compared = [backend for backend, values in m.metrics.items()
-                if isinstance(values, dict) and "test" in values and backend != "pytorch"]
-    assert "onnxruntime-cpu" in compared, f"no onnxruntime metrics to compare: {sorted(m.metrics)}"
-    for backend in compared:
-        for key in ("mask_map", "mask_map50", "box_map", "box_map50"):
-            assert abs(m.metrics[backend]["test"][key] - reference[key]) <= runtime_detect.PARITY_TOLERANCE, backend
+    assert_backends_match_pytorch(m, ("mask_map", "mask_map50", "box_map", "box_map50"))
 
 
 @pytest.mark.slow

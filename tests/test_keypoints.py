@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import fp32_parity, run_cli
-from visionrt.runtime.manifest import InputSpec, Manifest, ModelDir, OutputSpec
+from conftest import assert_backends_match_pytorch, detection_pipeline_manifest, fp32_parity, run_cli
+from visionrt.runtime.manifest import InputSpec, Manifest, OutputSpec
 from visionrt.runtime.tasks import detect as runtime_detect
 from visionrt.runtime.tasks import keypoints as runtime_keypoints
 from visionrt.train.data.figures import JOINTS, SKELETON
@@ -152,34 +152,25 @@ def test_data_check_of_a_bad_keypoint_set_is_one_line_exit_2(people, tmp_path):
     assert len(problems) == 1 and "for each of the 14 joints" in problems[0] and "fix:" in problems[0], result.stdout
 
 
-# the quick pipeline (slow) -------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def keypoints_pipeline(quick_run) -> dict:
-    """The quick keypoints pipeline (Keypoint R-CNN), run once through the CLI."""
-    return quick_run("keypoints")
-
-
+# the quick pipeline (slow; Keypoint R-CNN, run once per session by quick_run) --------------------------
 @pytest.mark.slow
-def test_pipeline_reaches_its_metrics_and_parity_in_onnxruntime(keypoints_pipeline):
-    m = ModelDir.open(keypoints_pipeline["model_dir"]).manifest
-    assert m.task == "keypoints" and m.model["arch"] == "keypoint_rcnn"
-    assert [o.name for o in m.outputs] == [*runtime_detect.DETECTION_OUTPUTS, "heatmaps"]
+def test_pipeline_reaches_its_metrics_and_parity_in_onnxruntime(quick_run):
+    m = detection_pipeline_manifest(quick_run("keypoints"), "keypoints", "keypoint_rcnn", ["heatmaps"])
     reference = m.metrics["pytorch"]["test"]
     assert reference["keypoint_ap50"] >= 0.7 and reference["box_map50"] >= 0.8, reference
-    assert "onnxruntime-cpu" in m.metrics
-    for key in ("keypoint_ap50", "keypoint_ap", "box_map50"):
-        assert abs(m.metrics["onnxruntime-cpu"]["test"][key] - reference[key]) <= runtime_detect.PARITY_TOLERANCE
+    assert_backends_match_pytorch(m, ("keypoint_ap50", "keypoint_ap", "box_map50"), ["onnxruntime-cpu"])
     reports = fp32_parity(m.parity)
     assert reports and all(report["passed"] for report in reports.values()), reports
 
 
 @pytest.mark.slow
-def test_predict_cli_returns_people_with_joints(keypoints_pipeline, tmp_path):
-    data = keypoints_pipeline["out"] / "data" / "keypoints"
+def test_predict_cli_returns_people_with_joints(quick_run, tmp_path):
+    run = quick_run("keypoints")
+    data = run["out"] / "data" / "keypoints"
     coco = json.loads((data / "annotations" / "test.json").read_text())
     image = coco["images"][0]
     image_path = data / "images" / "test" / image["file_name"]
-    result = run_cli("predict", str(keypoints_pipeline["model_dir"]), str(image_path), "--json", "--save-dir", str(tmp_path))
+    result = run_cli("predict", str(run["model_dir"]), str(image_path), "--json", "--save-dir", str(tmp_path))
     (row,) = json.loads(result.stdout)
     assert row["people"] and set(row["people"][0]["joints"]) == set(JOINTS)
     assert Path(row["drawn"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -197,3 +197,66 @@ def test_bench_measures_each_precision_beside_its_accuracy(precise_dir, tiny_dat
     assert int8_accuracy and "top1 vs fp32" in int8_accuracy[0] and int8_accuracy[0]["verdict"] in ("PASS", "FAIL")
     markdown = paths["markdown"].read_text()
     assert "onnxruntime-cpu int8 / fp32 (resnet, model): batch 1 =" in markdown
+
+
+# the verdict of a reduced precision -----------------------------------------------------------------
+class Replayed:
+    """A runner stand-in answering each feed (``{"image": indices}``) with the given outputs' rows."""
+
+    def __init__(self, name: str, outputs: dict[str, np.ndarray]):
+        self.name, self.outputs = name, outputs
+
+    def infer(self, feed):
+        return {key: value[feed["image"]] for key, value in self.outputs.items()}
+
+
+def test_int8_detections_are_judged_on_map_and_their_comparison_recorded_as_figures():
+    """What an SSD's int8 file does (measured: mAP50 -0.0001, matched scores up to 0.13 apart, no
+    shown detection lost): the task metric within ``precision_tolerance`` is the verdict; the
+    post-processed comparison, whose score criterion is fp32 parity's, is kept as figures without
+    a ``passed`` of its own. Judged as fp32 the same outputs fail."""
+    from test_detect import detections_output
+    from visionrt.export.parity import check_parity
+    from visionrt.runtime.manifest import InputSpec, Manifest
+    from visionrt.runtime.tasks import detect
+
+    classes, k = ["a", "b"], 4
+    manifest = Manifest("detect", {"arch": "ssd"}, classes, InputSpec(height=96, width=96),
+                        detect.detection_outputs(), detect.import_defaults(detect.GRAPH_NMS, classes, {"K": k}))
+    truth = [[(10, 10, 40, 50, 0)], [(50, 50, 80, 90, 1), (5, 60, 30, 90, 0)], [(20, 20, 70, 60, 1)]]
+    targets = np.array([{"image": {"id": i + 1, "width": 96, "height": 96}, "annotations": [
+        {"image_id": i + 1, "category_id": c + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+         "iscrowd": 0} for x1, y1, x2, y2, c in boxes]} for i, boxes in enumerate(truth)], object)
+
+    def outputs(score_shift: float, nudge: float, faint: bool) -> dict[str, np.ndarray]:
+        """Each true box found (scores 0.9 down, shifted; boxes moved ``nudge`` px), plus a faint
+        false detection under the score threshold where ``faint``."""
+        found = [[(*np.add(box[:4], nudge), 0.9 - 0.1 * j + score_shift, box[4]) for j, box in enumerate(boxes)]
+                 for boxes in truth]
+        return detections_output([rows + ([(60, 5, 90, 30, 0.1, 0)] if faint else []) for rows in found], k)
+
+    reference = Replayed("pytorch", outputs(0.0, 0.0, faint=True))
+    int8 = Replayed("onnxruntime-cpu-int8", outputs(-0.08, 1.0, faint=False))
+    feeds = [{"image": np.array([0, 1])}, {"image": np.array([2])}]
+
+    def judged(candidate: Replayed, judge_outputs: bool, tolerance):
+        return check_parity(reference, candidate, feeds, task_metric=lambda o: detect.evaluate(o, targets, manifest),
+                            metric_tolerance=tolerance, judge_outputs=judge_outputs,
+                            postprocessed=lambda ref, cand: detect.compare(ref, cand, targets, manifest))
+
+    as_fp32 = judged(int8, True, detect.TASK.parity_tolerance)
+    assert not as_fp32.passed and as_fp32.postprocessed["passed"] is False
+    assert as_fp32.postprocessed["max_score_diff"] > detect.SCORE_TOLERANCE
+
+    as_int8 = judged(int8, False, detect.TASK.precision_tolerance)
+    assert as_int8.passed and "PASS" in as_int8.summary()
+    assert as_int8.task["map50"]["difference"] <= as_int8.task["map50"]["tolerance"]
+    assert "tolerance" not in as_int8.task["map"], "map is reported, not judged, at int8"
+    post = as_int8.postprocessed
+    assert "passed" not in post, "a reduced precision's report holds one verdict, its metric's"
+    assert post["max_score_diff"] == pytest.approx(0.08, abs=1e-6) and post["shown_unmatched"] == 0
+    assert (post["reference"], post["candidate"], post["matched"]) == (7, 4, 4)   # the faint one gone
+
+    far = Replayed("onnxruntime-cpu-int8", outputs(-0.08, 20.0, faint=False))   # boxes off their objects
+    lost = judged(far, False, detect.TASK.precision_tolerance)
+    assert not lost.passed and lost.task["map50"]["difference"] > 0.02

@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import io
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
@@ -142,6 +142,9 @@ class Detection:
 class Detections:
     """One image's detections, best first."""
 
+    #: The list's key in :meth:`to_dict`, and the words for one and several in :meth:`summary`.
+    WORDS: ClassVar[tuple[str, str, str]] = ("detections", "object", "objects")
+
     detections: list[Detection]
 
     def __len__(self) -> int:
@@ -154,13 +157,18 @@ class Detections:
         return self.detections[i]
 
     def to_dict(self) -> dict:
-        return {"count": len(self), "detections": [d.to_dict() for d in self.detections]}
+        return {"count": len(self), self.WORDS[0]: [d.to_dict() for d in self.detections]}
 
     def summary(self) -> str:
+        _, one, several = self.WORDS
         if not self.detections:
-            return "no objects"
-        return f"{len(self)} object{'s' * (len(self) > 1)}: " + ", ".join(
-            f"{d.label} {d.score:.2f}" for d in self.detections)
+            return f"no {several}"
+        return f"{len(self)} {one if len(self) == 1 else several}: " + ", ".join(map(self.tag, self.detections))
+
+    @staticmethod
+    def tag(d: Detection) -> str:
+        """A detection's words beside its box and in the summary."""
+        return f"{d.label} {d.score:.2f}"
 
     def draw(self, image: np.ndarray) -> np.ndarray:
         """The image (RGB uint8) with masks blended in, boxes with class and score, the summary beneath."""
@@ -171,8 +179,8 @@ class Detections:
                 if self.detections[i].mask is not None:
                     labels[self.detections[i].mask] = i + 1
             image = overlay(image, labels, np.array([(0, 0, 0), *colours], np.uint8), alpha=0.45)
-        drawn = draw_boxes(image, [d.box for d in self.detections],
-                           [f"{d.label} {d.score:.2f}" for d in self.detections], colours=colours or PALETTE)
+        drawn = draw_boxes(image, [d.box for d in self.detections], [self.tag(d) for d in self.detections],
+                           colours=colours or PALETTE)
         return caption(drawn, self.summary())
 
 
@@ -390,6 +398,21 @@ NMS_PARAMETERS = {"nms_score_threshold": "the floor of the scores the model retu
 GRAPH_NMS = Variant("NMS in the graph", DETECTIONS, True, {"nms": "\"graph\"", **NMS_PARAMETERS})
 
 
+def own_detections(outputs: dict[str, np.ndarray], manifest: Manifest) -> np.ndarray:
+    """The model's own detections as :func:`heldout` targets (those of an imported model's reduced
+    precisions, judged by their mAP against them): per image, what ``predict`` shows (above
+    ``score_threshold``), in pixels of an image of the input's fixed size."""
+    height, width = manifest.input.height, manifest.input.width
+    count = len(next(iter(outputs.values())))
+    targets = np.empty(count, dtype=object)
+    targets[:] = [{"image": {"id": i, "height": height, "width": width},
+                   "annotations": [{"image_id": i, "category_id": d.index + 1, "iscrowd": 0,
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)}
+                                   for d in result for x1, y1, x2, y2 in [d.box]]}
+                  for i, result in enumerate(postprocess(outputs, manifest, [(height, width)] * count))]
+    return targets
+
+
 def import_defaults(variant: Variant, classes: list[str], bound: dict[str, int]) -> dict:
     """NMS parameters of an imported model: where its NMS runs, and the usual thresholds."""
     graph = "num_detections" in {t.name for t in variant.outputs}
@@ -410,6 +433,7 @@ TASK = RuntimeTask(
         import_defaults),
     options=OPTIONS, postprocess=postprocess, heldout=heldout, evaluate=evaluate, compare=compare,
     parity_tolerance=PARITY_TOLERANCE, precision_tolerance={"map50": (0.02, 0.0)},
-    # other exporters' detectors: raw candidates (NMS here), scores that are probabilities
-    imported=Imported(output_layouts=("yolov5", "yolov8", "ssd"), scores="probabilities"),
+    # other exporters' detectors: raw candidates (NMS here), scores that are probabilities; reduced
+    # precisions judged by mAP against fp32's own detections
+    imported=Imported(output_layouts=("yolov5", "yolov8", "ssd"), scores="probabilities", own_targets=own_detections),
 )

@@ -76,26 +76,24 @@ class Person(Detection):
 class People(Detections):
     """One image's people (``detections``, best first); ``skeleton`` the limbs as joint index pairs."""
 
+    WORDS = ("people", "person", "people")
+
     skeleton: list[tuple[int, int]]
 
     @property
     def people(self) -> list[Person]:
         return self.detections
 
-    def to_dict(self) -> dict:
-        return {"count": len(self), "people": [p.to_dict() for p in self.people]}
-
-    def summary(self) -> str:
-        if not self.people:
-            return "no people"
-        return f"{len(self)} {'person' if len(self) == 1 else 'people'}: " + ", ".join(
-            f"{p.score:.2f}" for p in self.people)
+    @staticmethod
+    def tag(p: Person) -> str:
+        """A person's score (every one is a person)."""
+        return f"{p.score:.2f}"
 
     def draw(self, image: np.ndarray) -> np.ndarray:
         """The image (RGB uint8) with each person's box and skeleton in its colour (joints scoring
         under :data:`SHOWN_JOINT` hollow), the summary beneath."""
         colours = [PALETTE[i % len(PALETTE)] for i in range(len(self))]
-        drawn = draw_boxes(image, [p.box for p in self.people], [f"{p.score:.2f}" for p in self.people],
+        drawn = draw_boxes(image, [p.box for p in self.people], [self.tag(p) for p in self.people],
                            colours=colours or PALETTE)
         if self.people:   # one call: drawing enlarges a small image, so every person is drawn at its scale
             joints = np.array([list(p.joints.values()) for p in self.people], np.float64)   # [n, P, 3]

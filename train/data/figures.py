@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import DatasetError
-from .scenes import Scene, SceneObject, random_background, scene_rng
+from .scenes import Scene, SceneObject, check_fraction_range, check_image_size, random_background, scene_rng
 
 #: The 14 joints of LSP / DeepPose, in COCO-style names; ``head`` is the top of the head.
 JOINTS = ("head", "neck", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
@@ -60,11 +60,8 @@ class FigureConfig:
     max_tilt: float = 20.0
 
     def __post_init__(self):
-        (h, w), (lo, hi) = self.image_size, self.figure_scale
-        if min(h, w) < 32:
-            raise DatasetError(f"image_size {self.image_size} is too small for a figure", fix="use at least 32x32")
-        if not 0 < lo <= hi <= 1:
-            raise DatasetError(f"figure_scale {self.figure_scale} is not a range 0 < lo <= hi <= 1")
+        check_image_size(self.image_size, 32, " for a figure")
+        check_fraction_range("figure_scale", self.figure_scale)
         if not 0 <= self.max_tilt <= 90:
             raise DatasetError(f"max_tilt {self.max_tilt} is not in [0, 90] degrees")
 

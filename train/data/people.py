@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import DatasetError
 from .figures import PROPORTIONS, SUPERSAMPLE, _composite, _draw, _parts, _place, _pose, _visibility
-from .scenes import Scene, SceneObject, random_background, scene_rng
+from .scenes import (Scene, SceneObject, check_count_range, check_fraction_range, check_image_size, random_background,
+                     scene_rng)
 
 #: Random positions tried per figure before it is left out of a crowded scene.
 PLACEMENT_TRIES = 20
@@ -42,13 +43,9 @@ class PeopleConfig:
     max_overlap: float = 0.3
 
     def __post_init__(self):
-        (h, w), (lo, hi), (smin, smax) = self.image_size, self.people, self.figure_scale
-        if min(h, w) < 32:
-            raise DatasetError(f"image_size {self.image_size} is too small for figures", fix="use at least 32x32")
-        if not 1 <= lo <= hi:
-            raise DatasetError(f"people {self.people} is not a range 1 <= lo <= hi")
-        if not 0 < smin <= smax <= 1:
-            raise DatasetError(f"figure_scale {self.figure_scale} is not a range 0 < lo <= hi <= 1")
+        check_image_size(self.image_size, 32, " for figures")
+        check_count_range("people", self.people)
+        check_fraction_range("figure_scale", self.figure_scale)
         if not 0 <= self.max_overlap <= 1:
             raise DatasetError(f"max_overlap {self.max_overlap} is not in [0, 1]")
 

@@ -19,6 +19,24 @@ PLACEMENT_TRIES = 20
 COLOUR_CANDIDATES = 6
 
 
+def check_image_size(size: tuple[int, int], smallest: int, purpose: str = "") -> None:
+    """Refuse an ``image_size`` (height, width) whose shorter side is under ``smallest`` pixels."""
+    if min(size) < smallest:
+        raise DatasetError(f"image_size {size} is too small{purpose}", fix=f"use at least {smallest}x{smallest}")
+
+
+def check_count_range(name: str, value: tuple[int, int]) -> None:
+    """Refuse a count range ``(lo, hi)`` unless ``1 <= lo <= hi``."""
+    if not 1 <= value[0] <= value[1]:
+        raise DatasetError(f"{name} {value} is not a range 1 <= lo <= hi")
+
+
+def check_fraction_range(name: str, value: tuple[float, float]) -> None:
+    """Refuse a range ``(lo, hi)`` of fractions unless ``0 < lo <= hi <= 1``."""
+    if not 0 < value[0] <= value[1] <= 1:
+        raise DatasetError(f"{name} {value} is not a range 0 < lo <= hi <= 1")
+
+
 @dataclass(frozen=True)
 class SceneConfig:
     """How scenes look.
@@ -37,13 +55,9 @@ class SceneConfig:
     max_occlusion: float = 0.3
 
     def __post_init__(self):
-        (h, w), (lo, hi), (smin, smax) = self.image_size, self.objects_per_image, self.digit_scale
-        if min(h, w) < 16:
-            raise DatasetError(f"image_size {self.image_size} is too small", fix="use at least 16x16")
-        if not 1 <= lo <= hi:
-            raise DatasetError(f"objects_per_image {self.objects_per_image} is not a range 1 <= lo <= hi")
-        if not 0 < smin <= smax <= 1:
-            raise DatasetError(f"digit_scale {self.digit_scale} is not a range 0 < lo <= hi <= 1")
+        check_image_size(self.image_size, 16)
+        check_count_range("objects_per_image", self.objects_per_image)
+        check_fraction_range("digit_scale", self.digit_scale)
         if not 0 <= self.max_occlusion < 1:
             raise DatasetError(f"max_occlusion {self.max_occlusion} is not in [0, 1)")
 
