@@ -53,6 +53,7 @@ def run_pipeline(task: str, out: str | os.PathLike, quick: bool = True, model: s
         if not data_dir.is_dir():
             raise InputError(f"{task}'s built-in data has no dataset '{dataset}' beside {data_dir.parent}",
                              fix="name one of its folders")
+        log.info("data: training on %s", data_dir)
 
     config = tasks.configure(task, quick, model, seed=seed, threads=os.cpu_count() or 1,
                              **{**(overrides or {}), **({"epochs": epochs} if epochs else {})})
