@@ -124,7 +124,7 @@ def zoo_row(entry: Entry, model_dir: ModelDir, out: Path) -> dict[str, Any]:
     return {"key": entry.key, "task": entry.task, "metric": entry.metric, "target": entry.target,
             "value": test[entry.metric], "passed": test[entry.metric] >= entry.target,
             "parity": {backend: report["passed"] for backend, report in m.parity.items()},
-            "precisions": {p: record.get("passed") for p, record in (m.precisions or {}).items() if p != "fp32"},
+            "precisions": {p: m.precisions[p].get("passed") for p in ("fp16", "int8") if p in (m.precisions or {})},
             "engines": sorted(m.engines), "onnxruntime_b1_ms": next(iter(latency.values()), None),
             "train_seconds": train.get("seconds"), "epochs": len(train.get("epochs", [])),
             "report": (model_dir.root / "report.md").relative_to(out).as_posix()}
