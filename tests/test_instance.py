@@ -139,6 +139,7 @@ def test_mask_map_of_the_truth_is_one(tmp_path):
     assert metrics["mask_map"] >= 0.9
 
 
+@pytest.mark.slow  # trains (a few steps) and exports
 def test_mask_rcnn_trains_through_roi_align_and_exports_masks_with_a_dynamic_batch():
     from visionrt.train.models.detection import MaskRCNN, MaskRCNNConfig, NmsSettings
     from visionrt.train.ops import export_with_ops

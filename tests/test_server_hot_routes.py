@@ -155,6 +155,7 @@ def test_fast_path_and_framework_answer_alike(tiny_model_dir, images, tmp_path, 
         "infer, malformed key": 401}
 
 
+@pytest.mark.slow  # waits out a slowed model (~4 s)
 def test_a_client_leaving_while_its_request_waits_is_counted(tiny_model_dir, images):
     """A full request whose client goes away while the model runs (longer than the watch's delay):
     ``disconnected`` counted while the execution still runs, and the server goes on serving."""
