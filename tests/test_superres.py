@@ -10,6 +10,7 @@ import torch
 
 from conftest import HAS_RTX, build_rtx_engine, needs_extra, run_cli
 from visionrt.runtime import InputError, ModelDir, Predictor
+from visionrt.runtime.images import to_uint8
 from visionrt.runtime.tasks import superres as runtime_sr
 
 
@@ -73,6 +74,26 @@ def test_output_size_is_scale_times_input(arch, scale, kwargs):
     h, w = 13, 22
     size = (h, w) if model.input_kind == "lr" else (scale * h, scale * w)
     assert model(torch.zeros(1, 3, *size)).shape == (1, 3, scale * h, scale * w)
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_srcnn_and_fsrcnn_start_as_interpolation(scale):
+    """SRCNN starts as the identity on its (bicubic) input, FSRCNN as cubic upsampling of its
+    low-resolution input: within 0.5 dB of Pillow's bicubic on a real photo, not the papers'
+    Gaussian start's noise."""
+    from skimage import data
+
+    from visionrt.train.models.superres import FSRCNN, SRCNN
+    from visionrt.train.tasks.superres import to_tensor
+
+    torch.manual_seed(0)
+    hr = data.astronaut()[:240, :240]
+    lr = runtime_sr.downscale_bicubic(hr, scale)
+    bicubic = runtime_sr.upscale_bicubic(lr, scale)
+    with torch.no_grad():
+        assert torch.equal(SRCNN(scale)(to_tensor(bicubic)), to_tensor(bicubic))
+        fsrcnn = to_uint8(FSRCNN(scale)(to_tensor(lr))[0].numpy())
+    assert runtime_sr.psnr(fsrcnn, hr, scale) > runtime_sr.psnr(bicubic, hr, scale) - 0.5
 
 
 @pytest.mark.slow

@@ -9,11 +9,57 @@ are fully convolutional: any H×W goes in. ``input_kind`` says what the network 
 
 Padding keeps every layer at its input's size (the papers trained on unpadded crops and
 lost the border; here the network serves whole images).
+
+SRCNN and FSRCNN start as interpolation (:func:`init_as_identity`, :func:`bicubic_upsampling_kernel`):
+three channels of every layer carry the input through unchanged and the rest add to it from zero, as
+VDSR's residual branch does. With the papers' Gaussian start (they trained ~10^8 back-propagations),
+a few thousand steps end below bicubic (quick run: SRCNN -1.9 dB, FSRCNN -10.8 dB at ×2).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def init_as_identity(conv: nn.Conv2d | nn.ConvTranspose2d, kernel: torch.Tensor | None = None,
+                     carried: int = 3, zero_rest: bool = False) -> None:
+    """Make output channel ``c < carried`` of ``conv`` repeat input channel ``c``: a centred unit
+    tap (or ``kernel``, ``[kH, kW]``) from channel ``c`` and zero from the others, bias 0.
+    The other output channels keep their initialisation (``zero_rest``: zero, so the layer's
+    output starts as the carried channels alone). A non-negative input (an image in [0, 1])
+    passes (P)ReLU unchanged, so a stack of such layers starts as the identity."""
+    with torch.no_grad():
+        weight = conv.weight  # Conv2d: [out, in, kH, kW]; ConvTranspose2d: [in, out, kH, kW]
+        if isinstance(conv, nn.ConvTranspose2d):
+            weight = weight.transpose(0, 1)
+        if zero_rest:
+            weight.zero_()
+        kh, kw = weight.shape[-2:]
+        if kernel is None:
+            kernel = torch.zeros(kh, kw)
+            kernel[kh // 2, kw // 2] = 1.0
+        weight[:carried, :].zero_()
+        for c in range(carried):
+            weight[c, c] = kernel
+        conv.bias[:carried].zero_()
+
+
+def bicubic_upsampling_kernel(size: int, scale: int) -> torch.Tensor:
+    """``[size, size]`` kernel of a ``ConvTranspose2d(stride=scale, padding=size // 2,
+    output_padding=scale - 1)`` that interpolates ×``scale`` with Keys' cubic (a = -0.5) on
+    pixel centres; each output phase's taps are normalised to sum to 1 (the kernel may cut a tap)."""
+    def cubic(d: float) -> float:
+        d = abs(d)
+        if d <= 1:
+            return 1.5 * d ** 3 - 2.5 * d ** 2 + 1
+        return -0.5 * d ** 3 + 2.5 * d ** 2 - 4 * d + 2 if d < 2 else 0.0
+
+    # tap k of output o = i * scale - size // 2 + k lies (o + 0.5) / scale - 0.5 - i input pixels from i
+    taps = torch.tensor([cubic((k - size // 2 + 0.5) / scale - 0.5) for k in range(size)])
+    phase = (torch.arange(size) - size // 2) % scale
+    for p in range(scale):
+        taps[phase == p] /= taps[phase == p].sum()
+    return torch.outer(taps, taps)
 
 
 class SRCNN(nn.Module):
@@ -28,6 +74,9 @@ class SRCNN(nn.Module):
         self.features = nn.Conv2d(3, n1, f1, padding=f1 // 2)
         self.mapping = nn.Conv2d(n1, n2, f2, padding=f2 // 2)
         self.reconstruct = nn.Conv2d(n2, 3, f3, padding=f3 // 2)
+        init_as_identity(self.features)
+        init_as_identity(self.mapping)
+        init_as_identity(self.reconstruct, zero_rest=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reconstruct(torch.relu(self.mapping(torch.relu(self.features(x)))))
@@ -50,8 +99,9 @@ class FSRCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         # out = (H - 1) * scale - 2 * 4 + 9 + (scale - 1) = scale * H
         self.deconv = nn.ConvTranspose2d(d, 3, 9, stride=scale, padding=4, output_padding=scale - 1)
-        nn.init.normal_(self.deconv.weight, std=1e-3)  # as the paper
-        nn.init.zeros_(self.deconv.bias)
+        for conv in self.body[::2]:
+            init_as_identity(conv)
+        init_as_identity(self.deconv, bicubic_upsampling_kernel(9, scale), zero_rest=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.deconv(self.body(x))
