@@ -191,6 +191,7 @@ class DeconvNet(nn.Module):
         for width in widths:
             self.encoder.append(double_conv(cin, width))
             cin = width
+        self.context = double_conv(widths[-1], widths[-1])  # DeconvNet's fc6/fc7, as convs (FCN's context)
         self.decoder = nn.ModuleList()
         for width, shallower in zip(reversed(widths), list(reversed(widths))[1:] + [widths[0]]):
             self.decoder.append(nn.Sequential(deconv_bn_relu(width, width), deconv_bn_relu(width, shallower)))
@@ -203,6 +204,7 @@ class DeconvNet(nn.Module):
             size = list(x.shape[2:])
             x, indices = ops.max_pool2d_with_indices(x, self.KERNEL, self.STRIDE, self.PADS)
             pooled.append((indices, size))
+        x = self.context(x)
         for level, (indices, size) in zip(self.decoder, reversed(pooled)):
             x = level(ops.max_unpool2d(x, indices, self.KERNEL, self.STRIDE, self.PADS, size))
         return self.head(x)
