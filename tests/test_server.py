@@ -178,6 +178,24 @@ def test_predict_endpoint(url, images, predictor):
     assert drawn.headers["content-type"] == "image/png" and drawn.content.startswith(b"\x89PNG")
 
 
+def test_request_of_more_images_than_the_batch_runs_in_chunks(tiny_model_dir, images, predictor):
+    """Five images at a max batch of 2: chunks of 2, 2, 1 rows, bit-equal to each image preprocessed
+    alone, and answers equal to Predictor.predict."""
+    from visionrt.runtime.images import load_image
+    from visionrt.runtime.server.task_endpoint import decode
+
+    repository = ModelRepository.load([f"tiny={tiny_model_dir}"], max_batch_size=2)
+    with running(repository) as url:  # the server closes the repository when it stops
+        _, chunks = decode(images[:5], repository.get("tiny"))
+        files = [("file", (f"{i}.png", image, "image/png")) for i, image in enumerate(images[:5])]
+        answer = httpx.post(f"{url}/v1/models/tiny/predict", files=files).json()
+    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
+    np.testing.assert_array_equal(np.concatenate(chunks),
+                                  np.concatenate([predictor.preprocess([load_image(b)]) for b in images[:5]]))
+    assert answer["results"] == [r.to_dict() for r in predictor.predict(images[:5])]
+    assert answer["timing_ms"]["batch_sizes"] == [2, 2, 2, 2, 1]
+
+
 def test_page_is_served(url):
     page = httpx.get(f"{url}/")
     assert page.status_code == 200 and "<input type=\"file\"" in page.text

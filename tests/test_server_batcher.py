@@ -190,3 +190,22 @@ def test_close_finishes_queued_work_and_ends_the_threads():
         assert [a[0]["y"][0, 0, 0, 0] for a in await asyncio.gather(first, *queued)] == [0, 2, 4]
         assert not any(t.name.startswith("visionrt-infer") for t in threading.enumerate())
     asyncio.run(scenario())
+
+
+def test_close_joins_the_threads_off_the_event_loop():
+    """A worker task cancelled while its thread runs a batch: close() waits for that thread without
+    blocking the event loop."""
+    async def scenario():
+        runner = Runner()
+        batcher, _ = await started(runner)
+        first = await busy(batcher, runner)
+        batcher._workers[0].cancel()
+        closing = asyncio.ensure_future(batcher.close())
+        before = time.perf_counter()
+        await asyncio.sleep(0.05)  # runs while the thread is being joined
+        assert time.perf_counter() - before < 2 and not closing.done()
+        runner.gate.set()
+        await closing
+        first.cancel()
+        assert not any(t.name.startswith("visionrt-infer") for t in threading.enumerate())
+    asyncio.run(scenario())

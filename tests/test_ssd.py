@@ -190,3 +190,30 @@ def test_ssd_raw_builds_on_tensorrt_rtx(tiny_ssd_raw):
 
     result = build(tiny_ssd_raw, flavour="tensorrt_rtx", max_batch=4, opt_batch=2)
     assert [t["name"] for t in result.facts["outputs"]] == list(runtime_detect.CANDIDATE_OUTPUTS)
+
+
+@pytest.mark.slow
+def test_both_ssd_variants_serve_what_the_predictor_finds(tiny_ssd, tiny_ssd_raw):
+    """`visionrt serve` with both SSDs: each answers a PNG with the Predictor's detections (NMS in the
+    graph and NMS in the runtime alike), and a drawn picture on request."""
+    from fastapi.testclient import TestClient
+
+    from visionrt.runtime.server.app import ServerSettings, create_app
+    from visionrt.runtime.server.repository import ModelRepository
+
+    image = sorted((Path(tiny_ssd.manifest.model["dataset"]) / "images" / "test").glob("*.png"))[0]
+    repository = ModelRepository.load([f"ssd={tiny_ssd.root}", f"ssd_raw={tiny_ssd_raw.root}"])
+    with TestClient(create_app(repository, ServerSettings())) as client:
+        for name, model_dir in (("ssd", tiny_ssd), ("ssd_raw", tiny_ssd_raw)):
+            with Predictor(model_dir) as predictor:
+                expected = predictor.predict(image, score_threshold=0.0, max_detections=10)[0].to_dict()
+            response = client.post(f"/v1/models/{name}/predict?score_threshold=0&max_detections=10",
+                                   content=image.read_bytes())
+            assert response.status_code == 200, response.text
+            served = response.json()["results"][0]
+            assert served["count"] == expected["count"] > 0
+            assert [d["label"] for d in served["detections"]] == [d["label"] for d in expected["detections"]]
+            np.testing.assert_allclose([d["box"] for d in served["detections"]],
+                                       [d["box"] for d in expected["detections"]], atol=1e-3)
+            picture = client.post(f"/v1/models/{name}/predict?draw=1", content=image.read_bytes())
+            assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"

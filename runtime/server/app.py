@@ -100,7 +100,7 @@ class Server:
         if self.grpc is not None:
             await self.grpc.stop(grace=self.settings.timeout_s)
         await asyncio.gather(*(batcher.close() for batcher in self.batchers.values()))
-        self.pool.shutdown(wait=True)
+        await asyncio.to_thread(self.pool.shutdown, wait=True)  # the loop answers what the pool finishes
         self.repository.close()
 
     def model(self, name: str, version: str | None = None) -> ServedModel:
@@ -117,9 +117,10 @@ class Server:
         bytes, else in the pre/post-processing pool."""
         return func(*args) if size <= INLINE_BYTES else await self.in_pool(func, *args)
 
-    def deadline(self) -> float:
-        """The ``time.perf_counter()`` instant by which a request starting now must be answered."""
-        return time.perf_counter() + self.settings.timeout_s
+    def deadline(self, started: float | None = None) -> float:
+        """The ``time.perf_counter()`` instant by which a request that started at ``started`` (a
+        ``time.perf_counter()`` instant; default: now) must be answered."""
+        return (time.perf_counter() if started is None else started) + self.settings.timeout_s
 
     @contextlib.asynccontextmanager
     async def accounting(self, model: ServedModel) -> AsyncIterator[None]:

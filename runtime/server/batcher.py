@@ -151,12 +151,12 @@ class Batcher:
             timer.cancel()
 
     async def close(self) -> None:
-        """Stop taking work, finish every queued item, stop the workers."""
+        """Stop taking work, finish every queued item, stop the workers. Their threads are joined off
+        the event loop: one may still be running a batch whose worker task was cancelled."""
         self._closing = True
         self._arrived.set()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        for instance in self._instances:
-            instance.stop()
+        await asyncio.gather(*(asyncio.to_thread(instance.stop) for instance in self._instances))
 
     # internals ---------------------------------------------------------------------------
     def _expire(self, item: _Item) -> None:

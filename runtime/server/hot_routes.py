@@ -128,9 +128,11 @@ def hot_routes(server: "Server") -> list[tuple[str, Endpoint]]:
         model = server.model(scope["path_params"]["m"])
         async with server.accounting(model):
             started = time.perf_counter()
-            deadline = started + server.settings.timeout_s
+            deadline = server.deadline(started)
             query = scope["query_string"]
-            options, view = task_endpoint.parse_query(QueryParams(query) if query else {}, model)
+            # no query string (the common request): no options and the default view, nothing to parse
+            options, view = (task_endpoint.parse_query(QueryParams(query), model) if query
+                             else ({}, task_endpoint.View()))
             blobs = _images(await limits.read_body(receive, max_bytes), _header(scope, b"content-type") or "")
             size = sum(map(len, blobs))
             begun = time.perf_counter()

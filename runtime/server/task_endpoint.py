@@ -34,6 +34,9 @@ from .repository import ServedModel
 #: Query parameters that shape the answer rather than the post-processing.
 VIEW_PARAMETERS = ("draw", "output", "format")
 
+#: The answer's JSON encoder (compact, UTF-8 as is, no NaN), made once.
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
 
 @dataclasses.dataclass(frozen=True)
 class View:
@@ -72,8 +75,13 @@ def decode(blobs: list[bytes], model: ServedModel) -> tuple[list[np.ndarray], li
     consecutive images of one input shape together, at most ``max_batch_size`` rows a chunk); run
     inline for small bodies, in the thread pool for larger ones (``Server.sized``)."""
     images = [load_image(blob) for blob in blobs]
+    pipeline = model.predictors[0]
+    if pipeline.manifest.input.height is not None:  # one input size: one preprocessing call for them all
+        rows = pipeline.preprocess(images)
+        step = model.max_batch_size
+        return images, [rows[first:first + step] for first in range(0, len(rows), step)]
     chunks: list[list[np.ndarray]] = []
-    for rows in (model.predictors[0].preprocess([image]) for image in images):
+    for rows in (pipeline.preprocess([image]) for image in images):
         last = chunks[-1] if chunks else None
         if last and last[0].shape == rows.shape and last[0].dtype == rows.dtype and len(last) < model.max_batch_size:
             last.append(rows)
@@ -96,7 +104,7 @@ def answer(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: lis
     timing_ms.update(postprocess=(finished - begun) * 1e3, total=(finished - started) * 1e3)
     body = {"model": model.name, "task": model.manifest.task, "results": results, "summaries": summaries,
             "timing_ms": timing_ms}
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(), "application/json"
+    return _JSON.encode(body).encode(), "application/json"
 
 
 def postprocess(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: list[np.ndarray],
