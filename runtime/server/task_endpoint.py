@@ -75,13 +75,8 @@ def decode(blobs: list[bytes], model: ServedModel) -> tuple[list[np.ndarray], li
     consecutive images of one input shape together, at most ``max_batch_size`` rows a chunk); run
     inline for small bodies, in the thread pool for larger ones (``Server.sized``)."""
     images = [load_image(blob) for blob in blobs]
-    pipeline = model.predictors[0]
-    if pipeline.manifest.input.height is not None:  # one input size: one preprocessing call for them all
-        rows = pipeline.preprocess(images)
-        step = model.max_batch_size
-        return images, [rows[first:first + step] for first in range(0, len(rows), step)]
     chunks: list[list[np.ndarray]] = []
-    for rows in (pipeline.preprocess([image]) for image in images):
+    for rows in (model.predictors[0].preprocess([image]) for image in images):
         last = chunks[-1] if chunks else None
         if last and last[0].shape == rows.shape and last[0].dtype == rows.dtype and len(last) < model.max_batch_size:
             last.append(rows)
