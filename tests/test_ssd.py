@@ -206,8 +206,8 @@ def test_both_ssd_variants_serve_what_the_predictor_finds(tiny_ssd, tiny_ssd_raw
     with TestClient(create_app(repository, ServerSettings())) as client:
         for name, model_dir in (("ssd", tiny_ssd), ("ssd_raw", tiny_ssd_raw)):
             with Predictor(model_dir) as predictor:
-                expected = predictor.predict(image, score_threshold=0.0, max_detections=10)[0].to_dict()
-            response = client.post(f"/v1/models/{name}/predict?score_threshold=0&max_detections=10",
+                expected = predictor.predict(image, score_threshold=0.05, max_detections=10)[0].to_dict()
+            response = client.post(f"/v1/models/{name}/predict?score_threshold=0.05&max_detections=10",
                                    content=image.read_bytes())
             assert response.status_code == 200, response.text
             served = response.json()["results"][0]
