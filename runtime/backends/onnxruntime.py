@@ -52,6 +52,7 @@ class OnnxRuntimeRunner(Runner):
         self.session_setup = session_setup
         self.name = f"onnxruntime-{provider}"
         self.session = None
+        self._tensors: tuple[list[TensorSpec], list[TensorSpec]] = ([], [])  # the session's inputs, outputs
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -72,29 +73,31 @@ class OnnxRuntimeRunner(Runner):
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise ArtifactError(f"onnxruntime cannot load {self.path}: {_last_line(err)}",
                                 fix="the file is corrupt or truncated; re-run `visionrt export`") from err
+        # read once: the server asks for them on every batch
+        self._tensors = (self._specs(self.session.get_inputs()), self._specs(self.session.get_outputs()))
 
     def _deactivate(self) -> None:
         self.session = None
 
     @property
     def inputs(self) -> list[TensorSpec]:
-        return self._specs(self._session().get_inputs())
+        return self._loaded_tensors()[0]
 
     @property
     def outputs(self) -> list[TensorSpec]:
-        return self._specs(self._session().get_outputs())
+        return self._loaded_tensors()[1]
 
-    def _session(self):
+    def _loaded_tensors(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         if self.session is None:
             self.activate()
-        return self.session
+        return self._tensors
 
     @staticmethod
     def _specs(args: Sequence) -> list[TensorSpec]:
         return [TensorSpec(a.name, tuple(a.shape), _ORT_TYPES.get(a.type, a.type)) for a in args]
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
+        names = [o.name for o in self._tensors[1]]
         values = self.session.run(names, dict(feed))
         return dict(zip(names, values))
 
