@@ -56,7 +56,7 @@ register_model("segment", "unet", quick={"optimizer": "adam", "lr": 0.001, "weig
     per_class(UNet))
 register_model("segment", "deeplab")(per_class(DeepLab))
 #: DeconvNet: SGD (lr 0.1 or 0.01) or 4 epochs of Adam learn foreground but not which digit (val mIoU
-#: 0.08-0.09); Adam at 1e-3 for 12 epochs climbs after the 4th (0.10, 0.15, ... 0.43), so 30.
+#: 0.08-0.10); Adam at 1e-3 for 12 epochs climbs after the 4th (0.10, 0.15, ... 0.43), so 30.
 register_model("segment", "deconvnet",
                quick={"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "epochs": 30})(per_class(DeconvNet))
 
