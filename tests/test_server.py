@@ -179,21 +179,89 @@ def test_predict_endpoint(url, images, predictor):
 
 
 def test_request_of_more_images_than_the_batch_runs_in_chunks(tiny_model_dir, images, predictor):
-    """Five images at a max batch of 2: chunks of 2, 2, 1 rows, bit-equal to each image preprocessed
-    alone, and answers equal to Predictor.predict."""
-    from visionrt.runtime.images import load_image
-    from visionrt.runtime.server.task_endpoint import decode
+    """Five images at a max batch of 2: works of 2, 2 and 1 images, run as executions of those sizes,
+    and answers equal to Predictor.predict."""
+    from visionrt.runtime.server.task_endpoint import works
 
     repository = ModelRepository.load([f"tiny={tiny_model_dir}"], max_batch_size=2)
     with running(repository) as url:  # the server closes the repository when it stops
-        _, chunks = decode(images[:5], repository.get("tiny"))
         files = [("file", (f"{i}.png", image, "image/png")) for i, image in enumerate(images[:5])]
         answer = httpx.post(f"{url}/v1/models/tiny/predict", files=files).json()
-    assert [len(chunk) for chunk in chunks] == [2, 2, 1]
-    np.testing.assert_array_equal(np.concatenate(chunks),
-                                  np.concatenate([predictor.preprocess([load_image(b)]) for b in images[:5]]))
+    assert [work.blobs for work in works(images[:5], {}, False, None, 2)] == [images[:2], images[2:4], images[4:5]]
     assert answer["results"] == [r.to_dict() for r in predictor.predict(images[:5])]
     assert answer["timing_ms"]["batch_sizes"] == [2, 2, 2, 2, 1]
+
+
+def test_a_batch_of_predict_requests_equals_predict_and_bad_images_fail_alone(predictor, images):
+    """Predict.run (what the model's thread does with a batch of predict requests): each request's
+    results equal Predictor.predict with its own options; an undecodable image fails its own request;
+    when the batch's execution fails, each request runs alone and only the one at fault fails."""
+    from visionrt.runtime.errors import InputError
+    from visionrt.runtime.server.task_endpoint import Predict
+
+    works = [Predict(images[0:1], {}, False), Predict([b"not an image"], {}, False),
+             Predict(images[1:3], {"top_k": 2}, False), Predict(images[3:4], {}, True)]
+    answers = Predict.run(predictor, works)
+    assert isinstance(answers[1], InputError) and "not an image" in str(answers[1])
+    for work, answer in zip(works[0:1] + works[2:], answers[0:1] + answers[2:]):
+        assert [r.to_dict() for r in answer.results] == \
+            [r.to_dict() for r in predictor.predict(list(work.blobs), **work.options)]
+    assert answers[3].images[0].shape == (64, 64, 3) and answers[0].compute_s > 0
+
+    class FailsOnRow:
+        """The predictor, but its execution fails on any batch holding the first image's row."""
+
+        def __init__(self, inner, poisoned):
+            self.inner, self.poisoned = inner, poisoned
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def infer(self, batch):
+            if any(np.array_equal(row, self.poisoned) for row in batch):
+                raise InputError("this row breaks the model")
+            return self.inner.infer(batch)
+
+    breaking = FailsOnRow(predictor, predictor.preprocess(images[0:1])[0])
+    works = [Predict(images[1:2], {}, False), Predict(images[0:1], {}, False), Predict(images[2:3], {}, False)]
+    answers = Predict.run(breaking, works)
+    assert isinstance(answers[1], InputError) and "breaks the model" in str(answers[1])
+    assert [answers[i].results[0].to_dict() for i in (0, 2)] == \
+        [r.to_dict() for r in predictor.predict([images[1], images[2]])]
+
+
+def test_a_bad_image_among_merged_requests_fails_alone(tiny_model_dir, images, predictor):
+    """Concurrent requests merged into shared executions, one of them not an image: that one gets
+    its 400, every other request the results Predictor.predict gives for its image."""
+    repository = slowed(ModelRepository.load([f"tiny={tiny_model_dir}"]), 0.05)
+    bodies = [*images[:7], b"this is text, not pixels", *images[7:12]]
+    with running(repository, max_queue_delay_ms=20) as url:
+        with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(lambda body: httpx.post(f"{url}/v1/models/tiny/predict", content=body,
+                                                            timeout=30), bodies))
+    assert_error(answers[7], 400, "not an image")
+    good = [(body, answer.json()) for body, answer in zip(bodies, answers) if body != bodies[7]]
+    for body, answer in good:
+        assert answer["results"] == [r.to_dict() for r in predictor.predict(body)]
+    assert max(size for _, answer in good for size in answer["timing_ms"]["batch_sizes"]) > 1
+
+
+def test_jpegs_small_and_large_answer_as_predict_does(url, predictor):
+    """A JPEG body decoded on the model's thread (small) and one decoded in the pool (over 64 KiB),
+    both reduced as Predictor.predict reduces them: the same results; drawn on the full-size image."""
+    from PIL import Image
+    from skimage import data as photos
+
+    photo = Image.fromarray(photos.astronaut())
+    for size in ((320, 320), (1024, 1024)):
+        buffer = io.BytesIO()
+        photo.resize(size).save(buffer, format="JPEG", quality=90)
+        jpeg = buffer.getvalue()
+        assert (len(jpeg) > 64 * 1024) == (size[0] == 1024)
+        answer = httpx.post(f"{url}/v1/models/tiny/predict", content=jpeg).json()
+        assert answer["results"] == [r.to_dict() for r in predictor.predict(jpeg)]
+        drawn = httpx.post(f"{url}/v1/models/tiny/predict?draw=1", content=jpeg)
+        assert Image.open(io.BytesIO(drawn.content)).width == size[0]  # full size (a caption strip below)
 
 
 def test_page_is_served(url):

@@ -14,7 +14,7 @@ from conftest import require_or_skip
 
 require_or_skip("prometheus_client")
 
-from visionrt.runtime.server.batcher import Batcher, DeadlineExceeded, QueueFull  # noqa: E402
+from visionrt.runtime.server.batcher import Batcher, DeadlineExceeded, QueueFull, Rows  # noqa: E402
 from visionrt.runtime.server.metrics import ServerMetrics  # noqa: E402
 
 
@@ -26,14 +26,14 @@ class Runner:
         self.gate.set()
         self.batches: list[int] = []
 
-    def __call__(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def infer(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         self.gate.wait(10)
         self.batches.append(len(rows))
         return {"y": rows * 2}
 
 
-def rows(value: float, n: int = 1) -> np.ndarray:
-    return np.full((n, 3, 2, 2), value, np.float32)
+def rows(value: float, n: int = 1) -> Rows:
+    return Rows(np.full((n, 3, 2, 2), value, np.float32))
 
 
 def sample(metrics: ServerMetrics, name: str) -> float:
@@ -81,7 +81,7 @@ def test_deadline_while_its_batch_runs_still_answers_504_and_the_batcher_goes_on
             await batcher.submit(rows(1), time.perf_counter() + 0.05)
         runner.gate.set()
         outputs, _ = await batcher.submit(rows(3), time.perf_counter() + 10)
-        np.testing.assert_array_equal(outputs["y"], rows(6))
+        np.testing.assert_array_equal(outputs["y"], rows(6).rows)
         await batcher.close()
     asyncio.run(scenario())
 
@@ -117,7 +117,7 @@ def test_cancelling_a_queued_request_frees_its_slot():
         runner.gate.set()
         await first
         outputs, _ = await again
-        np.testing.assert_array_equal(outputs["y"], rows(4))
+        np.testing.assert_array_equal(outputs["y"], rows(4).rows)
         assert runner.batches == [1, 1]  # the cancelled item never ran
         await batcher.close()
     asyncio.run(scenario())
@@ -136,7 +136,7 @@ def test_cancelling_a_running_request_lets_its_batch_finish_for_the_others():
         await asyncio.sleep(0)  # a and b are taken together now
         a.cancel()
         outputs, timing = await b
-        np.testing.assert_array_equal(outputs["y"], rows(4))
+        np.testing.assert_array_equal(outputs["y"], rows(4).rows)
         assert a.cancelled()
         await batcher.close()
     asyncio.run(scenario())
@@ -155,7 +155,7 @@ def test_items_queued_while_busy_merge_and_split_back():
         await first
         answers = await asyncio.gather(*waiting)
         for (i, n), (outputs, timing) in zip([(1, 1), (2, 2), (3, 1), (4, 2)], answers):
-            np.testing.assert_array_equal(outputs["y"], rows(2 * i, n))
+            np.testing.assert_array_equal(outputs["y"], rows(2 * i, n).rows)
         assert runner.batches == [1, 4, 2]
         assert [timing.batch_size for _, timing in answers] == [4, 4, 4, 2]
         assert sample(metrics, "visionrt_queue_seconds_count") == 5  # one observation per item
@@ -166,9 +166,10 @@ def test_items_queued_while_busy_merge_and_split_back():
 
 def test_a_runner_error_reaches_every_request_of_its_batch():
     async def scenario():
-        def fail(batch: np.ndarray):
-            raise RuntimeError(f"broken on {len(batch)} rows")
-        batcher = Batcher([fail], 8, 0.05, 16)
+        class Broken:
+            def infer(self, batch: np.ndarray):
+                raise RuntimeError(f"broken on {len(batch)} rows")
+        batcher = Batcher([Broken()], 8, 0.05, 16)
         answers = await asyncio.gather(*[batcher.submit(rows(i), time.perf_counter() + 10) for i in range(3)],
                                        return_exceptions=True)
         assert all(isinstance(a, RuntimeError) and "broken on" in str(a) for a in answers)

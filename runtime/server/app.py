@@ -21,7 +21,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any, AsyncIterator, Awaitable
+from typing import Any, Awaitable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -38,9 +38,10 @@ from .repository import ModelRepository, ServedModel, UnknownModel
 
 log = logging.getLogger(__name__)
 
-#: Request bodies up to this many bytes are parsed/decoded (and answered) on the event loop: for
-#: them the hop to the thread pool and back costs more CPU than the work (benchmarks/README.md,
-#: "Where a request's CPU goes"); larger ones go to the pool, where decoding runs beside the loop.
+#: Request bodies up to this many bytes are parsed (and answered) on the event loop, and a predict
+#: request's images decoded on the model's thread with its batch: for them the hop to the thread pool
+#: and back costs more CPU than the work (benchmarks/README.md, "Where a request's CPU goes"); larger
+#: ones go to the pool, where decoding runs beside the loop and the model.
 INLINE_BYTES = 64 * 1024
 
 
@@ -85,7 +86,7 @@ class Server:
     async def start(self) -> None:
         self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="visionrt-prepost")
         for model in self.repository:
-            self.batchers[model.name] = Batcher([p.infer for p in model.predictors], model.max_batch_size,
+            self.batchers[model.name] = Batcher(model.predictors, model.max_batch_size,
                                                 self.settings.max_queue_delay_ms / 1e3, self.settings.max_queue,
                                                 self.model_metrics[model.name])
         if self.settings.grpc_address:
@@ -112,27 +113,46 @@ class Server:
     def in_pool(self, func, *args) -> Awaitable:
         return asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
 
+    @staticmethod
+    def inline(size: int) -> bool:
+        """Whether work on a request body of ``size`` bytes is done where it is (≤ :data:`INLINE_BYTES`),
+        rather than in the pre/post-processing pool beside the event loop and the model."""
+        return size <= INLINE_BYTES
+
     async def sized(self, size: int, func, *args) -> Any:
         """``func(*args)`` on the event loop for a request body of ``size`` ≤ :data:`INLINE_BYTES`
         bytes, else in the pre/post-processing pool."""
-        return func(*args) if size <= INLINE_BYTES else await self.in_pool(func, *args)
+        return func(*args) if self.inline(size) else await self.in_pool(func, *args)
 
     def deadline(self, started: float | None = None) -> float:
         """The ``time.perf_counter()`` instant by which a request that started at ``started`` (a
         ``time.perf_counter()`` instant; default: now) must be answered."""
         return (time.perf_counter() if started is None else started) + self.settings.timeout_s
 
-    @contextlib.asynccontextmanager
-    async def accounting(self, model: ServedModel) -> AsyncIterator[None]:
-        """Count the request as a success (with its end-to-end time) or a failure by reason."""
-        metrics: ModelMetrics = self.model_metrics[model.name]
-        started = time.perf_counter()
-        try:
-            yield
-        except BaseException as err:
-            metrics.failed("disconnected" if isinstance(err, asyncio.CancelledError) else failure(err)[1])
-            raise
-        metrics.succeeded(time.perf_counter() - started)
+    def accounting(self, model: ServedModel) -> "Accounting":
+        """``async with`` it around a request: counted as a success (with its end-to-end time) or a
+        failure by reason."""
+        return Accounting(self.model_metrics[model.name])
+
+
+class Accounting:
+    """See :meth:`Server.accounting` (a class, not a generator: it is on every request's path)."""
+
+    __slots__ = ("metrics", "started")
+
+    def __init__(self, metrics: ModelMetrics):
+        self.metrics = metrics
+        self.started = time.perf_counter()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind, err: BaseException | None, traceback) -> bool:
+        if err is None:
+            self.metrics.succeeded(time.perf_counter() - self.started)
+        else:
+            self.metrics.failed("disconnected" if isinstance(err, asyncio.CancelledError) else failure(err)[1])
+        return False
 
 
 class App(FastAPI):

@@ -1,10 +1,14 @@
 """Dynamic batching for one model: concurrent requests merged into one model execution.
 
-Each queued item is a batch of rows ``[n, C, H, W]`` (one image is ``n = 1``). ``instances``
-workers (one session each) run side by side, each in its own thread (onnxruntime releases
-the GIL). A worker that is idle when an item arrives runs it at once; items that arrive while
-every worker is busy queue up, and a worker that comes free takes the oldest item plus the
-following ones of the same shape and dtype, up to ``max_batch_size`` rows, waiting at most
+Each queued item is a :class:`Work`: ``size`` images of work for the model, with a ``key`` saying
+which items may share an execution: :class:`Rows` (model input rows ``[n, C, H, W]``, of v2 infer
+and gRPC; merged by shape and dtype) or a predict request's encoded images
+(:class:`~.task_endpoint.Predict`: decoded, preprocessed, run and post-processed as one batch on the
+instance's thread, as ``Predictor.predict`` does in-process, leaving the event loop only HTTP).
+``instances`` workers (one predictor each) run side by side, each in its own thread (onnxruntime,
+PIL and NumPy release the GIL). A worker that is idle when an item arrives runs it at once; items
+that arrive while every worker is busy queue up, and a worker that comes free takes the oldest item
+plus the following ones of the same key, up to ``max_batch_size`` images, waiting at most
 ``max_queue_delay`` (counted from the oldest item's arrival) for more to fill the batch.
 
 The queue is bounded (:class:`QueueFull`, HTTP 503); an item past its deadline leaves the
@@ -25,7 +29,7 @@ import dataclasses
 import queue
 import threading
 import time
-from typing import Callable
+from typing import Any, Hashable, Protocol, Sequence
 
 import numpy as np
 
@@ -47,14 +51,48 @@ class ShuttingDown(VisionRTError):
     """The server is stopping and takes no new work (HTTP 503)."""
 
 
-class _Item:
-    """One submitted batch of rows, its future (the submitter's own) and its arrival time."""
+class Work(Protocol):
+    """What one request asks of the model: ``size`` images; items of one ``key`` may share an
+    execution, which ``type(work).run(instance, works)`` computes on an instance's thread: per work
+    its result, or the exception that fails that request alone (an exception raised fails them all)."""
 
-    __slots__ = ("rows", "key", "future", "arrived")
+    key: Hashable
+    size: int
 
-    def __init__(self, rows: np.ndarray, future: asyncio.Future, arrived: float):
+    @staticmethod
+    def run(instance: Any, works: Sequence["Work"]) -> list[Any]: ...
+
+
+class Rows:
+    """Model input rows ``[n, C, H, W]`` (v2 infer, gRPC): merged by shape and dtype into one
+    ``instance.infer`` call, whose outputs are split back per item."""
+
+    __slots__ = ("rows", "key", "size")
+
+    def __init__(self, rows: np.ndarray):
         self.rows = rows
-        self.key = (rows.shape[1:], rows.dtype)  # items of one key merge into one batch
+        self.key = (Rows, rows.shape[1:], rows.dtype)
+        self.size = len(rows)
+
+    @staticmethod
+    def run(instance: Any, works: Sequence["Rows"]) -> list[Outputs]:
+        if len(works) == 1:
+            return [instance.infer(works[0].rows)]
+        outputs = instance.infer(np.concatenate([work.rows for work in works]))
+        split, start = [], 0
+        for work in works:
+            split.append({name: value[start:start + work.size] for name, value in outputs.items()})
+            start += work.size
+        return split
+
+
+class _Item:
+    """One submitted work, its future (the submitter's own) and its arrival time."""
+
+    __slots__ = ("work", "future", "arrived")
+
+    def __init__(self, work: Work, future: asyncio.Future, arrived: float):
+        self.work = work
         self.future = future
         self.arrived = arrived  # time.perf_counter() seconds
 
@@ -68,29 +106,29 @@ class Timing:
     batch_size: int
 
 
-def _settle(future: asyncio.Future, outputs: Outputs | None, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future, results: list | None, error: BaseException | None) -> None:
     if future.done():  # the waiting worker was cancelled
         return
     if error is None:
-        future.set_result(outputs)
+        future.set_result(results)
     else:
         future.set_exception(error)
 
 
 class _Instance:
-    """One runner on its own thread: ``await instance(rows)`` is one queue put there and one loop
-    wake-up back."""
+    """One model instance on its own thread: ``await instance(works)`` (works of one key) is one
+    queue put there and one loop wake-up back."""
 
-    def __init__(self, run: Callable[[np.ndarray], Outputs], loop: asyncio.AbstractEventLoop, name: str):
-        self._run = run
+    def __init__(self, instance: Any, loop: asyncio.AbstractEventLoop, name: str):
+        self._instance = instance
         self._loop = loop
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def __call__(self, rows: np.ndarray) -> asyncio.Future:
+    def __call__(self, works: list[Work]) -> asyncio.Future:
         future = self._loop.create_future()
-        self._jobs.put((rows, future))
+        self._jobs.put((works, future))
         return future
 
     def stop(self) -> None:
@@ -100,20 +138,21 @@ class _Instance:
 
     def _serve(self) -> None:
         while (job := self._jobs.get()) is not None:
-            rows, future = job
+            works, future = job
             try:
-                outputs, error = self._run(rows), None
+                results, error = type(works[0]).run(self._instance, works), None
             except Exception as err:  # noqa: BLE001 - handed to every waiting request
-                outputs, error = None, err
-            self._loop.call_soon_threadsafe(_settle, future, outputs, error)
+                results, error = None, err
+            self._loop.call_soon_threadsafe(_settle, future, results, error)
 
 
 class Batcher:
-    """Merges items for ``runners`` (one ``infer(rows) -> outputs`` callable per instance)."""
+    """Merges work for ``instances`` (what a :class:`Work` runs on: a predictor, with ``infer(rows)
+    -> outputs``; one thread each)."""
 
-    def __init__(self, runners: list[Callable[[np.ndarray], Outputs]], max_batch_size: int,
+    def __init__(self, instances: list[Any], max_batch_size: int,
                  max_queue_delay_s: float, max_queue: int, metrics: ModelMetrics | None = None):
-        self.runners = runners
+        self.instances = instances
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queue = max_queue
@@ -122,20 +161,21 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._closing = False
         self._loop = asyncio.get_running_loop()
-        self._instances = [_Instance(run, self._loop, f"visionrt-infer-{i}") for i, run in enumerate(runners)]
+        self._instances = [_Instance(instance, self._loop, f"visionrt-infer-{i}")
+                           for i, instance in enumerate(instances)]
         self._workers = [self._loop.create_task(self._work(instance)) for instance in self._instances]
 
-    async def submit(self, rows: np.ndarray, deadline: float) -> tuple[Outputs, Timing]:
-        """The outputs for ``rows`` (each output's first axis has ``len(rows)`` entries) and the timing;
-        ``deadline`` is a ``time.perf_counter()`` instant."""
+    async def submit(self, work: Work, deadline: float) -> tuple[Any, Timing]:
+        """``work``'s result (for :class:`Rows`: the outputs, each output's first axis with one entry a
+        row) and the timing; ``deadline`` is a ``time.perf_counter()`` instant."""
         if self._closing:
             raise ShuttingDown("the server is shutting down", fix="retry on another replica")
-        if len(rows) > self.max_batch_size:
-            raise InputError(f"a batch of {len(rows)} exceeds this model's max batch size {self.max_batch_size}",
+        if work.size > self.max_batch_size:
+            raise InputError(f"a batch of {work.size} exceeds this model's max batch size {self.max_batch_size}",
                              fix="split the batch")
         if len(self._queue) >= self.max_queue:
             raise QueueFull(f"the queue holds {len(self._queue)} requests, its limit", fix="retry later")
-        item = _Item(rows, self._loop.create_future(), time.perf_counter())
+        item = _Item(work, self._loop.create_future(), time.perf_counter())
         self._queue.append(item)
         self._queue_changed()
         self._arrived.set()
@@ -164,7 +204,7 @@ class Batcher:
         if item.future.done():
             return
         self._withdraw(item)
-        item.future.set_exception(DeadlineExceeded(f"no result within the deadline ({len(item.rows)} image(s))",
+        item.future.set_exception(DeadlineExceeded(f"no result within the deadline ({item.work.size} image(s))",
                                                    fix="retry later, or raise --timeout-s"))
 
     def _withdraw(self, item: _Item) -> None:
@@ -193,32 +233,28 @@ class Batcher:
             if not batch:
                 continue
             started = time.perf_counter()
-            rows = batch[0].rows if len(batch) == 1 else np.concatenate([item.rows for item in batch])
             try:
-                outputs = await run(rows)
+                results = await run([item.work for item in batch])
             except Exception as err:  # noqa: BLE001 - handed to every waiting request
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(err)
                 continue
             compute = time.perf_counter() - started
+            size = sum(item.work.size for item in batch)
             if self.metrics:
-                self.metrics.executed(len(rows), compute)
-            if len(batch) == 1:
-                if not batch[0].future.done():
-                    batch[0].future.set_result((outputs, Timing(started - batch[0].arrived, compute, len(rows))))
-                continue
-            start = 0
-            for item in batch:
-                n = len(item.rows)
-                if not item.future.done():
-                    item.future.set_result(({name: value[start:start + n] for name, value in outputs.items()},
-                                            Timing(started - item.arrived, compute, len(rows))))
-                start += n
+                self.metrics.executed(size, compute)
+            for item, result in zip(batch, results):
+                if item.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result((result, Timing(started - item.arrived, compute, size)))
 
     async def _fill(self, oldest: _Item) -> None:
         """Wait until a full batch of ``oldest``'s shape is queued or its queue delay has passed."""
-        while not self._closing and self._rows_like(oldest) < self.max_batch_size:
+        while not self._closing and self._size_like(oldest) < self.max_batch_size:
             remaining = oldest.arrived + self.max_queue_delay_s - time.perf_counter()
             if remaining <= 0 or oldest not in self._queue:
                 return
@@ -228,19 +264,19 @@ class Batcher:
             except asyncio.TimeoutError:
                 return
 
-    def _rows_like(self, oldest: _Item) -> int:
-        return sum(len(item.rows) for item in self._queue if item.key == oldest.key)
+    def _size_like(self, oldest: _Item) -> int:
+        return sum(item.work.size for item in self._queue if item.work.key == oldest.work.key)
 
     def _take(self) -> list[_Item]:
-        """Remove and return the oldest item and the next ones of its shape, up to ``max_batch_size`` rows."""
+        """Remove and return the oldest item and the next ones of its key, up to ``max_batch_size`` images."""
         if not self._queue:
             return []
-        key = self._queue[0].key
-        batch, rest, rows = [], [], 0
+        key = self._queue[0].work.key
+        batch, rest, size = [], [], 0
         for item in self._queue:
-            if item.key == key and rows + len(item.rows) <= self.max_batch_size:
+            if item.work.key == key and size + item.work.size <= self.max_batch_size:
                 batch.append(item)
-                rows += len(item.rows)
+                size += item.work.size
             else:
                 rest.append(item)
         self._queue.clear()

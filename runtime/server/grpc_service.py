@@ -22,6 +22,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from ..errors import InputError, VisionRTError
 from . import auth, protocol
+from .batcher import Rows
 from .failures import error_message, failure
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                     deadline = min(deadline, time.perf_counter() + context.time_remaining())
                 parsed = parse_infer_request(request)
                 rows = protocol.check_infer_inputs(model, parsed)
-                outputs, _ = await self.server.batchers[model.name].submit(rows, deadline)
+                outputs, _ = await self.server.batchers[model.name].submit(Rows(rows), deadline)
                 return infer_response(model.name, parsed, outputs)
         return await self._answer(context, work)
 

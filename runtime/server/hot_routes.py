@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
 from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response
 from starlette.routing import compile_path
 
 from ..errors import InputError
 from . import limits, multipart, protocol, task_endpoint
+from .batcher import Rows
 from .failures import error_response
 
 if TYPE_CHECKING:
@@ -38,11 +38,28 @@ if TYPE_CHECKING:
 #: Seconds a request waits for the model before it watches for its client going away.
 DISCONNECT_POLL_S = 0.2
 
-Answer = Callable[[dict, Callable], Awaitable[Response]]
+
+class Reply:
+    """A 200 answer as its two ASGI messages: ``headers``, then ``content-length``, then ``body``
+    (what Starlette's ``Response`` sends, without building one: this is every inference's answer)."""
+
+    __slots__ = ("headers", "body")
+
+    def __init__(self, body: bytes, headers: dict[str, str]):
+        self.headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        self.headers.append((b"content-length", str(len(body)).encode()))
+        self.body = body
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+Answer = Callable[[dict, Callable], Awaitable[Reply]]
 
 
 class Endpoint:
-    """A raw ASGI endpoint of ``answer(scope, receive) -> Response``; an error is answered as the app
+    """A raw ASGI endpoint of ``answer(scope, receive) -> Reply``; an error is answered as the app
     answers it. (An object, not a function, so that a Starlette route calls it as ASGI.)"""
 
     def __init__(self, answer: Answer):
@@ -124,7 +141,7 @@ def hot_routes(server: "Server") -> list[tuple[str, Endpoint]]:
     """(path, endpoint) of each hot route of ``server``, for the router and :class:`FastPath`."""
     max_bytes = server.max_body_bytes
 
-    async def predict(scope: dict, receive) -> Response:
+    async def predict(scope: dict, receive) -> Reply:
         model = server.model(scope["path_params"]["m"])
         async with server.accounting(model):
             started = time.perf_counter()
@@ -135,23 +152,25 @@ def hot_routes(server: "Server") -> list[tuple[str, Endpoint]]:
                              else ({}, task_endpoint.View()))
             blobs = _images(await limits.read_body(receive, max_bytes), _header(scope, b"content-type") or "")
             size = sum(map(len, blobs))
-            begun = time.perf_counter()
-            images, chunks = await server.sized(size, task_endpoint.decode, blobs, model)
-            prepared = time.perf_counter()
+            full = view.draw or view.output  # a picture is drawn on the image as sent
+            decoded = (None if server.inline(size) else  # a large body: decoded in the pool, beside the model
+                       await server.in_pool(task_endpoint.decode, blobs, model.predictors[0], full))
             batcher = server.batchers[model.name]
-            answers = await _unless_disconnected(receive, _all_or_none([batcher.submit(rows, deadline)
-                                                                         for rows in chunks]))
-            timings = [timing for _, timing in answers]
-            timing_ms = {"preprocess": (prepared - begun) * 1e3, "queue": max(t.queue for t in timings) * 1e3,
-                         "compute": max(t.compute for t in timings) * 1e3,
-                         "batch_sizes": [t.batch_size for (_, t), rows in zip(answers, chunks) for _ in rows]}
-            work = (task_endpoint.answer, model, [outputs for outputs, _ in answers], images, options, view,
-                    timing_ms, started)
+            works = task_endpoint.works(blobs, options, full, decoded, model.max_batch_size)
+            answers = await _unless_disconnected(receive, _all_or_none([batcher.submit(work, deadline)
+                                                                         for work in works]))
+            predicted = [p for p, _ in answers]
+            timing_ms = {"preprocess": max(p.preprocess_s for p in predicted) * 1e3,
+                         "queue": max(t.queue for _, t in answers) * 1e3,
+                         "compute": max(p.compute_s for p in predicted) * 1e3,
+                         "postprocess": max(p.postprocess_s for p in predicted) * 1e3,
+                         "batch_sizes": [t.batch_size for (_, t), work in zip(answers, works) for _ in work.blobs]}
+            work = (task_endpoint.answer, model, predicted, view, timing_ms, started)
             # a picture to draw and encode is work for the pool whatever the body's size
-            body, media_type = await (server.in_pool(*work) if view.draw or view.output else server.sized(size, *work))
-        return Response(body, media_type=media_type)
+            body, media_type = await (server.in_pool(*work) if full else server.sized(size, *work))
+        return Reply(body, {"content-type": media_type})
 
-    async def infer(scope: dict, receive) -> Response:
+    async def infer(scope: dict, receive) -> Reply:
         params = scope["path_params"]
         model = server.model(params["m"], params.get("v"))
         async with server.accounting(model):
@@ -160,10 +179,10 @@ def hot_routes(server: "Server") -> list[tuple[str, Endpoint]]:
             parsed = await server.sized(len(body), protocol.parse_infer_request, body,
                                         _header(scope, b"inference-header-content-length"))
             rows = protocol.check_infer_inputs(model, parsed)
-            outputs, _ = await _unless_disconnected(receive, server.batchers[model.name].submit(rows, deadline))
+            outputs, _ = await _unless_disconnected(receive, server.batchers[model.name].submit(Rows(rows), deadline))
             content, headers = await server.sized(len(body), protocol.encode_infer_response, model.name, parsed,
                                                   outputs)
-        return Response(content, headers=headers)
+        return Reply(content, headers)
 
     infer_endpoint = Endpoint(infer)
     return [("/v1/models/{m}/predict", Endpoint(predict)), ("/v2/models/{m}/infer", infer_endpoint),

@@ -16,6 +16,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from ..backends import TensorSpec
 from ..errors import InputError
@@ -234,7 +235,7 @@ def encode_infer_response(model: str, request: InferRequest, outputs: dict[str, 
     header = {"model_name": model, "model_version": "1", "outputs": tensors}
     if request.id is not None:
         header["id"] = request.id
-    body = json.dumps(header, separators=(",", ":")).encode()
+    body = orjson.dumps(header)  # compact; a NaN or infinity is null, as JSON has no such numbers
     if not chunks:
         return body, {"content-type": "application/json"}
     return body + b"".join(chunks), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(body))}

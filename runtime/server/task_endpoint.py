@@ -13,29 +13,37 @@ with one or more files. Query parameters are the task's post-processing options 
 The JSON answer is ``{"model", "task", "results": [to_dict() per image, in order],
 "summaries": [summary() per image], "timing_ms": {"preprocess", "queue", "compute",
 "postprocess", "total", "batch_sizes"}}`` (``batch_sizes``: per image, the size of the
-execution it ran in).
+execution it ran in; ``queue`` and ``total`` this request's, the others its execution's: decoding
+and preprocessing, the model, the task's post-processing).
+
+The images are decoded, preprocessed, run and post-processed on the model instance's thread, a
+batch of requests at a time (:class:`Predict`, the batcher's work), as ``Predictor.predict`` does
+for a list of images in-process: the event loop keeps only HTTP and the JSON answer (a large body is
+decoded in the pool first, beside the model).
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
 import io
-import json
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import orjson
 from PIL import Image
 
 from ..errors import InputError
 from ..images import load_image
+from ..predictor import Pipeline, Predictor
+from ..preprocess import model_input
 from .repository import ServedModel
+
+#: Decoded images (RGB uint8 ``[h, w, 3]``) and their original ``(height, width)``.
+Decoded = tuple[list[np.ndarray], list[tuple[int, int]]]
 
 #: Query parameters that shape the answer rather than the post-processing.
 VIEW_PARAMETERS = ("draw", "output", "format")
-
-#: The answer's JSON encoder (compact, UTF-8 as is, no NaN), made once.
-_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +68,8 @@ def parse_query(query: Mapping[str, str], model: ServedModel) -> tuple[dict[str,
     view = View(_flag(query, "draw"), _flag(query, "output"), fmt)
     if view.draw and view.output:
         raise InputError("draw and output cannot both be asked", fix="ask for one picture per request")
+    if view.output and not model.predictors[0].task.image_result:
+        raise InputError(f"{model.manifest.task} results have no output image", fix="ask for draw=1 instead")
     return typed, view
 
 
@@ -70,57 +80,142 @@ def _flag(query: Mapping[str, str], name: str) -> bool:
     return text in ("1", "true", "")
 
 
-def decode(blobs: list[bytes], model: ServedModel) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Encoded images -> (RGB uint8 ``[H, W, 3]`` each, model input rows ``[n, C, H', W']`` in chunks:
-    consecutive images of one input shape together, at most ``max_batch_size`` rows a chunk); run
-    inline for small bodies, in the thread pool for larger ones (``Server.sized``)."""
-    images = [load_image(blob) for blob in blobs]
-    chunks: list[list[np.ndarray]] = []
-    for rows in (model.predictors[0].preprocess([image]) for image in images):
-        last = chunks[-1] if chunks else None
-        if last and last[0].shape == rows.shape and last[0].dtype == rows.dtype and len(last) < model.max_batch_size:
-            last.append(rows)
-        else:
-            chunks.append([rows])
-    return images, [np.concatenate(chunk) if len(chunk) > 1 else chunk[0] for chunk in chunks]
+def decode(blobs: Sequence[bytes], pipeline: Pipeline, full: bool) -> Decoded:
+    """Encoded images -> (RGB uint8 ``[h, w, 3]`` each, the original ``(height, width)`` of each): a
+    JPEG decoded reduced where the model's input is much smaller (as ``Predictor.predict`` does),
+    unless ``full`` (a picture is drawn on the image)."""
+    if full:
+        images = [load_image(blob) for blob in blobs]
+        return images, [image.shape[:2] for image in images]
+    pairs = [pipeline.decode(blob) for blob in blobs]
+    return [image for image, _ in pairs], [size for _, size in pairs]
 
 
-def answer(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: list[np.ndarray],
-           options: dict[str, Any], view: View, timing_ms: dict[str, Any], started: float) -> tuple[bytes, str]:
-    """The response body and its media type: :func:`postprocess`, then the JSON of the module
-    docstring (``timing_ms`` completed with ``postprocess`` and ``total``, ``started`` being the
-    request's ``time.perf_counter()`` start); off the event loop, one hop for the request."""
+@dataclasses.dataclass(frozen=True)
+class Predicted:
+    """A predict request's results and its images as decoded, with its execution's seconds (shared by
+    the requests run with it): decoding and preprocessing, the model, post-processing."""
+
+    images: list[np.ndarray]
+    results: list
+    preprocess_s: float
+    compute_s: float
+    postprocess_s: float
+
+
+class Predict:
+    """A predict request's images, as work for the model's batcher (:class:`~.batcher.Work`): its
+    encoded ``blobs`` (at most the model's max batch size), its post-processing ``options``, ``full``:
+    decode at full size, and ``decoded``: what :func:`decode` made of them already (a large body,
+    decoded in the pool beside the model), else they are decoded on the instance's thread."""
+
+    __slots__ = ("blobs", "options", "full", "decoded", "size")
+    key = "predict"  # any predict requests of one model may share an execution
+
+    def __init__(self, blobs: Sequence[bytes], options: dict[str, Any], full: bool, decoded: Decoded | None = None):
+        self.blobs = blobs
+        self.options = options
+        self.full = full
+        self.decoded = decoded
+        self.size = len(blobs)
+
+    @staticmethod
+    def run(predictor: Predictor, works: Sequence["Predict"]) -> list[Predicted | Exception]:
+        """What ``Predictor.predict`` does, for the images of ``works`` together: decode, preprocess,
+        one execution (a model of fixed input size; else one an image) and post-processing (one call
+        where the requests' options agree). Bad images fail their own request only: when a batch fails,
+        each request is run alone to find whose."""
+        begun = time.perf_counter()
+        answers: list = [None] * len(works)
+        decoded: dict[int, Decoded] = {}
+        for i, work in enumerate(works):
+            try:
+                decoded[i] = work.decoded or decode(work.blobs, predictor, work.full)
+            except Exception as err:  # noqa: BLE001 - this request's answer
+                answers[i] = err
+        decoding = time.perf_counter() - begun
+        together = list(decoded)
+        if not together:
+            return answers
+        try:
+            done = _compute(predictor, [works[i] for i in together], [decoded[i] for i in together], decoding)
+        except Exception as err:  # noqa: BLE001 - one request's, or everyone's
+            if len(together) == 1:
+                answers[together[0]] = err
+                return answers
+            done = []
+            for i in together:
+                try:
+                    done += _compute(predictor, [works[i]], [decoded[i]], decoding)
+                except Exception as alone:  # noqa: BLE001 - this request's answer
+                    done.append(alone)
+        for i, answer in zip(together, done):
+            answers[i] = answer
+        return answers
+
+
+def _compute(predictor: Predictor, works: Sequence[Predict], decoded: Sequence[Decoded],
+             decoding_s: float) -> list[Predicted]:
+    """Preprocess, run and post-process the decoded images of ``works`` (see :meth:`Predict.run`)."""
     begun = time.perf_counter()
-    result = postprocess(model, outputs, images, options, view)
-    if isinstance(result, bytes):
-        return result, "image/png"
+    images = [image for ims, _ in decoded for image in ims]
+    sizes = [size for _, sz in decoded for size in sz]
+    manifest = predictor.manifest
+    batches = ([model_input(images, manifest)] if manifest.input.height is not None else
+               [model_input([image], manifest) for image in images])  # the input size follows each image
+    prepared = time.perf_counter()
+    outputs = [predictor.infer(rows) for rows in batches]
+    computed = time.perf_counter()
+    if len(outputs) == 1 and all(work.options == works[0].options for work in works):
+        results = predictor.postprocess(outputs[0], sizes, **works[0].options)
+    elif len(outputs) == 1:
+        results, start = [], 0
+        for work in works:
+            part = {name: value[start:start + work.size] for name, value in outputs[0].items()}
+            results += predictor.postprocess(part, sizes[start:start + work.size], **work.options)
+            start += work.size
+    else:
+        owners = [work for work in works for _ in range(work.size)]
+        results = [result for out, size, work in zip(outputs, sizes, owners)
+                   for result in predictor.postprocess(out, [size], **work.options)]
     finished = time.perf_counter()
-    results, summaries = result
-    timing_ms.update(postprocess=(finished - begun) * 1e3, total=(finished - started) * 1e3)
-    body = {"model": model.name, "task": model.manifest.task, "results": results, "summaries": summaries,
-            "timing_ms": timing_ms}
-    return _JSON.encode(body).encode(), "application/json"
+    timing = (decoding_s + prepared - begun, computed - prepared, finished - computed)
+    done, start = [], 0
+    for work, (ims, _) in zip(works, decoded):
+        done.append(Predicted(ims, results[start:start + work.size], *timing))
+        start += work.size
+    return done
 
 
-def postprocess(model: ServedModel, outputs: list[dict[str, np.ndarray]], images: list[np.ndarray],
-                options: dict[str, Any], view: View) -> tuple[list[dict[str, Any]], list[str]] | bytes:
-    """The per-image outputs -> results (one ``Predictor.postprocess`` call for the request):
-    their dicts and one-line summaries or, for a single-image picture, the PNG."""
-    merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
-    predictor = model.predictors[0]
-    results = predictor.postprocess(merged, [im.shape[:2] for im in images], **options)
-    if view.output and not predictor.task.image_result:
-        raise InputError(f"{model.manifest.task} results have no output image", fix="ask for draw=1 instead")
-    pictures = [(r.draw(im) if view.draw else r.output()) for r, im in zip(results, images)] \
-        if view.draw or view.output else None
-    if view.as_png(len(results)):
-        return png(pictures[0])
-    answer = [r.to_dict() for r in results]
+def works(blobs: list[bytes], options: dict[str, Any], full: bool, decoded: Decoded | None,
+          max_batch_size: int) -> list[Predict]:
+    """A request's images as :class:`Predict` works of at most ``max_batch_size`` images each."""
+    return [Predict(blobs[i:i + max_batch_size], options, full,
+                    None if decoded is None else (decoded[0][i:i + max_batch_size], decoded[1][i:i + max_batch_size]))
+            for i in range(0, len(blobs), max_batch_size)]
+
+
+def answer(model: ServedModel, predicted: list[Predicted], view: View, timing_ms: dict[str, Any],
+           started: float) -> tuple[bytes, str]:
+    """The response body and its media type: the PNG of a single-image picture, else the JSON of the
+    module docstring (``timing_ms`` completed with ``total``, ``started`` being the request's
+    ``time.perf_counter()`` start)."""
+    results = [result for p in predicted for result in p.results]
+    pictures = None
+    if view.draw or view.output:
+        images = [image for p in predicted for image in p.images]
+        pictures = [(r.draw(im) if view.draw else r.output()) for r, im in zip(results, images)]
+        if view.as_png(len(results)):
+            return png(pictures[0]), "image/png"
+    entries = [r.to_dict() for r in results]
     if pictures:
         key = "drawn_png" if view.draw else "output_png"
-        for entry, picture in zip(answer, pictures):
+        for entry, picture in zip(entries, pictures):
             entry[key] = base64.b64encode(png(picture)).decode()
-    return answer, [r.summary() for r in results]
+    timing_ms["total"] = (time.perf_counter() - started) * 1e3
+    body = {"model": model.name, "task": model.manifest.task, "results": entries,
+            "summaries": [r.summary() for r in results], "timing_ms": timing_ms}
+    return orjson.dumps(body), "application/json"  # compact UTF-8, 15x json's speed here
 
 
 def png(image: np.ndarray) -> bytes:
