@@ -2,8 +2,9 @@
 
 **Reference figures** (``--wrk``, :func:`reference_figures`): the server pinned to one core
 (``taskset``, one onnxruntime thread), the C load generator ``wrk`` pinned to another, and
-``Predictor`` in this process pinned to the server's core, measured back to back before each
-server figure. Per setup (HTTP predict batched / ``--max-batch-size 1`` / 8 images a request, HTTP
+``Predictor`` in this process pinned to the server's core, measured right before and right after
+each server figure (their mean is the reference, so a machine whose speed drifts moves both sides
+alike; both are in the JSON). Per setup (HTTP predict batched / ``--max-batch-size 1`` / 8 images a request, HTTP
 v2 infer, gRPC infer, 2 workers): images/s, latency, the mean batch, the client's CPU, and
 
 - **server efficiency** = server images/s ÷ in-process images/s on the same core;
@@ -291,6 +292,12 @@ def _load_setup(setup: Setup, server: RunningServer, model: str, model_dir, file
             "mean_batch": batches.get("mean_batch")}
 
 
+def _in_process(model_dir, blobs: Sequence[bytes], setup: Setup, seconds: float, core: int) -> tuple[float, float]:
+    """(images/s, CPU s per image) in this process on ``core``, of what ``setup`` asks of the model."""
+    with pinned_to({core}):
+        return in_process_rate(model_dir, blobs, 16, seconds, decode=setup.endpoint == "predict", threads=1)
+
+
 def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLike, *, seconds: float = 10.0,
                       connections: int = 16, repeat: int = 3, server_core: int = 0, client_core: int = 1,
                       setups: Sequence[Setup] = SETUPS) -> dict:
@@ -306,9 +313,7 @@ def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLik
     load_before = os.getloadavg()
     for _ in range(repeat):
         for setup in setups:
-            with pinned_to({server_core}):  # back to back with the server figure, on the server's core
-                in_rate, in_cpu = in_process_rate(model_dir, blobs, 16, min(seconds, 3.0),
-                                                  decode=setup.endpoint == "predict", threads=1)
+            before = _in_process(model_dir, blobs, setup, min(seconds, 3.0), server_core)
             cores = f"{server_core},{client_core}" if setup.both_cores else str(server_core)
             grpc_address = f"127.0.0.1:{free_port()}" if setup.endpoint == "grpc" else None
             options = ["--threads", "1", *setup.server_options]
@@ -317,8 +322,11 @@ def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLik
             with running_server([model_dir], *options, prefix=pinned(cores)) as server:
                 figure = _load_setup(setup, server, model, model_dir, files, connections, seconds, client_core,
                                      grpc_address)
+            after = _in_process(model_dir, blobs, setup, min(seconds, 3.0), server_core)
+            in_rate, in_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
             per_image = figure["server_cpu_s_per_image"]
             figure.update(in_process_images_per_s=in_rate, in_process_cpu_s_per_image=in_cpu,
+                          in_process_images_per_s_before_after=[before[0], after[0]],
                           efficiency=None if setup.both_cores else figure["images_per_s"] / in_rate,
                           cpu_efficiency=in_cpu / per_image if per_image else None,
                           overhead_ms_per_request=(per_image - in_cpu) * setup.images_per_request * 1e3
@@ -333,7 +341,8 @@ def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLik
                          "client": command_line(str(client_core), connections, seconds, "URL"),
                          "grpc_client": f"benchmarks/grpc_load.py: 2 processes x {connections // 2} threads "
                                         f"of tritonclient.grpc, pinned to core {client_core}",
-                         "in_process": f"Predictor(threads=1).predict(16 images) pinned to core {server_core}"},
+                         "in_process": f"Predictor(threads=1).predict(16 images) pinned to core {server_core}, "
+                                       "before and after each server figure (their mean)"},
             "setups": [{**dataclasses.asdict(setup), "runs": runs[setup.name],
                         "median": _medians(runs[setup.name])} for setup in setups]}
 
