@@ -2,9 +2,9 @@
 
 **Reference figures** (``--wrk``, :func:`reference_figures`): the server pinned to one core
 (``taskset``, one onnxruntime thread), the C load generator ``wrk`` pinned to another, and
-``Predictor`` in this process pinned to the server's core, measured right before and right after
-each server figure (their mean is the reference, so a machine whose speed drifts moves both sides
-alike; both are in the JSON). Per setup (HTTP predict batched / ``--max-batch-size 1`` / 8 images a request, HTTP
+``Predictor`` in this process pinned to the server's core, on the images the requests carry,
+measured right before and right after each server figure (their mean is the reference, so a machine
+whose speed drifts moves both sides alike; both are in the JSON). Per setup (HTTP predict batched / ``--max-batch-size 1`` / 8 images a request, HTTP
 v2 infer, gRPC infer, 2 workers): images/s, latency, the mean batch, the client's CPU, and
 
 - **server efficiency** = server images/s ÷ in-process images/s on the same core;
@@ -292,8 +292,11 @@ def _load_setup(setup: Setup, server: RunningServer, model: str, model_dir, file
             "mean_batch": batches.get("mean_batch")}
 
 
-def _in_process(model_dir, blobs: Sequence[bytes], setup: Setup, seconds: float, core: int) -> tuple[float, float]:
-    """(images/s, CPU s per image) in this process on ``core``, of what ``setup`` asks of the model."""
+def _in_process(model_dir, files: Sequence[Path], setup: Setup, seconds: float, core: int) -> tuple[float, float]:
+    """(images/s, CPU s per image) in this process on ``core``, of what ``setup`` asks of the model, on
+    the images its requests carry (the first ``images_per_request`` files, as the load sends them:
+    a PNG's decode time follows its size, so other images would bias the ratio)."""
+    blobs = [f.read_bytes() for f in files[:setup.images_per_request]]
     with pinned_to({core}):
         return in_process_rate(model_dir, blobs, 16, seconds, decode=setup.endpoint == "predict", threads=1)
 
@@ -308,12 +311,11 @@ def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLik
     wrk_executable()
     model = Path(model_dir).resolve().name
     files = image_files(images_dir)
-    blobs = [f.read_bytes() for f in files]
     runs: dict[str, list[dict]] = {setup.name: [] for setup in setups}
     load_before = os.getloadavg()
     for _ in range(repeat):
         for setup in setups:
-            before = _in_process(model_dir, blobs, setup, min(seconds, 3.0), server_core)
+            before = _in_process(model_dir, files, setup, min(seconds, 3.0), server_core)
             cores = f"{server_core},{client_core}" if setup.both_cores else str(server_core)
             grpc_address = f"127.0.0.1:{free_port()}" if setup.endpoint == "grpc" else None
             options = ["--threads", "1", *setup.server_options]
@@ -322,7 +324,7 @@ def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLik
             with running_server([model_dir], *options, prefix=pinned(cores)) as server:
                 figure = _load_setup(setup, server, model, model_dir, files, connections, seconds, client_core,
                                      grpc_address)
-            after = _in_process(model_dir, blobs, setup, min(seconds, 3.0), server_core)
+            after = _in_process(model_dir, files, setup, min(seconds, 3.0), server_core)
             in_rate, in_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
             per_image = figure["server_cpu_s_per_image"]
             figure.update(in_process_images_per_s=in_rate, in_process_cpu_s_per_image=in_cpu,
@@ -341,8 +343,8 @@ def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLik
                          "client": command_line(str(client_core), connections, seconds, "URL"),
                          "grpc_client": f"benchmarks/grpc_load.py: 2 processes x {connections // 2} threads "
                                         f"of tritonclient.grpc, pinned to core {client_core}",
-                         "in_process": f"Predictor(threads=1).predict(16 images) pinned to core {server_core}, "
-                                       "before and after each server figure (their mean)"},
+                         "in_process": f"Predictor(threads=1).predict(16 images: a request's, repeated) pinned to "
+                                       f"core {server_core}, before and after each server figure (their mean)"},
             "setups": [{**dataclasses.asdict(setup), "runs": runs[setup.name],
                         "median": _medians(runs[setup.name])} for setup in setups]}
 
