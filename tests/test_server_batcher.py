@@ -164,6 +164,43 @@ def test_items_queued_while_busy_merge_and_split_back():
     asyncio.run(scenario())
 
 
+class Labelled:
+    """Work of another key than rows: ``run`` answers each label, or fails that item alone on "bad"."""
+
+    key = "labelled"
+
+    def __init__(self, label: str):
+        self.label, self.size = label, 1
+
+    @staticmethod
+    def run(instance, works):
+        instance.infer(np.zeros((len(works), 3, 2, 2), np.float32))  # blocks while the gate is clear
+        return [ValueError(f"{w.label} is refused") if w.label == "bad" else w.label.upper() for w in works]
+
+
+def test_works_merge_by_key_and_an_item_can_fail_alone():
+    """Queued rows and labelled work never share an execution; an exception returned for one item
+    fails that request only."""
+    async def scenario():
+        runner = Runner()
+        batcher, _ = await started(runner, max_batch_size=8)
+        first = await busy(batcher, runner)
+        deadline = time.perf_counter() + 10
+        waiting = [asyncio.ensure_future(batcher.submit(work, deadline))
+                   for work in (Labelled("a"), rows(1), Labelled("bad"), rows(2), Labelled("c"))]
+        await asyncio.sleep(0.01)
+        runner.gate.set()
+        await first
+        answers = await asyncio.gather(*waiting, return_exceptions=True)
+        assert [answers[0][0], answers[4][0]] == ["A", "C"]
+        assert isinstance(answers[2], ValueError) and "bad is refused" in str(answers[2])
+        np.testing.assert_array_equal(answers[3][0]["y"], rows(4, 1).rows)
+        assert runner.batches == [1, 3, 2]  # the first, then the labelled three, then the two rows
+        assert [answers[i][1].batch_size for i in (0, 1, 4)] == [3, 2, 3]
+        await batcher.close()
+    asyncio.run(scenario())
+
+
 def test_a_runner_error_reaches_every_request_of_its_batch():
     async def scenario():
         class Broken:
