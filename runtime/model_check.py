@@ -6,7 +6,7 @@ the task names classes), an input size no machine can hold, outputs the task can
 an :class:`~visionrt.runtime.errors.ArtifactError` naming the manifest field:
 
 * :func:`check_manifest` (by every :class:`~visionrt.runtime.predictor.Predictor`: ``predict``,
-  ``serve``, ``bench``, Triton's python models): the
+  ``serve``, ``bench``, Triton's python models; and first thing by ``build`` and ``export-triton``): the
   manifest against itself and its task's output contract (:mod:`.contracts`): ``classes`` vs the
   output shapes it declares, ``input.height``/``width`` vs :data:`MAX_INPUT_BYTES`, ``outputs``
   (names, ranks, dtypes) vs what the task reads;

@@ -105,6 +105,26 @@ def test_a_manifest_that_does_not_fit_its_model_is_refused_when_opened(name, mut
     assert tree_hashes(target) == before
 
 
+#: The misfits a manifest shows by itself (``check_manifest``), without opening its model file.
+SELF_EVIDENT = ["3 classes for 10 logits", "no classes", "input of 100000 x 100000", "output of rank 3",
+                "output declared int", "a task whose outputs differ (detect)"]
+
+
+@pytest.mark.parametrize("name, mutate, field", [c for c in MISFIT_CASES if c[0] in SELF_EVIDENT],
+                         ids=SELF_EVIDENT)
+def test_build_and_export_triton_refuse_a_manifest_that_does_not_fit_before_writing(name, mutate, field, model,
+                                                                                   tmp_path, capsys):
+    """``build`` and ``export-triton`` check the manifest first: exit 2 naming the field, no engine,
+    no repository, the directory unchanged."""
+    target = _copy(model, tmp_path)
+    _edit_manifest(target, mutate)
+    before = tree_hashes(target)
+    repo = tmp_path / "repo"
+    for argv in (["build", str(target)], ["export-triton", str(target), "--repo", str(repo)]):
+        assert field in assert_refused(argv, capsys)
+    assert tree_hashes(target) == before and not repo.exists()
+
+
 # file-system oddities where a model file belongs --------------------------------------------------
 def _make_odd(path: Path, kind: str) -> None:
     """Put a ``kind`` thing at ``path`` (which must not exist)."""
