@@ -1,6 +1,6 @@
 """`visionrt serve --workers N`: processes sharing one port (both serve), metrics summed across
-them, SIGTERM drains every worker (requests in flight finish), thread defaults, a bad model
-directory stops before any worker starts."""
+them, SIGTERM drains every worker (requests in flight finish), every worker asks for the API key,
+thread defaults, a bad model directory stops before any worker starts."""
 from __future__ import annotations
 
 import contextlib
@@ -91,6 +91,46 @@ def test_two_workers_share_the_port_sum_metrics_and_drain_on_sigterm(tiny_model_
         assert {pid for _, pid in answers} == pids
         assert process.wait(60) == 0, process.stdout.read().decode()[-3000:]
         assert not list(tmp_path.glob("visionrt-metrics-*"))  # the metrics folder is removed
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+
+
+def test_every_worker_asks_for_the_key(tiny_model_dir, tiny_data, tmp_path):
+    """``--workers 2 --api-key-file``: each worker answers 401 without the key (to predict and to
+    /metrics) and serves with it."""
+    image = sorted((tiny_data / "images" / "test").glob("*.png"))[0].read_bytes()
+    key = "workers-test-key-" + "k" * 20
+    (tmp_path / "keys.txt").write_text(key + "\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "visionrt.runtime.server", f"tiny={tiny_model_dir}",
+                                "--port", str(port), "--workers", "2", "--api-key-file", str(tmp_path / "keys.txt")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        for _ in range(600):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                    break
+            time.sleep(0.1)
+        refused, served, sent = set(), set(), 0
+        while (len(refused) < 2 or len(served) < 2) and sent < 400:
+            with httpx.Client() as client:  # a fresh connection each time: the kernel spreads them
+                without = client.post(f"{url}/v1/models/tiny/predict", content=image)
+            with httpx.Client(headers={"authorization": f"Bearer {key}"}) as client:
+                with_key = client.post(f"{url}/v1/models/tiny/predict", content=image)
+                assert client.get(f"{url}/metrics").status_code == 200
+            assert without.status_code == 401 and without.headers["www-authenticate"].startswith("Bearer")
+            assert with_key.status_code == 200, with_key.text
+            refused.add(without.headers["x-visionrt-worker"])
+            served.add(with_key.headers["x-visionrt-worker"])
+            sent += 1
+        assert len(refused) == 2 and refused == served, f"{sent} pairs of requests: {refused} / {served}"
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, process.stdout.read().decode()[-3000:]
     finally:
         process.kill()
         process.wait()
