@@ -342,7 +342,8 @@ def test_deadline_gives_504_and_frees_the_slot(tiny_model_dir, images, predictor
 
 
 def test_queued_work_finishes_on_shutdown(tiny_model_dir, images, predictor):
-    repository = slowed(ModelRepository.load([f"tiny={tiny_model_dir}"], max_batch_size=1), 0.2)
+    # 0.5 s an execution: the window in which two requests queue stays wide on a loaded machine
+    repository = slowed(ModelRepository.load([f"tiny={tiny_model_dir}"], max_batch_size=1), 0.5)
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         with running(repository) as url:
             futures = [pool.submit(httpx.post, f"{url}/v1/models/tiny/predict", content=im, timeout=30)
