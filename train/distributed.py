@@ -49,5 +49,8 @@ class Dist:
         return self.gather(value)[0]
 
     def close(self) -> None:
+        """Leave the process group together: every rank waits here for the others (rank 0 evaluates
+        first), so none tears its gloo connections down under a peer that still uses them."""
         if self.world > 1 and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
