@@ -164,6 +164,30 @@ def test_items_queued_while_busy_merge_and_split_back():
     asyncio.run(scenario())
 
 
+def test_a_worker_that_comes_free_lets_the_loop_queue_what_its_answers_bring_back():
+    """A client that asks again as soon as it is answered: its next request, queued an event-loop
+    iteration after the answer, joins the batch of what was already waiting (no queue delay set)."""
+    async def scenario():
+        runner = Runner()
+        batcher = Batcher([runner], 8, 0.0, 16)
+        first = await busy(batcher, runner)
+        deadline = time.perf_counter() + 10
+        waiting = asyncio.ensure_future(batcher.submit(rows(1), deadline))
+
+        async def client():
+            await first
+            return await batcher.submit(rows(2), deadline)
+
+        again = asyncio.ensure_future(client())
+        await asyncio.sleep(0.01)
+        runner.gate.set()
+        _, (two, _) = await asyncio.gather(waiting, again)
+        np.testing.assert_array_equal(two["y"], rows(4).rows)
+        assert runner.batches == [1, 2]
+        await batcher.close()
+    asyncio.run(scenario())
+
+
 class Labelled:
     """Work of another key than rows: ``run`` answers each label, or fails that item alone on "bad"."""
 
