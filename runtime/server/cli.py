@@ -119,12 +119,15 @@ def serve(args: argparse.Namespace) -> None:
 def run_server(args: argparse.Namespace, worker: bool = False) -> None:
     """One server process: load the models, serve until SIGINT/SIGTERM (queued work finishes). A
     ``worker`` of ``--workers`` listens on a port its siblings share (``SO_REUSEPORT``) and names
-    its process id in every response's ``X-Visionrt-Worker`` header."""
+    its process id in every response's ``X-Visionrt-Worker`` header. glibc's allocator thresholds are
+    fixed first (:mod:`.allocator`)."""
     import uvicorn
 
+    from .allocator import hold_freed_memory
     from .app import ServerSettings, create_app
     from .repository import ModelRepository
 
+    hold_freed_memory()
     repository = ModelRepository.load(args.models, backend=args.backend, precision=args.precision,
                                       instances=args.instances, threads=args.threads,
                                       max_batch_size=args.max_batch_size)
