@@ -417,6 +417,24 @@ def test_malformed_requests(url, images, predictor):
     still_serving(url, images[0], predictor)
 
 
+def test_json_headers_parse_as_the_standard_library_does():
+    """orjson first, the standard library for what only it reads: the same header either way."""
+    from visionrt.runtime.errors import InputError
+    from visionrt.runtime.server import protocol
+
+    values = [0.5, float("nan"), float("inf"), -float("inf"), 1e-300, 2 ** 70, 3]
+    body = json.dumps({"id": "é", "inputs": [{"name": "t", "datatype": "FP64", "shape": [7], "data": values}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    parsed = protocol.parse_infer_request(body, None)
+    np.testing.assert_array_equal(parsed.inputs["t"], np.array(values, np.float64))
+    assert parsed.id == "é" and parsed.binary_by_default
+    plain = json.dumps({"inputs": [{"name": "t", "datatype": "INT64", "shape": [2], "data": [1, -2]}]}).encode()
+    assert protocol.parse_infer_request(plain, None).inputs["t"].tolist() == [1, -2]
+    for bad in (b'{"inputs": [}', b"\xff{}", b""):
+        with pytest.raises(InputError, match="not valid JSON"):
+            protocol.parse_infer_request(bad + b" ", None)
+
+
 def test_unknown_model(url, images, predictor):
     assert_error(httpx.post(f"{url}/v1/models/nope/predict", content=images[0]), 404, "nope", "tiny")
     assert_error(httpx.get(f"{url}/v2/models/nope"), 404, "nope")
