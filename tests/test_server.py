@@ -264,6 +264,31 @@ def test_jpegs_small_and_large_answer_as_predict_does(url, predictor):
         assert Image.open(io.BytesIO(drawn.content)).width == size[0]  # full size (a caption strip below)
 
 
+def test_a_small_png_of_many_pixels_is_decoded_beside_the_model(url, predictor, monkeypatch):
+    """A plain 2000x1000 PNG of a few KB decodes in the pool (on the model's thread it would hold up
+    its batch); a 64 px one with its batch on the model's thread. Both answer as Predictor.predict."""
+    from PIL import Image
+
+    from visionrt.runtime.server import task_endpoint
+
+    threads = []
+    decode = task_endpoint.decode
+    monkeypatch.setattr(task_endpoint, "decode",
+                        lambda *args: (threads.append(threading.current_thread().name), decode(*args))[1])
+    for size, thread in (((2000, 1000), "visionrt-prepost"), ((64, 64), "visionrt-infer")):
+        buffer = io.BytesIO()
+        Image.new("RGB", size, (200, 30, 30)).save(buffer, format="PNG")
+        png = buffer.getvalue()
+        assert len(png) < 64 * 1024 and task_endpoint.large_png([png]) == (size[0] == 2000)
+        threads.clear()
+        answer = httpx.post(f"{url}/v1/models/tiny/predict", content=png).json()
+        assert answer["results"] == [r.to_dict() for r in predictor.predict(png)]
+        assert len(threads) == 1 and threads[0].startswith(thread), threads
+        if size[0] == 2000:
+            big = png
+    assert not task_endpoint.large_png([big[:20], b"GIF89a" + big[6:], b""])  # cut short, not a PNG, empty
+
+
 def test_page_is_served(url):
     page = httpx.get(f"{url}/")
     assert page.status_code == 200 and "<input type=\"file\"" in page.text

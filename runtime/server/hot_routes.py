@@ -153,7 +153,8 @@ def hot_routes(server: "Server") -> list[tuple[str, Endpoint]]:
             blobs = _images(await limits.read_body(receive, max_bytes), _header(scope, b"content-type") or "")
             size = sum(map(len, blobs))
             full = view.draw or view.output  # a picture is drawn on the image as sent
-            decoded = (None if server.inline(size) else  # a large body: decoded in the pool, beside the model
+            # a large body, or a small PNG of many pixels: decoded in the pool, beside the model
+            decoded = (None if server.inline(size) and not task_endpoint.large_png(blobs) else
                        await server.in_pool(task_endpoint.decode, blobs, model.predictors[0], full))
             batcher = server.batchers[model.name]
             works = task_endpoint.works(blobs, options, full, decoded, model.max_batch_size)

@@ -18,14 +18,15 @@ and preprocessing, the model, the task's post-processing).
 
 The images are decoded, preprocessed, run and post-processed on the model instance's thread, a
 batch of requests at a time (:class:`Predict`, the batcher's work), as ``Predictor.predict`` does
-for a list of images in-process: the event loop keeps only HTTP and the JSON answer (a large body is
-decoded in the pool first, beside the model).
+for a list of images in-process: the event loop keeps only HTTP and the JSON answer (a large body,
+or a PNG of over :data:`INLINE_PNG_PIXELS`, is decoded in the pool first, beside the model).
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
 import io
+import struct
 import time
 from typing import Any, Mapping, Sequence
 
@@ -41,6 +42,12 @@ from .repository import ServedModel
 
 #: Decoded images (RGB uint8 ``[h, w, 3]``) and their original ``(height, width)``.
 Decoded = tuple[list[np.ndarray], list[tuple[int, int]]]
+
+#: A PNG whose header declares more pixels than this is decoded in the pool, beside the model, however
+#: small its body: deflate packs a plain picture up to ~1000:1, so 40 KB can hold 40 megapixels, about
+#: 10 ms of decoding a megapixel here, which on the model's thread would hold up its whole batch.
+INLINE_PNG_PIXELS = 1_000_000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: Query parameters that shape the answer rather than the post-processing.
 VIEW_PARAMETERS = ("draw", "output", "format")
@@ -78,6 +85,17 @@ def _flag(query: Mapping[str, str], name: str) -> bool:
     if text not in ("0", "1", "true", "false", ""):
         raise InputError(f"{name}={text!r}: use 1 or 0")
     return text in ("1", "true", "")
+
+
+def large_png(blobs: Sequence[bytes]) -> bool:
+    """Whether one of ``blobs`` is a PNG whose header (``IHDR``: width and height, big-endian, bytes
+    16-24) declares more than :data:`INLINE_PNG_PIXELS` (read without Pillow: this is on every request's path)."""
+    for blob in blobs:
+        if blob[:8] == _PNG_SIGNATURE and blob[12:16] == b"IHDR" and len(blob) >= 24:
+            width, height = struct.unpack(">II", blob[16:24])
+            if width * height > INLINE_PNG_PIXELS:
+                return True
+    return False
 
 
 def decode(blobs: Sequence[bytes], pipeline: Pipeline, full: bool) -> Decoded:
