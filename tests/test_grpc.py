@@ -3,6 +3,7 @@
 requested outputs, and errors with HTTP's one-line messages."""
 from __future__ import annotations
 
+import queue
 import socket
 import sys
 
@@ -15,7 +16,7 @@ require_or_skip("fastapi")
 require_or_skip("grpc", reason="needs the grpc extra")
 triton_grpc = require_or_skip("tritonclient.grpc")
 import httpx  # noqa: E402
-from test_server import metric, running  # noqa: E402
+from test_server import metric, running, slowed  # noqa: E402
 
 from visionrt.runtime import Predictor  # noqa: E402
 from visionrt.runtime.errors import BackendUnavailable  # noqa: E402
@@ -111,6 +112,35 @@ def test_bad_input_is_invalid_argument_with_https_message(servers, predictor, ca
     assert err.status() == "StatusCode.INVALID_ARGUMENT"
     assert err.message() == http_err.value.message() and "\n" not in err.message()
     test_infer_a_batch_bit_equal_to_the_model(servers, predictor)  # still serving
+
+
+def test_a_stream_runs_its_requests_together_and_answers_each(tiny_model_dir, predictor):
+    """tritonclient.grpc's stream (Triton's ModelStreamInfer): requests sent while the model is busy
+    merge into one execution; every answer bit-equal to the model, a bad request answered with HTTP's
+    message in its place while the stream goes on, and the stream ends when the client stops it."""
+    address = f"127.0.0.1:{free_port()}"
+    with running(slowed(ModelRepository.load([f"tiny={tiny_model_dir}"]), 0.3), grpc_address=address) as url:
+        client = triton_grpc.InferenceServerClient(address)
+        answers: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        rng = np.random.default_rng(1)
+        xs = {f"s{i}": rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for i in range(6)}
+        bad = np.zeros((1, 3, 32, 32), np.float32)
+        for request_id, x in [*xs.items(), ("bad", bad)]:
+            client.async_stream_infer("tiny", [tensor(x)], request_id=request_id)
+        got = [answers.get(timeout=60) for _ in range(len(xs) + 1)]
+        client.stop_stream()
+        client.close()
+        errors = [str(error) for result, error in got if error is not None]
+        http = httpx.post(f"{url}/v2/models/tiny/infer", json={"inputs": [
+            {"name": "images", "datatype": "FP32", "shape": [1, 3, 32, 32], "data": bad.ravel().tolist()}]})
+        assert errors == [http.json()["error"]]
+        results = {result.get_response().id: result.as_numpy("logits") for result, error in got if error is None}
+        assert sorted(results) == sorted(xs)
+        for request_id, x in xs.items():
+            np.testing.assert_array_equal(results[request_id], predictor.infer(x)["logits"])
+        assert metric(url, "visionrt_execution_count_total", model="tiny") < len(xs)  # merged while busy
+        assert metric(url, "visionrt_request_failure_total", model="tiny", reason="bad_input") == 2  # gRPC, HTTP
 
 
 def test_grpc_port_without_the_extra_names_it(monkeypatch):

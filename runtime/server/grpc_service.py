@@ -3,7 +3,10 @@ it) beside HTTP, in the same event loop, over the same models and batchers (need
 extra: grpcio and the generated stubs ``tritonclient.grpc`` ships).
 
 RPCs: ``ServerLive``, ``ServerReady``, ``ModelReady``, ``ServerMetadata``, ``ModelMetadata``,
-``ModelConfig``, ``ModelInfer``; the others answer ``UNIMPLEMENTED``. Tensors travel as
+``ModelConfig``, ``ModelInfer`` and Triton's ``ModelStreamInfer`` (``tritonclient.grpc``'s
+``start_stream`` / ``async_stream_infer``: the requests of a stream run concurrently, so they batch,
+and each is answered as it completes, a failure as that response's ``error_message`` while the stream
+goes on); the others answer ``UNIMPLEMENTED``. Tensors travel as
 ``raw_input_contents`` / ``raw_output_contents`` (what ``tritonclient.grpc`` sends) or, for inputs,
 the typed ``contents`` fields. Errors carry the HTTP answer's one-line message with the matching
 status: 400 ``INVALID_ARGUMENT``, 404 ``NOT_FOUND``, 503 ``UNAVAILABLE``, 504 ``DEADLINE_EXCEEDED``,
@@ -13,6 +16,7 @@ Bearer <key>``, else ``UNAUTHENTICATED``).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -118,17 +122,52 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         return await self._answer(context, work)
 
     async def ModelInfer(self, request, context):
-        async def work():
-            model = self.server.model(request.model_name, request.model_version)
-            async with self.server.accounting(model):
-                deadline = self.server.deadline()
-                if context.time_remaining() is not None:
-                    deadline = min(deadline, time.perf_counter() + context.time_remaining())
-                parsed = parse_infer_request(request)
-                rows = protocol.check_infer_inputs(model, parsed)
-                outputs, _ = await self.server.batchers[model.name].submit(Rows(rows), deadline)
-                return infer_response(model.name, parsed, outputs)
-        return await self._answer(context, work)
+        return await self._answer(context, lambda: self._infer(request, context))
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Each request of the stream runs as it arrives, beside the others; each answer (or its error,
+        naming the request's id) is sent as it completes; the stream ends after the last answer."""
+        answers: asyncio.Queue = asyncio.Queue()
+        running: set[asyncio.Task] = set()
+
+        async def answer(request: service_pb2.ModelInferRequest) -> None:
+            try:
+                response = service_pb2.ModelStreamInferResponse(infer_response=await self._infer(request, context))
+            except Exception as err:  # noqa: BLE001 - this request's answer; the stream goes on
+                response = service_pb2.ModelStreamInferResponse(
+                    error_message=error_message(err), infer_response=service_pb2.ModelInferResponse(
+                        model_name=request.model_name, model_version=request.model_version, id=request.id))
+            answers.put_nowait(response)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.ensure_future(answer(request))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                await asyncio.gather(*running)
+            finally:
+                answers.put_nowait(None)  # the last answer, or the client went away
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+        finally:
+            for task in (reader, *running):
+                task.cancel()
+
+    async def _infer(self, request: service_pb2.ModelInferRequest, context) -> service_pb2.ModelInferResponse:
+        """One inference through the model's batcher (failures raised as the HTTP route raises them)."""
+        model = self.server.model(request.model_name, request.model_version)
+        async with self.server.accounting(model):
+            deadline = self.server.deadline()
+            if context.time_remaining() is not None:
+                deadline = min(deadline, time.perf_counter() + context.time_remaining())
+            parsed = parse_infer_request(request)
+            rows = protocol.check_infer_inputs(model, parsed)
+            outputs, _ = await self.server.batchers[model.name].submit(Rows(rows), deadline)
+            return infer_response(model.name, parsed, outputs)
 
 
 async def start(server: "Server", address: str, max_message_bytes: int) -> grpc.aio.Server:
