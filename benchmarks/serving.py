@@ -12,7 +12,8 @@ v2 infer, gRPC infer, 2 workers): images/s, latency, the mean batch, the client'
   and its workers): less sensitive than throughput to other load on the machine;
 - **overhead** = server CPU ms per request beyond the in-process cost of its images (model + decode).
 
-gRPC is driven by :mod:`.grpc_load` (Python: no C gRPC load tool installs here) on the client core;
+gRPC is driven by :mod:`.grpc_load` (Python: no C gRPC load tool installs here) on the client core,
+by unary calls or on streams;
 2 workers run on both cores, sharing the client's (compare their CPU efficiency, not throughput).
 Each setup runs ``repeat`` times; the report gives the median and the spread, and the load average.
 ``--setups KEY,...`` runs a subset (keys: :data:`SETUPS`).
@@ -226,8 +227,8 @@ def serving_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLike,
 @dataclasses.dataclass(frozen=True)
 class Setup:
     """One reference figure (``key``: its short name for ``--setups``): what is sent (``predict``,
-    ``infer``: HTTP v2, ``grpc``), how many images a request, extra server options, and whether the
-    server may use the client's core too."""
+    ``infer``: HTTP v2, ``grpc``), how many images a request, extra server options, whether the
+    server may use the client's core too, and whether gRPC requests go on streams."""
 
     key: str
     name: str
@@ -235,6 +236,7 @@ class Setup:
     images_per_request: int = 1
     server_options: tuple[str, ...] = ()
     both_cores: bool = False
+    stream: bool = False
 
 
 SETUPS = (
@@ -243,6 +245,7 @@ SETUPS = (
     Setup("eight", "HTTP predict, 8 images a request", "predict", 8),
     Setup("infer", "HTTP v2 infer (binary tensor), dynamic batching", "infer"),
     Setup("grpc", "gRPC v2 infer, dynamic batching", "grpc"),
+    Setup("grpc-stream", "gRPC v2 infer on streams (ModelStreamInfer), dynamic batching", "grpc", stream=True),
     Setup("workers", "HTTP predict, --workers 2 (both cores, sharing the client's)", "predict",
           server_options=("--workers", "2"), both_cores=True),
 )
@@ -268,7 +271,7 @@ def _load_setup(setup: Setup, server: RunningServer, model: str, model_dir, file
 
         def load(duration: float):
             r = grpc_load(grpc_address, model, rows, processes=2, threads=connections // 2, seconds=duration,
-                          cores={client_core})
+                          cores={client_core}, stream=setup.stream)
             return r.requests, r.seconds, r.latency_ms, r.errors, r.client_cpu_s
     else:
         payload = (predict_payloads(files, setup.images_per_request)[0] if setup.endpoint == "predict" else
@@ -342,7 +345,8 @@ def reference_figures(model_dir: str | os.PathLike, images_dir: str | os.PathLik
             "commands": {"server": f"taskset -c {server_core} visionrt serve MODEL_DIR --threads 1 [options]",
                          "client": command_line(str(client_core), connections, seconds, "URL"),
                          "grpc_client": f"benchmarks/grpc_load.py: 2 processes x {connections // 2} threads "
-                                        f"of tritonclient.grpc, pinned to core {client_core}",
+                                        f"of tritonclient.grpc (streams: 2 x {connections // 2} requests in "
+                                        f"flight), pinned to core {client_core}",
                          "in_process": f"Predictor(threads=1).predict(16 images: a request's, repeated) pinned to "
                                        f"core {server_core}, before and after each server figure (their mean)"},
             "setups": [{**dataclasses.asdict(setup), "runs": runs[setup.name],
