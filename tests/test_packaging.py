@@ -9,9 +9,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a build: pip makes an isolated build environment, seconds on a loaded machine
 def test_the_wheel_holds_the_page_and_the_kernels_and_builds_without_warnings(tmp_path):
     source = tmp_path / "source"
     for name in ("train", "export", "runtime", "benchmarks"):
