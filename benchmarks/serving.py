@@ -4,8 +4,9 @@
 (``taskset``, one onnxruntime thread), the C load generator ``wrk`` pinned to another, and
 ``Predictor`` in this process pinned to the server's core, on the images the requests carry,
 measured right before and right after each server figure (their mean is the reference, so a machine
-whose speed drifts moves both sides alike; both are in the JSON). Per setup (HTTP predict batched / ``--max-batch-size 1`` / 8 images a request, HTTP
-v2 infer, gRPC infer, 2 workers): images/s, latency, the mean batch, the client's CPU, and
+whose speed drifts moves both sides alike; both are in the JSON). Per setup (HTTP predict batched /
+``--max-batch-size 1`` / 8 images a request, HTTP v2 infer, gRPC infer by unary calls / on streams,
+2 workers): images/s, latency, the mean batch, the client's CPU, and
 
 - **server efficiency** = server images/s ÷ in-process images/s on the same core;
 - **CPU efficiency** = in-process CPU s per image ÷ server CPU s per image (``/proc`` of the server
