@@ -32,8 +32,8 @@ import numpy as np
 from visionrt.runtime import atomic, tensorrt_env
 from visionrt.runtime.errors import ArtifactError, BackendUnavailable, InputError, VisionRTError
 from visionrt.runtime.file_kind import require_file
-from visionrt.runtime.manifest import MANIFEST_NAME, ModelDir
-from visionrt.runtime.model_check import check_manifest
+from visionrt.runtime.manifest import ModelDir
+from visionrt.runtime.model_check import check_model_dir
 from visionrt.runtime.plugins.op import DOMAIN as PLUGIN_DOMAIN
 from visionrt.runtime.precision import resolve_onnx_key
 
@@ -86,7 +86,7 @@ def build(model_dir: str | os.PathLike | ModelDir, *, flavour: str = "auto", onn
     Ampere on) and ``workspace_mib`` (default: TensorRT's) tune the build.
     """
     model_dir = model_dir if isinstance(model_dir, ModelDir) else ModelDir.open(model_dir)
-    check_manifest(model_dir.manifest, str(model_dir.root / MANIFEST_NAME))  # before any engine is built
+    check_model_dir(model_dir)  # before any engine is built
     spec = tensorrt_env.resolve(flavour)
     trt = tensorrt_env.import_tensorrt(spec.name)
     onnx_key = onnx_key or resolve_onnx_key(model_dir, precision, "tensorrt")

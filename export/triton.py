@@ -40,7 +40,7 @@ from typing import Any, Iterable, Mapping
 from ..runtime.argtypes import non_negative_int, output_dir, positive_int
 from ..runtime.errors import ArtifactError, InputError
 from ..runtime.manifest import MANIFEST_NAME, ModelDir, OutputSpec
-from ..runtime.model_check import check_manifest
+from ..runtime.model_check import check_model_dir
 from .build import DEFAULT_BATCH, scan_onnx
 from . import triton_model
 
@@ -112,7 +112,7 @@ def triton_models(name: str, model_dir: ModelDir, options: TritonOptions) -> lis
     if not _NAME.match(name):
         raise InputError(f"'{name}' cannot name a Triton model", fix="use letters, digits, '_', '.', '-' (NAME=DIR)")
     manifest = model_dir.manifest
-    check_manifest(manifest, str(model_dir.root / MANIFEST_NAME))  # before any file is written
+    check_model_dir(model_dir)  # before any file is written
     build = manifest.build_profile
     max_batch = options.max_batch_size or build.get("max_batch", DEFAULT_BATCH[2])
     spec = manifest.input

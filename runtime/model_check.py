@@ -5,8 +5,9 @@ yet not describe its model: a class list of the wrong length for the output (or 
 the task names classes), an input size no machine can hold, outputs the task cannot read. Each is
 an :class:`~visionrt.runtime.errors.ArtifactError` naming the manifest field:
 
-* :func:`check_manifest` (by every :class:`~visionrt.runtime.predictor.Predictor`: ``predict``,
-  ``serve``, ``bench``, Triton's python models; and first thing by ``build`` and ``export-triton``): the
+* :func:`check_manifest` (:func:`check_model_dir` for a model directory; by every
+  :class:`~visionrt.runtime.predictor.Predictor`: ``predict``, ``serve``, ``bench``, Triton's python
+  models; and first thing by ``build`` and ``export-triton``): the
   manifest against itself and its task's output contract (:mod:`.contracts`): ``classes`` vs the
   output shapes it declares, ``input.height``/``width`` vs :data:`MAX_INPUT_BYTES`, ``outputs``
   (names, ranks, dtypes) vs what the task reads;
@@ -22,7 +23,7 @@ from typing import Any, Sequence
 from .backends.base import Runner, TensorSpec
 from .contracts import ContractError, check_outputs, contract
 from .errors import ArtifactError
-from .manifest import Manifest
+from .manifest import MANIFEST_NAME, Manifest, ModelDir
 
 #: Largest input tensor of one image the runtime accepts (bytes): ``channels × height × width ×
 #: 4`` beyond it is a manifest error, not a model (16384 × 16384 RGB float32 is 3 GiB).
@@ -47,6 +48,11 @@ def check_manifest(manifest: Manifest, source: str) -> None:
                             f"{contract(manifest.task).classes}", fix=_FIX)
     _check_outputs(manifest, [TensorSpec(o.name, tuple(_dim(d) for d in o.shape), o.dtype) for o in manifest.outputs],
                    source)
+
+
+def check_model_dir(model_dir: ModelDir) -> None:
+    """:func:`check_manifest` on ``model_dir``'s manifest, naming its file in the error."""
+    check_manifest(model_dir.manifest, str(model_dir.root / MANIFEST_NAME))
 
 
 def check_runner(manifest: Manifest, runner: Runner, source: str) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 from .backends import Runner, open_runner
 from .errors import InputError
 from .images import ImageSource, load_image_reduced
-from .manifest import MANIFEST_NAME, ModelDir
-from .model_check import check_manifest, check_runner
+from .manifest import ModelDir
+from .model_check import check_model_dir, check_runner
 from .preprocess import decode_size, model_input
 from .tasks import runtime_task
 
@@ -82,7 +82,7 @@ class Predictor(Pipeline):
             raise InputError(f"runner must be a visionrt Runner, got {type(runner).__name__}",
                              fix="make one with visionrt.runtime.backends.open_runner")
         super().__init__(model_dir)
-        check_manifest(self.manifest, str(self.model_dir.root / MANIFEST_NAME))
+        check_model_dir(self.model_dir)
         self.runner = (runner or open_runner(self.model_dir, backend, provider=provider, threads=threads,
                                              engine_key=engine_key, precision=precision)).activate()
         if runner is None:  # a runner given ready-made is the caller's to match

@@ -52,20 +52,32 @@ def finish(sock: socket.socket, image: bytes) -> tuple[int, str]:
     return int(head[0].split()[1]), headers.get("x-visionrt-worker")
 
 
-def test_two_workers_share_the_port_sum_metrics_and_drain_on_sigterm(tiny_model_dir, tiny_data, tmp_path):
-    image = sorted((tiny_data / "images" / "test").glob("*.png"))[0].read_bytes()
+@contextlib.contextmanager
+def two_workers(model_dir, tmp_path, *options: str):
+    """``visionrt serve tiny=MODEL --workers 2 OPTIONS`` on a free port (temporary files in
+    ``tmp_path``), once ready: ``(process, port)``; killed at the end if still running."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-m", "visionrt.runtime.server", f"tiny={tiny_model_dir}",
-                                "--port", str(port), "--workers", "2"], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "visionrt.runtime.server", f"tiny={model_dir}",
+                                "--port", str(port), "--workers", "2", *options], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         assert len(list(tmp_path.glob("visionrt-metrics-*"))) <= 1
         for _ in range(600):
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
                     break
             time.sleep(0.1)
+        yield process, port
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+
+
+def test_two_workers_share_the_port_sum_metrics_and_drain_on_sigterm(tiny_model_dir, tiny_data, tmp_path):
+    image = sorted((tiny_data / "images" / "test").glob("*.png"))[0].read_bytes()
+    with two_workers(tiny_model_dir, tmp_path) as (process, port):
+        url = f"http://127.0.0.1:{port}"
         # both workers answer: fresh connections until each pid was seen (the kernel spreads them)
         pids, sent = set(), 0
         while len(pids) < 2 and sent < 400:
@@ -91,10 +103,6 @@ def test_two_workers_share_the_port_sum_metrics_and_drain_on_sigterm(tiny_model_
         assert {pid for _, pid in answers} == pids
         assert process.wait(60) == 0, process.stdout.read().decode()[-3000:]
         assert not list(tmp_path.glob("visionrt-metrics-*"))  # the metrics folder is removed
-    finally:
-        process.kill()
-        process.wait()
-        process.stdout.close()
 
 
 def test_every_worker_asks_for_the_key(tiny_model_dir, tiny_data, tmp_path):
@@ -103,18 +111,8 @@ def test_every_worker_asks_for_the_key(tiny_model_dir, tiny_data, tmp_path):
     image = sorted((tiny_data / "images" / "test").glob("*.png"))[0].read_bytes()
     key = "workers-test-key-" + "k" * 20
     (tmp_path / "keys.txt").write_text(key + "\n")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-m", "visionrt.runtime.server", f"tiny={tiny_model_dir}",
-                                "--port", str(port), "--workers", "2", "--api-key-file", str(tmp_path / "keys.txt")],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, "TMPDIR": str(tmp_path)})
-    try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                    break
-            time.sleep(0.1)
+    with two_workers(tiny_model_dir, tmp_path, "--api-key-file", str(tmp_path / "keys.txt")) as (process, port):
+        url = f"http://127.0.0.1:{port}"
         refused, served, sent = set(), set(), 0
         while (len(refused) < 2 or len(served) < 2) and sent < 400:
             with httpx.Client() as client:  # a fresh connection each time: the kernel spreads them
@@ -131,10 +129,6 @@ def test_every_worker_asks_for_the_key(tiny_model_dir, tiny_data, tmp_path):
         assert httpx.get(f"{url}/metrics").status_code == 401
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0, process.stdout.read().decode()[-3000:]
-    finally:
-        process.kill()
-        process.wait()
-        process.stdout.close()
 
 
 def test_a_bad_model_directory_fails_before_any_worker(tmp_path):
